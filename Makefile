@@ -1,0 +1,39 @@
+# darkmatter: `make demo` and `make test` are the two commands in README.md.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint fashion-mnist compose-check bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fashion-MNIST from Debian (optional: the demo falls back to sklearn's digits without it).
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || \
+	  { command -v apt-get >/dev/null && (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) ; } || \
+	  echo "dataset-fashion-mnist not installed; the demo will use digits"
+
+demo: $(STAMP) fashion-mnist
+	$(BIN)/darkmatter demo
+
+lint: $(STAMP)
+	$(BIN)/lint-imports
+
+test: $(STAMP) fashion-mnist
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/methods.py
+
+clean:
+	rm -rf $(VENV) .darkmatter .pytest_cache

@@ -1,0 +1,1 @@
+"""FastAPI service: routes validate input and delegate to jobs/."""

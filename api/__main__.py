@@ -1,0 +1,42 @@
+"""`python -m api serve|create-key`: run the HTTP server, or create an API key for a project."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="darkmatter api")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--auth", action="store_true", help="require API keys")
+    key = sub.add_parser("create-key")
+    key.add_argument("--project", default="default")
+    key.add_argument("--name", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(name)s: %(message)s")
+
+    from jobs.settings import Settings
+
+    settings = Settings(**({"auth": True} if getattr(args, "auth", False) else {})).resolved()
+    if args.command == "serve":
+        import uvicorn
+
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    else:
+        from jobs.db import session_scope
+        from jobs.keys import create_key
+        from jobs.migrate import upgrade
+
+        upgrade(settings.database_url)
+        with session_scope(settings.database_url) as session:
+            project_id, key = create_key(session, args.project, args.name)
+        print(f"project {project_id}\nkey {key}")  # shown once; only its hash is stored
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The FastAPI application factory."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, scores
+from jobs.migrate import upgrade
+from jobs.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = (settings.resolved() if settings else get_settings())
+    if settings.migrate_on_start:
+        upgrade(settings.database_url)
+    app = FastAPI(title="darkmatter", version="0.1.0",
+                  description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
+    app.state.settings = settings
+    for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, scores.router, methods.router):
+        app.include_router(router, prefix="/v1")
+    app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": e.get("type")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):  # last resort: log it, answer JSON
+        log.exception("unhandled error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

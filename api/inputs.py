@@ -1,0 +1,64 @@
+"""Decode embedding inputs (base64 images, pixel arrays) into uint8 image tensors."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+MAX_PIXELS = 4096 * 4096
+
+
+class BadInput(ValueError):
+    def __init__(self, index: int, message: str):
+        super().__init__(f"input[{index}]: {message}")
+
+
+def decode_image(index: int, text: str) -> np.ndarray:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(index, "not valid base64")
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise BadInput(index, f"image is {image.width}x{image.height}; at most {MAX_PIXELS} pixels")
+            image = image.convert("RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else "L")
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise BadInput(index, "not a readable image (PNG, JPEG, ...)")
+    return array if array.ndim == 3 else array[..., None]  # (H, W, C)
+
+
+def decode_array(index: int, values: list) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise BadInput(index, "pixel arrays must be rectangular lists of numbers")
+    if array.ndim == 2:
+        array = array[..., None]
+    elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3) or min(array.shape[:2]) < 1:
+        raise BadInput(index, f"expected H x W, H x W x C or C x H x W with C in (1, 3); got shape {array.shape}")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise BadInput(index, "pixel values must be finite and in [0, 255]")
+    return np.round(array).astype(np.uint8)
+
+
+def to_model_input(index: int, array: np.ndarray, channels: int, size: int) -> torch.Tensor:
+    """(H, W, C) uint8 -> (channels, size, size) uint8 in the checkpoint's expected shape."""
+    x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+    if x.shape[0] == 3 and channels == 1:
+        x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    elif x.shape[0] == 1 and channels == 3:
+        x = x.expand(3, -1, -1)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return x.round().clamp(0, 255).to(torch.uint8)

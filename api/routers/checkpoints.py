@@ -1,0 +1,62 @@
+"""Checkpoints: metadata, safetensors download by part (ETag = sha256, Range), scores."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import select
+
+from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.schemas import CheckpointOut, ScoreOut
+from jobs import scores
+from jobs.storage import ArtifactStore
+from jobs.tables import Checkpoint
+
+router = APIRouter(tags=["checkpoints"])
+
+
+def get_checkpoint(session, project: str, checkpoint_id: str) -> Checkpoint:
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None or row.project_id != project:
+        raise HTTPException(404, f"checkpoint {checkpoint_id!r} not found")
+    return row
+
+
+@router.get("/checkpoints")
+def list_checkpoints(session: SessionDep, project: ProjectDep, job: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    q = select(Checkpoint).where(Checkpoint.project_id == project)
+    if job:
+        q = q.where(Checkpoint.job_id == job)
+    rows = session.scalars(q.order_by(Checkpoint.created_at.desc()).limit(limit).offset(offset)).all()
+    return {"data": [CheckpointOut.model_validate(r).model_dump(mode="json") for r in rows]}
+
+
+@router.get("/checkpoints/{checkpoint_id}", response_model=CheckpointOut)
+def read(checkpoint_id: str, session: SessionDep, project: ProjectDep) -> Checkpoint:
+    return get_checkpoint(session, project, checkpoint_id)
+
+
+@router.get("/checkpoints/{checkpoint_id}/download")
+def download(checkpoint_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+             part: Literal["backbone", "teacher", "heads", "full"] = "backbone"):
+    row = get_checkpoint(session, project, checkpoint_id)
+    if part not in row.parts:
+        raise HTTPException(404, f"checkpoint {checkpoint_id} has no {part!r} part; it has: {', '.join(row.parts)}")
+    info = row.parts[part]
+    etag = f'"{info["sha256"]}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    path = ArtifactStore(settings.storage_url, settings.home / "cache").local_path(info["key"])
+    if not path.exists():
+        raise HTTPException(410, f"the file of checkpoint {checkpoint_id} ({part}) is gone from the artifact store")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}-{part}.safetensors",
+                        headers={"ETag": etag, "X-Checksum-Sha256": info["sha256"]})
+
+
+@router.get("/checkpoints/{checkpoint_id}/scores")
+def checkpoint_scores(checkpoint_id: str, session: SessionDep, project: ProjectDep) -> dict:
+    get_checkpoint(session, project, checkpoint_id)
+    rows = scores.query(session, project, checkpoint=checkpoint_id, limit=1000)
+    return {"data": [ScoreOut.model_validate(r).model_dump(mode="json") for r in rows]}

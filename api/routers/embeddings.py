@@ -1,0 +1,70 @@
+"""OpenAI-style embeddings from any checkpoint's backbone."""
+from __future__ import annotations
+
+import base64
+from typing import Literal, Union
+
+import torch
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.inputs import BadInput, decode_array, decode_image, to_model_input
+from api.models import ModelCache
+from api.routers.checkpoints import get_checkpoint
+from core.augment import normalize
+from core.checkpoint import CorruptCheckpoint
+
+router = APIRouter(tags=["embeddings"])
+
+Item = Union[str, list]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a checkpoint id")
+    input: list[Item] = Field(min_length=1, description="base64 images (PNG/JPEG) or pixel arrays (H x W [x C], 0..255)")
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+def cache(request: Request) -> ModelCache:
+    app = request.app
+    if not hasattr(app.state, "model_cache"):
+        app.state.model_cache = ModelCache(app.state.settings.model_cache_size)
+    return app.state.model_cache
+
+
+@router.post("/embeddings")
+def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, settings: SettingsDep,
+               project: ProjectDep) -> dict:
+    if len(body.input) > settings.max_embedding_inputs:
+        raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
+    checkpoint = get_checkpoint(session, project, body.model)
+    try:
+        encoder, manifest = cache(request).get(settings, checkpoint)
+    except (CorruptCheckpoint, FileNotFoundError) as exc:
+        raise HTTPException(410, f"checkpoint {body.model} cannot be loaded: {exc}")
+    channels, _, size = manifest["input_size"]
+    images = []
+    try:
+        for i, item in enumerate(body.input):
+            if isinstance(item, str):
+                if len(item) > settings.max_embedding_input_bytes:
+                    raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
+                array = decode_image(i, item)
+            else:
+                array = decode_array(i, item)
+            images.append(to_model_input(i, array, channels, size))
+    except BadInput as exc:
+        raise HTTPException(422, str(exc))
+    norm = manifest["normalization"]
+    with torch.no_grad():
+        x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
+        vectors = encoder(x).float().numpy()
+    data = []
+    for i, vector in enumerate(vectors):
+        value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
+                 else [float(v) for v in vector])
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {"object": "list", "model": body.model, "data": data,
+            "dimensions": int(vectors.shape[1]), "usage": {"inputs": len(images)}}

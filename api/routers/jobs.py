@@ -1,0 +1,130 @@
+"""Jobs: submit, list, inspect, cancel, metrics and events."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
+
+from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.schemas import JobList, JobOut
+from core.data import DatasetUnavailable
+from jobs import lifecycle
+from jobs.datasets import DatasetNotFound
+from jobs.db import session_scope
+from jobs.queue import enqueue
+from jobs.specs import JobSpec
+from jobs.submit import IdempotencyConflict, SpecRejected, create_job
+from jobs.tables import Job, JobEvent, Metric
+
+router = APIRouter(tags=["jobs"])
+
+
+def get_job(session, project: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project:
+        raise HTTPException(404, f"job {job_id!r} not found")
+    return job
+
+
+def job_out(session, job: Job) -> JobOut:
+    out = JobOut.model_validate(job)
+    out.progress = min(1.0, job.step / job.total_steps) if job.total_steps else (1.0 if job.state == "succeeded" else 0.0)
+    latest = session.execute(select(Metric.name, Metric.value).where(Metric.job_id == job.id).order_by(Metric.id.desc())
+                             .limit(20)).all()
+    out.metrics = {}
+    for name, value in latest:
+        out.metrics.setdefault(name, value)
+    return out
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut)
+def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep, project: ProjectDep,
+           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+    try:
+        job, created = create_job(session, project, spec, idempotency_key)
+    except IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc))
+    except DatasetNotFound as exc:
+        raise HTTPException(404, str(exc))
+    except (SpecRejected, DatasetUnavailable, ValueError) as exc:
+        raise HTTPException(422, str(exc))
+    session.commit()
+    if created:
+        enqueue(settings, job.id, job.queue)
+    return job_out(session, job)
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(session: SessionDep, project: ProjectDep, state: str | None = None, kind: str | None = None,
+              method: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+    q = select(Job).where(Job.project_id == project)
+    for column, value in ((Job.state, state), (Job.kind, kind), (Job.method, method)):
+        if value is not None:
+            q = q.where(column == value)
+    total = session.scalar(select(func.count()).select_from(q.subquery()))
+    rows = session.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+    return JobList(data=[job_out(session, j) for j in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def read_job(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
+    return job_out(session, get_job(session, project, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
+    job = get_job(session, project, job_id)
+    if job.state in lifecycle.TERMINAL:
+        raise HTTPException(409, f"job {job_id} has already ended ({job.state})")
+    lifecycle.request_cancel(session, job_id)
+    session.commit()
+    session.refresh(job)
+    return job_out(session, job)
+
+
+@router.get("/jobs/{job_id}/metrics")
+def metrics(job_id: str, session: SessionDep, project: ProjectDep, name: str | None = None,
+            after_step: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
+    get_job(session, project, job_id)
+    q = select(Metric).where(Metric.job_id == job_id, Metric.step > after_step)
+    if name:
+        q = q.where(Metric.name == name)
+    rows = session.scalars(q.order_by(Metric.step, Metric.id).limit(limit)).all()
+    return {"data": [{"step": m.step, "name": m.name, "value": m.value, "at": m.at.isoformat()} for m in rows]}
+
+
+def event_dict(e: JobEvent) -> dict:
+    return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
+
+
+@router.get("/jobs/{job_id}/events")
+async def events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+                 stream: bool = False, after: Annotated[int, Query(ge=0)] = 0):
+    """The job's events; with stream=true a Server-Sent Events stream until the job ends."""
+    get_job(session, project, job_id)
+    if not stream:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+                               .order_by(JobEvent.id).limit(1000)).all()
+        return {"data": [event_dict(e) for e in rows]}
+
+    async def feed():
+        last = after
+        while not await request.is_disconnected():
+            with session_scope(settings.database_url) as s:
+                rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > last)
+                                 .order_by(JobEvent.id).limit(500)).all()
+                state = s.scalar(select(Job.state).where(Job.id == job_id))
+                for e in rows:
+                    last = e.id
+                    yield f"id: {e.id}\nevent: {e.kind}\ndata: {json.dumps(event_dict(e))}\n\n"
+            if state in lifecycle.TERMINAL and not rows:
+                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n"
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(feed(), media_type="text/event-stream")

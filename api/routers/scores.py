@@ -1,0 +1,25 @@
+"""Scores: filtered rows and the leaderboard (best per method, score per compute-hour)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import ProjectDep, SessionDep
+from api.schemas import ScoreOut
+from jobs import scores
+
+router = APIRouter(tags=["scores"])
+
+
+@router.get("/scores")
+def list_scores(session: SessionDep, project: ProjectDep, dataset: str | None = None, protocol: str | None = None,
+                metric: str | None = None, method: str | None = None, backbone: str | None = None,
+                checkpoint: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    rows = scores.query(session, project, dataset=dataset, protocol=protocol, metric=metric, method=method,
+                        backbone=backbone, checkpoint=checkpoint, limit=limit, offset=offset)
+    board = scores.leaderboard(session, project, dataset=dataset, protocol=protocol, metric=metric, backbone=backbone)
+    if method:
+        board = [b for b in board if b["method"] == method]
+    return {"data": [ScoreOut.model_validate(r).model_dump(mode="json") for r in rows], "leaderboard": board}

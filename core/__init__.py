@@ -1,0 +1,1 @@
+"""darkmatter core: the self-supervised method library (no service code here)."""

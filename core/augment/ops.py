@@ -1,0 +1,108 @@
+"""Batched image ops on float tensors in [0, 1] of shape (B, C, H, W); randomness from a generator."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> Tensor:
+    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+
+
+def coin(n: int, p: float, gen: torch.Generator, device) -> Tensor:
+    return torch.rand(n, generator=gen, device=device) < p
+
+
+def resized_crop_flip(x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+                      flip_p: float, gen: torch.Generator) -> Tensor:
+    """Random resized crop (area fraction in `scale`, aspect in `ratio`) plus horizontal flip,
+    done for the whole batch with one affine grid_sample."""
+    b, device = x.shape[0], x.device
+    area = uniform(b, *scale, gen, device)
+    log_ratio = uniform(b, math.log(ratio[0]), math.log(ratio[1]), gen, device)
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(area * aspect).clamp(max=1.0)
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = uniform(b, 0, 1, gen, device) * (1 - w) + w / 2
+    cy = uniform(b, 0, 1, gen, device) * (1 - h) + h / 2
+    sign = torch.where(coin(b, flip_p, gen, device), -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = cx * 2 - 1
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy * 2 - 1
+    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def gray(x: Tensor) -> Tensor:
+    if x.shape[1] == 1:
+        return x
+    weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def blend(a: Tensor, b: Tensor, factor: Tensor) -> Tensor:
+    return (factor.view(-1, 1, 1, 1) * a + (1 - factor.view(-1, 1, 1, 1)) * b).clamp(0, 1)
+
+
+def rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
+    """Hue shift by `turns` (fraction of a full turn) as a rotation in YIQ space."""
+    to_yiq = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    angle = turns * 2 * math.pi
+    cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], cos * i - sin * q, sin * i + cos * q], 1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq).clamp(0, 1)
+
+
+def color_jitter(x: Tensor, p: float, brightness: float, contrast: float, saturation: float, hue: float,
+                 gen: torch.Generator) -> Tensor:
+    b, device = x.shape[0], x.device
+    apply = coin(b, p, gen, device).view(-1, 1, 1, 1)
+    out = x
+    if brightness > 0:
+        out = blend(out, torch.zeros_like(out), uniform(b, 1 - brightness, 1 + brightness, gen, device))
+    if contrast > 0:
+        mean = gray(out).mean((1, 2, 3), keepdim=True).expand_as(out)
+        out = blend(out, mean, uniform(b, 1 - contrast, 1 + contrast, gen, device))
+    if saturation > 0 and x.shape[1] == 3:
+        out = blend(out, gray(out).expand_as(out), uniform(b, 1 - saturation, 1 + saturation, gen, device))
+    if hue > 0 and x.shape[1] == 3:
+        out = rotate_hue(out, uniform(b, -hue, hue, gen, device))
+    return torch.where(apply, out, x)
+
+
+def random_grayscale(x: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    if x.shape[1] == 1 or p <= 0:
+        return x
+    apply = coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply, gray(x).expand_as(x), x)
+
+
+def gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float], gen: torch.Generator) -> Tensor:
+    """Per-sample Gaussian blur (kernel ~10 % of the image side, as in SimCLR), one grouped conv."""
+    if p <= 0:
+        return x
+    b, c, h, w = x.shape
+    radius = max(1, int(0.05 * h))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    sig = uniform(b, *sigma, gen, x.device).to(x.dtype)
+    kernel = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sig.view(-1, 1) ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)
+    flat = x.reshape(1, b * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(b * c, 1, 1, -1), groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(b * c, 1, -1, 1), groups=b * c)
+    apply = coin(b, p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply, flat.view(b, c, h, w), x)
+
+
+def solarize(x: Tensor, p: float, gen: torch.Generator, threshold: float = 0.5) -> Tensor:
+    if p <= 0:
+        return x
+    apply = coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply & (x >= threshold), 1 - x, x)

@@ -1,0 +1,87 @@
+"""View generation: a list of crop specs, each producing some views of every image in a batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+from core.augment import ops
+
+
+@dataclass
+class CropSpec:
+    """One kind of crop. `size` is a fraction of the input side when <= 1, else pixels."""
+
+    count: int = 2
+    size: float = 1.0
+    scale: tuple[float, float] = (0.2, 1.0)
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
+
+
+@dataclass
+class ViewConfig:
+    """SimCLR-style defaults; methods override them with their papers' values."""
+
+    crops: list[CropSpec] = field(default_factory=lambda: [CropSpec()])
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    @classmethod
+    def from_dict(cls, values: dict | None, base: "ViewConfig | None" = None) -> "ViewConfig":
+        """Override `base` (or the defaults) with user values; unknown keys raise ValueError."""
+        config = base or cls()
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown augmentation option(s): {', '.join(sorted(unknown))}")
+        if "crops" in values:
+            values["crops"] = [c if isinstance(c, CropSpec) else CropSpec(**c) for c in values["crops"]]
+        for key in ("ratio", "blur_sigma"):
+            if key in values:
+                values[key] = tuple(values[key])
+        current = {f.name: getattr(config, f.name) for f in fields(cls)}
+        return cls(**{**current, **values})
+
+
+def normalize(x: Tensor, mean: list[float], std: list[float]) -> Tensor:
+    return (x - x.new_tensor(mean).view(1, -1, 1, 1)) / x.new_tensor(std).view(1, -1, 1, 1)
+
+
+class ViewMaker:
+    """Turns a batch of uint8 images into augmented, normalised views, on the batch's device."""
+
+    def __init__(self, config: ViewConfig, mean: list[float], std: list[float]):
+        self.config, self.mean, self.std = config, mean, std
+
+    def __call__(self, images: Tensor, gen: torch.Generator) -> list[Tensor]:
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        side = x.shape[-1]
+        views = []
+        for crop in self.config.crops:
+            size = int(round(crop.size * side)) if crop.size <= 1 else int(crop.size)
+            for _ in range(crop.count):
+                views.append(normalize(self.one_view(x, crop, size, gen), self.mean, self.std))
+        return views
+
+    def one_view(self, x: Tensor, crop: CropSpec, size: int, gen: torch.Generator) -> Tensor:
+        c = self.config
+        v = ops.resized_crop_flip(x, size, crop.scale, c.ratio, c.flip_p, gen)
+        v = ops.color_jitter(v, c.jitter_p, c.brightness, c.contrast, c.saturation, c.hue, gen)
+        v = ops.random_grayscale(v, c.grayscale_p, gen)
+        v = ops.gaussian_blur(v, crop.blur_p, c.blur_sigma, gen)
+        return ops.solarize(v, crop.solarize_p, gen)
+
+    def plain(self, images: Tensor) -> Tensor:
+        """The un-augmented, normalised input (for evaluation and embeddings)."""
+        x = images.float() / 255 if images.dtype == torch.uint8 else images
+        return normalize(x, self.mean, self.std)

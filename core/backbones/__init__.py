@@ -1,0 +1,35 @@
+"""Backbones: each maps (B, C, H, W) images to (B, feature_dim) features."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    def wrap(fn):
+        BACKBONES[name] = fn
+        return fn
+
+    return wrap
+
+
+def build_backbone(name: str, in_channels: int = 3, image_size: int = 32, **options) -> nn.Module:
+    """Build a backbone by name; the module has `.feature_dim` and `.config` (kwargs to rebuild it)."""
+    _load_all()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    model = BACKBONES[name](in_channels=in_channels, image_size=image_size, **options)
+    model.config = {"name": name, "in_channels": in_channels, "image_size": image_size, **options}
+    return model
+
+
+def backbone_names() -> list[str]:
+    _load_all()
+    return sorted(BACKBONES)
+
+
+def _load_all() -> None:
+    from core.backbones import cnn, resnet, vit  # noqa: F401  (registers)

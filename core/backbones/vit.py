@@ -1,0 +1,94 @@
+"""Vision Transformer (tiny/small) with patch masking for MAE, I-JEPA and data2vec."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.backbones import register_backbone
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.proj(attn)
+        return x + self.mlp(self.norm2(x))
+
+
+def sincos_2d(grid: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding (MAE), shape (grid*grid, dim)."""
+    coords = torch.arange(grid, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    parts = [torch.outer(axis.flatten(), omega) for axis in (yy, xx)]
+    return torch.cat([torch.sin(parts[0]), torch.cos(parts[0]), torch.sin(parts[1]), torch.cos(parts[1])], 1)
+
+
+class VisionTransformer(nn.Module):
+    """forward(x) -> (B, dim) class-token features; `tokens(x, keep)` runs on visible patches only."""
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int, depth: int, heads: int):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
+        self.patch_size, self.grid = patch_size, image_size // patch_size
+        self.num_patches = self.grid**2
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sincos_2d(self.grid, dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.feature_dim = self.embed_dim = dim
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.apply(_init)
+
+    def patchify(self, x: Tensor) -> Tensor:
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+
+    def tokens(self, x: Tensor, keep: Tensor | None = None, return_layers: bool = False):
+        """keep: (B, K) indices of visible patches. Returns (B, 1+K, dim) normed tokens (cls first),
+        and, with return_layers, the list of every block's output before the final norm."""
+        patches = self.patchify(x)
+        if keep is not None:
+            patches = torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1]))
+        h = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], 1)
+        layers = []
+        for block in self.blocks:
+            h = block(h)
+            layers.append(h)
+        out = self.norm(h)
+        return (out, layers) if return_layers else out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.tokens(x)[:, 0]
+
+
+def _init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+@register_backbone("vit_tiny")
+def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4) -> VisionTransformer:
+    return VisionTransformer(image_size, patch_size, in_channels, dim=192, depth=12, heads=3)
+
+
+@register_backbone("vit_small")
+def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4) -> VisionTransformer:
+    return VisionTransformer(image_size, patch_size, in_channels, dim=384, depth=12, heads=6)

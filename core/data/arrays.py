@@ -1,0 +1,78 @@
+"""In-memory image datasets and the loader that resolves a source URI to train/test splits."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DatasetUnavailable(ValueError):
+    """The dataset cannot be loaded here (missing package, unknown name, unreadable file)."""
+
+
+@dataclass
+class ArrayDataset:
+    """images: (N, C, H, W) uint8; labels: (N,) int64, -1 where unlabelled."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if len(self.labels) != len(self.images):
+            raise ValueError("images and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        labelled = self.labels[self.labels >= 0]
+        return int(labelled.max()) + 1 if len(labelled) else 0
+
+    def subset(self, index: Tensor) -> "ArrayDataset":
+        return ArrayDataset(self.images[index], self.labels[index])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of pixel values scaled to [0, 1]."""
+        x = self.images.float().div_(255).transpose(0, 1).reshape(self.channels, -1)
+        return x.mean(1).tolist(), x.std(1).clamp_min(1e-3).tolist()
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.images.numpy()).tobytes())
+        h.update(np.ascontiguousarray(self.labels.numpy()).tobytes())
+        return h.hexdigest()
+
+
+def split_by_fraction(data: ArrayDataset, test_fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """A seeded random split into (train, test)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError("test_fraction must be in (0, 1)")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_test = max(1, int(round(len(data) * test_fraction)))
+    return data.subset(order[n_test:]), data.subset(order[:n_test])
+
+
+def load_source(uri: str) -> tuple[ArrayDataset, ArrayDataset]:
+    """Resolve a dataset URI (``builtin://digits``, ``npz:///path``, ...) to (train, test)."""
+    from core.data import builtin, files
+
+    scheme, _, rest = uri.partition("://")
+    if scheme == "builtin":
+        return builtin.load(rest)
+    if scheme in files.LOADERS:
+        return files.LOADERS[scheme](rest)
+    raise DatasetUnavailable(f"unknown dataset source {uri!r}")

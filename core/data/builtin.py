@@ -1,0 +1,55 @@
+"""Built-in datasets: sklearn's bundled digits and Fashion-MNIST from the Debian package."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
+from core.data.idx import read_idx
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+NAMES = ("digits", "fashion-mnist")
+
+
+def load(name: str) -> tuple[ArrayDataset, ArrayDataset]:
+    if name == "digits":
+        return digits()
+    if name == "fashion-mnist":
+        return fashion_mnist()
+    raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def digits() -> tuple[ArrayDataset, ArrayDataset]:
+    """sklearn's 1,797 8x8 digits (values 0..16), split 80/20 with a fixed seed."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]
+    data = ArrayDataset(torch.from_numpy(images), torch.from_numpy(bunch.target.astype(np.int64)))
+    return split_by_fraction(data, test_fraction=0.2, seed=0)
+
+
+def fashion_mnist_dir() -> Path:
+    candidates = [os.environ.get("DARKMATTER_FASHION_MNIST_DIR", ""), *FASHION_MNIST_DIRS]
+    for folder in filter(None, candidates):
+        if (Path(folder) / "train-images-idx3-ubyte.gz").exists():
+            return Path(folder)
+    raise DatasetUnavailable(
+        "fashion-mnist is not installed: run `apt-get install dataset-fashion-mnist` "
+        "or set DARKMATTER_FASHION_MNIST_DIR to a folder with its IDX files"
+    )
+
+
+def fashion_mnist() -> tuple[ArrayDataset, ArrayDataset]:
+    """The official 60,000/10,000 split, 28x28 grayscale."""
+    folder = fashion_mnist_dir()
+
+    def part(prefix: str) -> ArrayDataset:
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        return ArrayDataset(torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64)))
+
+    return part("train"), part("t10k")

@@ -1,0 +1,4 @@
+"""Projection and prediction heads."""
+from core.heads.mlp import mlp
+
+__all__ = ["mlp"]

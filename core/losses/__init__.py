@@ -1,0 +1,1 @@
+"""Pure loss functions; each file states its inputs' shapes."""

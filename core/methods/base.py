@@ -1,0 +1,35 @@
+"""The small interface every method implements; the shared work lives in core/train.py."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from core.augment import ViewMaker
+
+
+class Method(nn.Module):
+    """A method owns its backbone, heads and state (EMA targets, queues, centers) as modules and
+    buffers, so `state_dict()` is everything needed to resume exactly."""
+
+    name = ""
+
+    def __init__(self, backbone: nn.Module, views: ViewMaker):
+        super().__init__()
+        self.backbone = backbone
+        self.views = views
+
+    def training_step(self, images: Tensor, gen: torch.Generator, step: int, total_steps: int) -> tuple[Tensor, dict]:
+        """images: (B, C, H, W) uint8 on the training device. Returns (loss, logs of floats)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after each optimiser step (EMA updates, prototype normalisation)."""
+
+    def parts(self) -> dict[str, nn.Module]:
+        """Checkpoint parts. 'backbone' is what users take downstream: a teacher/target encoder
+        when the method has one. Every other entry is saved as its own part too."""
+        return {"backbone": self.backbone}
+
+    def downstream_encoder(self) -> nn.Module:
+        return self.parts()["backbone"]

@@ -1,0 +1,136 @@
+"""The one training loop: step-based schedules, AMP, grad clipping, callbacks, exact resume.
+
+Randomness is derived from (seed, step), so a run resumed from a checkpoint at step s replays
+steps s+1.. exactly as an uninterrupted run would."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from core.methods.base import Method
+from core.optim import build_optimizer
+from core.schedules import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 256
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    final_lr: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    grad_clip: float | None = None
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only the final checkpoint
+
+
+class Callbacks:
+    """Hooks the loop calls; the service implements them to write metrics and checkpoints."""
+
+    def on_log(self, step: int, logs: dict[str, float]) -> None: ...
+
+    def should_stop(self, step: int) -> str | None:
+        """Return a reason to stop (e.g. 'cancelled'), or None to continue."""
+        return None
+
+    def on_checkpoint(self, step: int, state: dict, final: bool) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    step: int
+    reason: str  # completed | cancelled | nan | <callback's reason>
+    logs: dict
+
+
+def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
+    """The indices of step `step`: a seeded permutation per epoch, last partial batch dropped."""
+    per_epoch = n // batch_size
+    epoch, within = divmod(step, per_epoch)
+    return epoch_order(n, seed, epoch)[within * batch_size : (within + 1) * batch_size]
+
+
+def training_state(method: Method, optimizer, scaler, step: int, config: TrainConfig) -> dict:
+    return {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config)}
+
+
+def train(method: Method, images: Tensor, config: TrainConfig, device: str | torch.device = "cpu",
+          callbacks: Callbacks | None = None, resume: dict | None = None) -> TrainResult:
+    """Train `method` on uint8 `images` (N, C, H, W) for config.steps optimiser steps."""
+    callbacks = callbacks or Callbacks()
+    device = torch.device(device)
+    if config.batch_size > len(images):
+        raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} items)")
+    method.to(device).train()
+    optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    start = 0
+    if resume is not None:
+        method.load_state_dict(resume["method"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        start = int(resume["step"])
+    pinned = images.pin_memory() if device.type == "cuda" else images
+    logs: dict[str, float] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    step = start
+    while step < config.steps:
+        reason = callbacks.should_stop(step)
+        if reason:
+            callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+            return TrainResult(step, reason, logs)
+        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout etc. replay on resume
+        lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = pinned[batch_indices(len(images), config.batch_size, config.seed, step)].to(device, non_blocking=True)
+        gen = step_generator(config.seed, step, device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss, extra = method.training_step(batch, gen, step, config.steps)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        method.after_step(step, config.steps)
+        step += 1
+        window_steps += 1
+        if step % config.log_every == 0 or step == config.steps:
+            value = float(loss.detach())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - window_start
+            logs = {"loss": value, "lr": lr, "img_per_s": window_steps * config.batch_size / max(elapsed, 1e-9),
+                    **{k: float(v) for k, v in extra.items()}}
+            callbacks.on_log(step, logs)
+            window_start, window_steps = time.perf_counter(), 0
+            if not math.isfinite(value):
+                return TrainResult(step, "nan", logs)
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
+    callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+    return TrainResult(step, "completed", logs)

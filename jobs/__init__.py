@@ -1,0 +1,1 @@
+"""The service's shared layer: settings, tables, states, specs, storage."""

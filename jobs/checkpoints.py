@@ -1,0 +1,57 @@
+"""Checkpoint files and rows: write every part atomically, then register; verify on load."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.checkpoint import load_tree, save_tree
+from jobs.ids import new_id
+from jobs.storage import ArtifactStore
+from jobs.tables import Checkpoint
+
+PARTS = ("backbone", "teacher", "heads", "full")
+
+
+def part_key(checkpoint_id: str, part: str) -> str:
+    return f"checkpoints/{checkpoint_id}/{part}.safetensors"
+
+
+def write_parts(store: ArtifactStore, checkpoint_id: str, trees: dict[str, object], manifest: dict) -> dict:
+    """Save each part as its own safetensors file; returns {part: {key, sha256, bytes}}."""
+    parts = {}
+    for part, tree in trees.items():
+        key = part_key(checkpoint_id, part)
+        sha, size = save_tree(store.staging_path(key), tree, {**manifest, "part": part})
+        store.commit(key)
+        parts[part] = {"key": key, "sha256": sha, "bytes": size}
+    return parts
+
+
+def register(session: Session, store: ArtifactStore, *, project_id: str, job_id: str, step: int, final: bool,
+             method: str, backbone: str, dataset_id: str | None, trees: dict[str, object], manifest: dict) -> Checkpoint:
+    checkpoint_id = new_id("ckpt")
+    manifest = {**manifest, "checkpoint": checkpoint_id, "step": step}
+    parts = write_parts(store, checkpoint_id, trees, manifest)
+    row = Checkpoint(id=checkpoint_id, project_id=project_id, job_id=job_id, step=step, final=final, method=method,
+                     backbone=backbone, dataset_id=dataset_id, sha256=parts["backbone"]["sha256"],
+                     bytes=sum(p["bytes"] for p in parts.values()), parts=parts, manifest=manifest)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def load_part(store: ArtifactStore, checkpoint: Checkpoint, part: str):
+    """(tree, manifest) of a part, verified against its recorded sha256."""
+    info = checkpoint.parts[part]
+    return load_tree(store.local_path(info["key"]), expected_sha256=info["sha256"])
+
+
+def latest_with_state(session: Session, job_id: str) -> list[Checkpoint]:
+    """The job's checkpoints that hold a full training state, newest first."""
+    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())).all()
+    return [r for r in rows if "full" in r.parts]
+
+
+def final_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.final.is_(True))
+                          .order_by(Checkpoint.step.desc()))

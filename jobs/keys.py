@@ -1,0 +1,28 @@
+"""Projects and API keys (created from the CLI; only the hash is stored)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobs.ids import new_id
+from jobs.tables import ApiKey, Project
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, project_name: str, name: str = "") -> tuple[str, str]:
+    """Create (or reuse) the project and a new key; returns (project_id, plaintext key, shown once)."""
+    project = session.scalar(select(Project).where(Project.name == project_name))
+    if project is None:
+        project = Project(id=new_id("prj"), name=project_name)
+        session.add(project)
+        session.flush()
+    key = "dm_" + secrets.token_urlsafe(32)
+    session.add(ApiKey(id=new_id("key"), project_id=project.id, key_hash=hash_key(key), prefix=key[:8], name=name))
+    session.flush()
+    return project.id, key

@@ -1,0 +1,55 @@
+"""One settings class, read from DARKMATTER_* environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DARKMATTER_")
+
+    home: Path = Path(".darkmatter")
+    database_url: str = ""  # default: SQLite in `home`
+    broker_url: str = ""  # default: kombu's SQLAlchemy transport on SQLite in `home`
+    result_backend: str = ""
+    broker_key_prefix: str = ""  # Redis only: isolates deployments sharing one Redis
+    storage_url: str = ""  # default: `home`/artifacts
+    queues: str = "default,gpu,cpu"
+    default_queue: str = "default"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    auth: bool = False
+    migrate_on_start: bool = True
+    max_embedding_inputs: int = 256
+    max_embedding_input_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    page_size_max: int = 500
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 30.0
+    sweep_interval: float = 5.0
+    max_attempts: int = 3
+    cancel_poll_seconds: float = 0.5
+    model_cache_size: int = 4
+
+    def resolved(self) -> "Settings":
+        """Fill the embedded defaults (SQLite, SQLite broker, local artifacts) from `home`."""
+        home = self.home.expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return self.model_copy(update={
+            "home": home,
+            "database_url": self.database_url or f"sqlite:///{home / 'darkmatter.db'}",
+            "broker_url": self.broker_url or f"sqla+sqlite:///{home / 'broker.db'}",
+            "result_backend": self.result_backend or f"db+sqlite:///{home / 'results.db'}",
+            "storage_url": self.storage_url or str(home / "artifacts"),
+        })
+
+    @property
+    def queue_list(self) -> list[str]:
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings().resolved()

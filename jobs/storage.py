@@ -1,0 +1,70 @@
+"""The artifact store: files addressed by keys the service builds from opaque ids.
+
+Local directory by default; any fsspec URL (s3://bucket/prefix) when configured."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+_KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"invalid artifact key {key!r}")
+    return key
+
+
+class ArtifactStore:
+    def __init__(self, url: str, cache_dir: str | Path | None = None):
+        self.url = url.rstrip("/")
+        self.remote = "://" in url and not url.startswith("file://")
+        self.root = Path(url.removeprefix("file://")) if not self.remote else None
+        self.cache = Path(cache_dir or tempfile.gettempdir()) / "darkmatter-cache"
+
+    def _fs(self):
+        import fsspec
+
+        return fsspec.url_to_fs(self.url)[0]
+
+    def local_path(self, key: str) -> Path:
+        """A local file holding the artifact (downloaded to a cache for remote stores)."""
+        check_key(key)
+        if self.root is not None:
+            return self.root / key
+        target = self.cache / key
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+            self._fs().get(f"{self.url}/{key}", str(tmp))
+            os.replace(tmp, target)
+        return target
+
+    def staging_path(self, key: str) -> Path:
+        """Where to write a new artifact before `commit` (the final place for a local store)."""
+        check_key(key)
+        path = (self.root / key) if self.root is not None else (self.cache / key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def commit(self, key: str) -> None:
+        if self.remote:
+            self._fs().put(str(self.cache / key), f"{self.url}/{key}")
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        return (self.root / key).exists() if self.root is not None else self._fs().exists(f"{self.url}/{key}")
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        if self.root is not None:
+            path = self.root / key
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        else:
+            self._fs().rm(f"{self.url}/{key}", recursive=True)

@@ -1,0 +1,91 @@
+"""Creating jobs: validate a spec against its dataset, honour Idempotency-Key, ring the doorbell."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.methods import build
+from jobs import datasets
+from jobs.ids import new_id
+from jobs.lifecycle import log_event
+from jobs.specs import BASELINES, EvaluateSpec, PretrainSpec
+from jobs.tables import Checkpoint, Job
+
+
+class SpecRejected(ValueError):
+    """The spec is well-formed but cannot run (e.g. batch larger than the dataset)."""
+
+
+class IdempotencyConflict(ValueError):
+    pass
+
+
+def request_hash(spec: PretrainSpec | EvaluateSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tuple[dict, int]:
+    dataset = datasets.resolve(session, project_id, spec.dataset)
+    if dataset.state != "ready":
+        raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if spec.batch_size > (dataset.n_items or 0):
+        raise SpecRejected(f"batch_size {spec.batch_size} is larger than the dataset ({dataset.n_items} items)")
+    try_build(spec, dataset)
+    spec_dict = spec.model_dump(mode="json")
+    spec_dict["dataset"] = dataset.id
+    return spec_dict, spec.total_steps(dataset.n_items)
+
+
+def try_build(spec: PretrainSpec, dataset) -> None:
+    """Build the method on the meta device (no memory, no compute) so that bad augmentation,
+    backbone or method options are a 422 now rather than a failed job later."""
+    stats = dataset.stats or {}
+    size = spec.image_size or stats.get("image_size", 32)
+    try:
+        with torch.device("meta"):
+            build(spec.method, spec.backbone, in_channels=stats.get("channels", 3), image_size=size,
+                  augment=spec.augment, backbone_options=spec.backbone_options, **spec.method_options)
+    except (TypeError, ValueError) as exc:
+        raise SpecRejected(f"cannot build {spec.method}: {exc}") from exc
+
+
+def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
+    dataset = datasets.resolve(session, project_id, spec.dataset)
+    if not (dataset.stats or {}).get("labelled"):
+        raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
+    if spec.checkpoint not in BASELINES:
+        ckpt = session.get(Checkpoint, spec.checkpoint)
+        if ckpt is None or ckpt.project_id != project_id:
+            raise datasets.DatasetNotFound(f"checkpoint {spec.checkpoint!r} not found")
+    spec_dict = spec.model_dump(mode="json")
+    spec_dict["dataset"] = dataset.id
+    return spec_dict
+
+
+def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Returns (job, created). An Idempotency-Key seen before returns the same job for the same
+    body and raises IdempotencyConflict for a different one."""
+    digest = request_hash(spec)
+    if idempotency_key:
+        existing = session.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+            return existing, False
+    total = 0
+    if isinstance(spec, PretrainSpec):
+        spec_dict, total = check_pretrain(session, project_id, spec)
+    else:
+        spec_dict = check_evaluate(session, project_id, spec)
+    job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, queue=spec.queue,
+              method=getattr(spec, "method", None), max_attempts=spec.max_attempts, total_steps=total,
+              idempotency_key=idempotency_key, request_hash=digest, state="queued", result={})
+    session.add(job)
+    session.flush()
+    log_event(session, job.id, "state", "queued", state="queued")
+    return job, True

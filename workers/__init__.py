@@ -1,0 +1,1 @@
+"""Celery workers: claim jobs from the database and run them in child processes."""

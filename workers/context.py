@@ -1,0 +1,70 @@
+"""What a running job's child process needs: settings, device, DB writes, cancel checks."""
+from __future__ import annotations
+
+import time
+
+import torch
+from sqlalchemy import update
+
+from jobs import lifecycle
+from jobs.db import retrying, session_scope
+from jobs.settings import Settings
+from jobs.storage import ArtifactStore
+from jobs.tables import Job, Metric
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested} requested but no CUDA device is visible to this worker")
+    return torch.device(requested)
+
+
+class JobContext:
+    def __init__(self, settings: Settings, job_id: str, worker_id: str):
+        self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
+        self.store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+        self.shutdown = False
+        self._last_poll, self._last_state = 0.0, lifecycle.RUNNING
+
+    def session(self):
+        return session_scope(self.settings.database_url)
+
+    def write(self, fn):
+        """Run fn(session) in a transaction, retrying while the database is unreachable."""
+        def attempt():
+            with self.session() as session:
+                return fn(session)
+
+        return retrying(attempt, attempts=20)
+
+    def request_shutdown(self) -> None:
+        self.shutdown = True
+
+    def stop_reason(self) -> str | None:
+        """'cancelled', 'shutdown', 'lease-lost' or None; polls the DB at most every cancel_poll_seconds."""
+        if self.shutdown:
+            return "shutdown"
+        now = time.monotonic()
+        if now - self._last_poll >= self.settings.cancel_poll_seconds:
+            self._last_poll = now
+            job = self.write(lambda s: s.get(Job, self.job_id))
+            if job.worker_id != self.worker_id or job.state not in lifecycle.ACTIVE:
+                return "lease-lost"
+            self._last_state = job.state
+        return "cancelled" if self._last_state == lifecycle.CANCELLING else None
+
+    def log_metrics(self, step: int, logs: dict[str, float], progress_total: int) -> None:
+        def write(session):
+            session.add_all(Metric(job_id=self.job_id, step=step, name=k, value=float(v)) for k, v in logs.items())
+            session.execute(update(Job).where(Job.id == self.job_id).values(step=step, total_steps=progress_total))
+
+        self.write(write)
+
+    def event(self, kind: str, message: str, **data) -> None:
+        self.write(lambda s: lifecycle.log_event(s, self.job_id, kind, message, **data))
+
+    def add_compute(self, seconds: float) -> None:
+        self.write(lambda s: s.execute(update(Job).where(Job.id == self.job_id)
+                                       .values(compute_seconds=Job.compute_seconds + seconds)))

@@ -1,0 +1,14 @@
+"""Celery tasks: a few lines that take a job id and hand it to the runner."""
+from __future__ import annotations
+
+from celery import Celery
+
+from jobs.queue import TASK_NAME
+
+
+def register(app: Celery) -> None:
+    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+    def run_job(job_id: str) -> str:
+        from workers.runner import run_job as run
+
+        return run(job_id)

@@ -54,7 +54,12 @@ class VisionTransformer(nn.Module):
         self.apply(_init)
 
     def patchify(self, x: Tensor) -> Tensor:
-        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        """(B, C, H, W) -> (B, N, dim) patch tokens with position embeddings. Inputs of another
+        size (multi-crop's local views) get the sine-cosine embedding of their own grid."""
+        tokens = self.patch_embed(x)
+        grid = tokens.shape[-1]
+        pos = self.pos_embed if grid == self.grid else sincos_2d(grid, tokens.shape[1])[None].to(tokens)
+        return tokens.flatten(2).transpose(1, 2) + pos
 
     def tokens(self, x: Tensor, keep: Tensor | None = None, return_layers: bool = False):
         """keep: (B, K) indices of visible patches. Returns (B, 1+K, dim) normed tokens (cls first),
@@ -85,10 +90,13 @@ def _init(m: nn.Module) -> None:
 
 
 @register_backbone("vit_tiny")
-def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4) -> VisionTransformer:
-    return VisionTransformer(image_size, patch_size, in_channels, dim=192, depth=12, heads=3)
+def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 12,
+             heads: int = 3) -> VisionTransformer:
+    """ViT-Ti/patch (Touvron et al., 2021); dim/depth/heads may be shrunk for CPU-sized runs."""
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads)
 
 
 @register_backbone("vit_small")
-def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4) -> VisionTransformer:
-    return VisionTransformer(image_size, patch_size, in_channels, dim=384, depth=12, heads=6)
+def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 384, depth: int = 12,
+              heads: int = 6) -> VisionTransformer:
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads)

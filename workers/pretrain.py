@@ -15,6 +15,7 @@ from jobs.tables import Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext, pick_device
 from workers.evaluate import evaluate_encoder
+from workers.health import HealthMonitor
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,13 @@ class ServiceCallbacks(Callbacks):
         self.dataset_id, self.total = dataset_id, total
         self.reason: str | None = None
         self.final_checkpoint: str | None = None
+        self.health = None  # a workers.health.HealthMonitor when the spec asks for health_every
 
     def on_log(self, step, logs):
         self.ctx.log_metrics(step, logs, self.total)
 
     def should_stop(self, step):
-        self.reason = self.ctx.stop_reason()
+        self.reason = self.ctx.stop_reason() or (self.health.check(step) if self.health else None)
         return self.reason
 
     def on_checkpoint(self, step, state, final):
@@ -75,6 +77,9 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
                 "spec": raw_spec, "code_version": code_version(),
                 "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, total)
+    if spec.health_every:
+        callbacks.health = HealthMonitor(ctx, method, train_set.images, mean, std, device, spec.health_every,
+                                         spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
     ctx.event("log", f"training {spec.method} on {device} for {total} steps"
               + (f", resuming at step {resume['step']}" if resume else ""))
@@ -86,6 +91,9 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         return None, None, None
     if result.reason == "cancelled":
         return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
+    if result.reason == "collapsed":
+        return lifecycle.FAILED, {"step": result.step}, (f"stopped at step {result.step}: the representation "
+                                                         "collapsed (stop_on_collapse; see the collapse event)")
     if result.reason == "nan":
         return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
     scores = {}

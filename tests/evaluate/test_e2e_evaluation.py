@@ -16,7 +16,6 @@ def events(api, job_id):
 
 @SQLITE
 def test_pretrain_evaluate_and_neighbors(api, worker):
-    timings = {}
     worker()
     job = api.post("/v1/jobs", json={**TINY_PRETRAIN, "health_every": 3}).json()
     assert [e["protocol"] for e in job["spec"]["evaluations"]] == ["knn", "linear"]
@@ -60,6 +59,5 @@ def test_pretrain_evaluate_and_neighbors(api, worker):
     assert first[0]["item"] == 5 and first[0]["score"] == pytest.approx(1.0, abs=1e-2)
     assert [n["score"] for n in first] == sorted([n["score"] for n in first], reverse=True)
     assert len(found["data"][1]["neighbors"]) == 3
-    timings.update({j["id"]: (j["started_at"], j["finished_at"]) for j in (done, evaluation, index)})
     bad = api.post("/v1/neighbors", json={"index": index["id"], "query": [10_000]})
     assert bad.status_code == 422 and "not in the index" in bad.json()["detail"]

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from core.backbones import backbone_names
 from core.evaluate.protocols import check_options
+from core.index import faiss_available
 from core.methods import method_info, method_names
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -119,9 +120,17 @@ class EmbedIndexSpec(Strict):
     dataset: str
     split: Literal["train", "test"] = "train"
     dtype: Literal["float16", "float32"] = "float32"
+    search: Literal["exact", "hnsw"] = Field("exact", description="hnsw: also build an approximate faiss graph")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
     max_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator("search")
+    @classmethod
+    def faiss_installed(cls, search: str) -> str:
+        if search == "hnsw" and not faiss_available():
+            raise ValueError("search 'hnsw' needs faiss-cpu, which is not installed here; use 'exact'")
+        return search
 
 
 def _kind(value) -> str | None:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from core.checkpoint import save_tree
+from core.index import build_hnsw
 from jobs import datasets, lifecycle
 from jobs.specs import EmbedIndexSpec
 from jobs.tables import Dataset
@@ -35,9 +36,11 @@ def run_embed_index(ctx: JobContext, raw_spec: dict):
     vectors = F.normalize(features.float(), dim=1).to(getattr(torch, spec.dtype)).contiguous()
     key = index_key(ctx.job_id)
     manifest = {"format": "darkmatter-index/1", "checkpoint": spec.checkpoint, "dataset": dataset_row.id,
-                "split": spec.split, "dtype": spec.dtype, "metric": "cosine"}
-    sha, size = save_tree(ctx.store.staging_path(key), {"vectors": vectors, "items": torch.arange(len(data)),
-                                                        "labels": data.labels.contiguous()}, manifest)
+                "split": spec.split, "dtype": spec.dtype, "metric": "cosine", "search": spec.search}
+    tree = {"vectors": vectors, "items": torch.arange(len(data)), "labels": data.labels.contiguous()}
+    if spec.search == "hnsw":
+        tree["hnsw"] = build_hnsw(features)
+    sha, size = save_tree(ctx.store.staging_path(key), tree, manifest)
     ctx.store.commit(key)
     ctx.log_metrics(2, {}, 2)
     ctx.add_compute(time.perf_counter() - started)

@@ -1,4 +1,5 @@
-"""Nearest items of an embed-index job's dataset split for a query (exact cosine search)."""
+"""Nearest items of an embed-index job's dataset split for a query: exact cosine search, or the
+index's HNSW graph when it was built with search 'hnsw'."""
 from __future__ import annotations
 
 import threading
@@ -6,13 +7,13 @@ from collections import OrderedDict
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.routers.embeddings import embed_inputs, load_encoder
 from core.checkpoint import CorruptCheckpoint, load_tree
+from core.index import exact_search, hnsw_search
 from jobs.storage import ArtifactStore
 from jobs.tables import Job
 
@@ -26,6 +27,7 @@ class NeighborsRequest(BaseModel):
     query: list[Union[StrictInt, str, list]] = Field(
         min_length=1, description="item ids of the indexed split, base64 images, or pixel arrays (as /v1/embeddings)")
     k: int = Field(10, ge=1, le=1000)
+    exact: bool = Field(False, description="exact cosine search even when the index has an HNSW graph")
 
 
 class IndexCache:
@@ -79,12 +81,17 @@ def neighbors(body: NeighborsRequest, request: Request, session: SessionDep, set
         embedded = embed_inputs([q for _, q in inputs], encoder, manifest, settings)
         for (i, _), vector in zip(inputs, embedded):
             queries[i] = vector
-    q = F.normalize(torch.stack(queries).float(), dim=1)
-    k = min(body.k, len(vectors))
-    scores, idx = (q @ vectors.T).topk(k, dim=1)
+    q = torch.stack(queries).float()
+    if "hnsw" in index and not body.exact:
+        search = "hnsw"
+        scores, idx = hnsw_search(index["hnsw"], q, body.k)
+    else:
+        search = "exact-cosine"
+        scores, idx = exact_search(vectors, q, body.k)
+    k = scores.shape[1]
     data = [{"query": i, "neighbors": [{"item": int(items[j]), "score": float(s), "label": int(labels[j])}
-                                       for s, j in zip(row_scores, row_idx)]}
+                                       for s, j in zip(row_scores, row_idx) if j >= 0]}
             for i, (row_scores, row_idx) in enumerate(zip(scores.tolist(), idx.tolist()))]
     return {"object": "list", "index": job.id, "checkpoint": job.result["checkpoint"],
-            "dataset": job.result["dataset"], "split": job.result["split"], "search": "exact-cosine", "k": k,
+            "dataset": job.result["dataset"], "split": job.result["split"], "search": search, "k": k,
             "data": data}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.index import faiss_available
 from tests.conftest import TINY_PRETRAIN, wait_for
 
 SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+SEARCH = "hnsw" if faiss_available() else "exact"
 
 
 def events(api, job_id):
@@ -48,16 +50,19 @@ def test_pretrain_evaluate_and_neighbors(api, worker):
 
     index = wait_for(api, api.post("/v1/jobs", json={"kind": "embed-index", "checkpoint": checkpoint,
                                                      "dataset": "digits", "split": "test",
-                                                     "dtype": "float16"}).json()["id"], timeout=60)
+                                                     "dtype": "float16", "search": SEARCH}).json()["id"],
+                     timeout=60)
     n_test = api.get(f"/v1/datasets/{index['spec']['dataset']}").json()["n_test"]
     assert index["state"] == "succeeded" and index["result"]["n_items"] == n_test, index
     assert [e["data"]["cache"] for e in events(api, index["id"]) if "cache" in e["data"]] == ["hit"]
     image = [[float((i * j) % 16 * 16) for j in range(8)] for i in range(8)]
     found = api.post("/v1/neighbors", json={"index": index["id"], "query": [5, image], "k": 3}).json()
-    assert found["search"] == "exact-cosine" and len(found["data"]) == 2
-    first = found["data"][0]["neighbors"]
-    assert first[0]["item"] == 5 and first[0]["score"] == pytest.approx(1.0, abs=1e-2)
-    assert [n["score"] for n in first] == sorted([n["score"] for n in first], reverse=True)
+    assert found["search"] == ("hnsw" if SEARCH == "hnsw" else "exact-cosine") and len(found["data"]) == 2
+    exact = api.post("/v1/neighbors", json={"index": index["id"], "query": [5], "k": 3, "exact": True}).json()
+    assert exact["search"] == "exact-cosine"
+    for first in (found["data"][0]["neighbors"], exact["data"][0]["neighbors"]):
+        assert first[0]["item"] == 5 and first[0]["score"] == pytest.approx(1.0, abs=1e-2)
+        assert [n["score"] for n in first] == sorted([n["score"] for n in first], reverse=True)
     assert len(found["data"][1]["neighbors"]) == 3
     bad = api.post("/v1/neighbors", json={"index": index["id"], "query": [10_000]})
     assert bad.status_code == 422 and "not in the index" in bad.json()["detail"]

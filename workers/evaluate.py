@@ -103,6 +103,8 @@ def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train
         if name in ENCODER_PROTOCOLS:
             if source.encoder is None:
                 ctx.event("log", f"{name} skipped for {source.name}: it needs an encoder")
+                if progress:
+                    progress.advance()
                 continue
             train_l, test_l = labelled(train_set), labelled(test_set)
             if source.size:

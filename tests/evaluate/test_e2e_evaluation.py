@@ -35,11 +35,18 @@ def test_pretrain_evaluate_and_neighbors(api, worker):
     assert {s["protocol"] for s in mine} == {"knn", "linear"}
 
     spec = {"kind": "evaluate", "checkpoints": [checkpoint, "raw-pixels", "random-init"], "dataset": "digits",
-            "backbone": "small_cnn", "protocols": [{"protocol": "knn", "options": {"k": [20]}},
-                                                   {"protocol": "linear"}]}
+            "backbone": "small_cnn", "protocols": [{"protocol": "knn", "options": {"k": [20]}}, {"protocol": "linear"},
+                                                   {"protocol": "clustering", "options": {"n_init": 2}},
+                                                   {"protocol": "health"},
+                                                   {"protocol": "finetune", "options": {"steps": 4, "batch_size": 16}}]}
     evaluation = wait_for(api, api.post("/v1/jobs", json=spec).json()["id"], timeout=90)
     assert evaluation["state"] == "succeeded", evaluation
-    assert set(evaluation["result"]["scores"]) == {checkpoint, "raw-pixels", "random-init"}
+    results = evaluation["result"]["scores"]
+    assert set(results) == {checkpoint, "raw-pixels", "random-init"}
+    assert set(results[checkpoint]) == set(results["random-init"]) == {"knn", "linear", "clustering", "health",
+                                                                        "finetune"}
+    assert "finetune" not in results["raw-pixels"]  # it needs an encoder
+    assert {"nmi", "ari"} <= set(results["raw-pixels"]["clustering"]) and "rankme" in results[checkpoint]["health"]
     assert evaluation["progress"] == 1.0
     cache = [e["data"] for e in events(api, evaluation["id"]) if "cache" in e["data"]]
     ckpt_cache = {e["cache"] for e in cache if f"/{checkpoint}/" in e["features"]}

@@ -82,3 +82,24 @@ def test_collapse_writes_one_event_and_stops_only_when_asked():
     assert [e[0] for e in ctx.events] == ["collapse"] and "collapse at step 2" in ctx.events[0][1]
     ctx, health = monitor(Constant(), stop=True)
     assert health.check(2) == "collapsed"
+
+
+class StoppingContext(FakeContext):
+    def __init__(self, reason):
+        super().__init__()
+        self.reason = reason
+
+    def stop_reason(self):
+        return self.reason
+
+
+def test_evaluation_stops_between_protocols_when_cancelled():
+    from core.data import ArrayDataset
+    from workers.evaluate import Source, evaluate_source
+
+    images = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = ArrayDataset(images, torch.arange(20) % 2)
+    row = type("Row", (), {"id": "ds_1", "content_hash": "0" * 64})()
+    results, reason = evaluate_source(StoppingContext("cancelled"), Source("raw-pixels", None), row, data, data,
+                                      [{"protocol": "knn"}, {"protocol": "linear"}], seed=0, device="cpu")
+    assert results == {} and reason == "cancelled"

@@ -96,6 +96,13 @@ class Client:
         return self._call("POST", "/v1/embeddings", json={"model": model, "input": inputs,
                                                           "encoding_format": encoding_format})
 
+    def neighbors(self, index: str, query: list, k: int = 10, exact: bool = False) -> dict:
+        """k nearest items of an embed-index job for item ids, base64 images or pixel arrays."""
+        return self._call("POST", "/v1/neighbors", json={"index": index, "query": query, "k": k, "exact": exact})
+
+    def checkpoint_scores(self, checkpoint_id: str) -> dict:
+        return self._call("GET", f"/v1/checkpoints/{checkpoint_id}/scores")
+
     def scores(self, **filters) -> dict:
         return self._call("GET", "/v1/scores", params={k: v for k, v in filters.items() if v is not None})
 

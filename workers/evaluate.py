@@ -3,6 +3,7 @@ when an earlier evaluation computed them), then each protocol; every result is w
 `scores` rows carrying the checkpoint's pretraining compute seconds."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -114,6 +115,10 @@ def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train
                               should_stop=lambda step: ctx.stop_reason() is not None, **options)
         else:
             values = run_protocol(name, train_x, train_y, test_x, test_y, seed=seed, **options)
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            ctx.event("log", f"{name} on {source.name}: non-finite {', '.join(bad)} not recorded")
+            values = {k: v for k, v in values.items() if k not in bad}
         results[name] = values
 
         def write(session, name=name, options=options, values=values):

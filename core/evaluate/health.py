@@ -51,14 +51,14 @@ def collapse_reason(stats: dict[str, float], dim: int, std_floor: float = 0.05,
     return None
 
 
-def class_alignment(z: Tensor, labels: Tensor, max_pairs: int = 10_000, seed: int = 0) -> float:
+def class_alignment(z: Tensor, labels: Tensor, max_pairs: int = 10_000, seed: int = 0) -> float | None:
     """Alignment over pairs of items sharing a label (a labelled stand-in for augmentation pairs)."""
     gen = torch.Generator().manual_seed(seed)
     i = torch.randint(len(z), (max_pairs,), generator=gen)
     j = torch.randint(len(z), (max_pairs,), generator=gen)
     keep = (labels[i] == labels[j]) & (i != j)
     if not bool(keep.any()):
-        return float("nan")
+        return None
     return alignment(z[i[keep]], z[j[keep]])
 
 
@@ -68,4 +68,8 @@ def health(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, see
     if len(test_x) > max_items:
         idx = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(seed))[:max_items]
         test_x, test_y = test_x[idx], test_y[idx]
-    return {**health_stats(test_x), "class_alignment": class_alignment(test_x, test_y, seed=seed)}
+    out = health_stats(test_x)
+    aligned = class_alignment(test_x, test_y, seed=seed)
+    if aligned is not None:  # None when no two items share a label
+        out["class_alignment"] = aligned
+    return out

@@ -120,3 +120,9 @@ def test_unknown_protocol_or_option_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown options"):
         check_options("knn", {"kk": 3})
     check_options("finetune", {"steps": 3})
+
+
+def test_health_leaves_out_class_alignment_without_same_class_pairs():
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    out = run_protocol("health", z, torch.arange(5), z, torch.arange(5))
+    assert "class_alignment" not in out and all(math.isfinite(v) for v in out.values())

@@ -64,6 +64,13 @@ def check_checkpoint(session: Session, project_id: str, checkpoint_id: str) -> C
     return ckpt
 
 
+def check_channels(ckpt: Checkpoint, dataset) -> None:
+    expected = (ckpt.manifest.get("input_size") or [None])[0]
+    channels = (dataset.stats or {}).get("channels")
+    if expected is not None and channels is not None and expected != channels:
+        raise SpecRejected(f"checkpoint {ckpt.id} takes {expected}-channel images; dataset {dataset.id} has {channels}")
+
+
 def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
@@ -72,7 +79,7 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dic
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
     for source in spec.sources():
         if source not in BASELINES:
-            check_checkpoint(session, project_id, source)
+            check_channels(check_checkpoint(session, project_id, source), dataset)
     spec_dict = spec.model_dump(mode="json")
     spec_dict["dataset"] = dataset.id
     return spec_dict
@@ -82,7 +89,7 @@ def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
-    check_checkpoint(session, project_id, spec.checkpoint)
+    check_channels(check_checkpoint(session, project_id, spec.checkpoint), dataset)
     spec_dict = spec.model_dump(mode="json")
     spec_dict["dataset"] = dataset.id
     return spec_dict

@@ -53,3 +53,21 @@ def test_index_not_ready_is_a_conflict(api, service):
                         state="queued", result={}))
     response = api.post("/v1/neighbors", json={"index": "job_index1", "query": [0]})
     assert response.status_code == 409 and "queued" in response.json()["detail"]
+
+
+@SQLITE
+def test_checkpoint_of_other_channel_count_is_rejected(api, service):
+    from jobs.db import session_scope
+    from jobs.tables import Checkpoint, Job
+
+    with session_scope(service.database_url) as session:
+        session.add(Job(id="job_rgb", project_id="prj_default", kind="pretrain", spec={}, queue="default",
+                        state="succeeded", result={}))
+        session.flush()
+        session.add(Checkpoint(id="ckpt_rgb", project_id="prj_default", job_id="job_rgb", step=1, final=True,
+                               method="simclr", backbone="small_cnn", sha256="0" * 64, bytes=1, parts={},
+                               manifest={"input_size": [3, 32, 32]}))
+    for spec in ({"kind": "evaluate", "checkpoint": "ckpt_rgb", "dataset": "digits"},
+                 {"kind": "embed-index", "checkpoint": "ckpt_rgb", "dataset": "digits"}):
+        response = api.post("/v1/jobs", json=spec)
+        assert response.status_code == 422 and "3-channel" in response.json()["detail"], response.text

@@ -3,6 +3,9 @@ visible ones, reconstruct the pixels of the masked ones with a lightweight decod
 sine-cosine position embeddings); MSE on masked patches, per-patch normalised targets."""
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from core.augment import CropSpec, ViewConfig
 from core.augment.masks import complement, random_keep
 from core.heads.predictor import MaskedPredictor
@@ -25,6 +28,9 @@ class MAE(Method):
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         patch_dim = backbone.patch_size**2 * backbone.patch_embed.in_channels
         self.decoder = MaskedPredictor(backbone.embed_dim, decoder_dim, decoder_depth, patch_dim, backbone.grid)
+        with torch.no_grad():  # MAE initialises the patch embedding like a linear layer
+            w = backbone.patch_embed.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
 
     def training_step(self, images, gen, step, total_steps):
         x = self.views(images, gen)[0]

@@ -39,6 +39,8 @@ class Data2Vec(Method):
         self.top_k = top_k or max(1, round(depth * 8 / 12))
         if self.top_k > depth:
             raise ValueError(f"top_k {top_k} is larger than the backbone depth {depth}")
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         self.mask_ratio, self.momentum, self.momentum_end = mask_ratio, momentum, momentum_end
         self.loss, self.loss_beta = loss, loss_beta
         dim = backbone.embed_dim

@@ -1,7 +1,7 @@
 """LeJEPA (Balestriero & LeCun, 2025, arXiv:2511.08544): multi-crop views through one encoder and
 an MLP projector; every view's embedding predicts the mean embedding of the global views, and
 SIGReg pushes each view's embedding distribution towards an isotropic Gaussian. Loss
-(1 - lambda) * prediction + lambda * SIGReg, with fresh random slicing directions each step; no
+(1 - sigreg_weight) * prediction + sigreg_weight * SIGReg (the paper's lambda), with fresh random slicing directions each step; no
 EMA teacher, no stop-gradient, no predictor."""
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ LEJEPA_VIEWS = ViewConfig(crops=[CropSpec(count=2, size=1.0, scale=(0.3, 1.0), b
           paper="arXiv:2511.08544", optimizer="adamw", lr=5e-4, weight_decay=0.05)
 class LeJEPA(Method):
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128, num_slices: int = 1024,
-                 lamb: float = 0.05):
+                 sigreg_weight: float = 0.05):
         super().__init__(backbone, views)
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, layers=3)
-        self.num_slices, self.lamb = num_slices, lamb
+        self.num_slices, self.sigreg_weight = num_slices, sigreg_weight
         self.num_global = views.config.crops[0].count
 
     def training_step(self, images, gen, step, total_steps):
@@ -35,7 +35,7 @@ class LeJEPA(Method):
         groups = [torch.cat(views[:g])] + ([torch.cat(views[g:])] if len(views) > g else [])
         z = self.projector(torch.cat([self.backbone(v) for v in groups])).view(len(views), len(images), -1)
         directions = random_directions(z.shape[-1], self.num_slices, gen, z.device)
-        loss, pred, reg = lejepa_loss(z.float(), self.num_global, directions, self.lamb)
+        loss, pred, reg = lejepa_loss(z.float(), self.num_global, directions, self.sigreg_weight)
         return loss, {"prediction": pred.detach(), "sigreg": reg.detach()}
 
     def parts(self):

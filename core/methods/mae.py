@@ -25,6 +25,8 @@ class MAE(Method):
         super().__init__(backbone, views)
         if not hasattr(backbone, "tokens"):
             raise ValueError("mae needs a ViT backbone (vit_tiny, vit_small)")
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         patch_dim = backbone.patch_size**2 * backbone.patch_embed.in_channels
         self.decoder = MaskedPredictor(backbone.embed_dim, decoder_dim, decoder_depth, patch_dim, backbone.grid)

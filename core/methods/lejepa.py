@@ -1,8 +1,8 @@
 """LeJEPA (Balestriero & LeCun, 2025, arXiv:2511.08544): multi-crop views through one encoder and
 an MLP projector; every view's embedding predicts the mean embedding of the global views, and
 SIGReg pushes each view's embedding distribution towards an isotropic Gaussian. Loss
-(1 - sigreg_weight) * prediction + sigreg_weight * SIGReg (the paper's lambda), with fresh random slicing directions each step; no
-EMA teacher, no stop-gradient, no predictor."""
+(1 - w) * prediction + w * SIGReg with w = sigreg_weight (the paper's lambda), fresh random
+slicing directions each step; no EMA teacher, no stop-gradient, no predictor."""
 from __future__ import annotations
 
 import torch

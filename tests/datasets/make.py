@@ -1,0 +1,51 @@
+"""Tiny real dataset files built from sklearn's digits: PNG archives, shards, bad archives."""
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def digits(n: int = 200, classes: int = 3):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    keep = np.nonzero(bunch.target < classes)[0][:n]
+    images = np.round(bunch.images[keep] * (255 / 16)).astype(np.uint8)
+    return images, bunch.target[keep]
+
+
+def png(image: np.ndarray, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digits_zip(path: Path, n: int = 200, classes: int = 3, split_folders: bool = False, labelled: bool = True) -> Path:
+    images, labels = digits(n, classes)
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = f"class_{label}/" if labelled else ""
+            if split_folders:
+                folder = ("test/" if i % 5 == 0 else "train/") + folder
+            archive.writestr(f"{folder}{i:04d}.png", png(image))
+    return path
+
+
+def shards(folder: Path, n_shards: int = 3, per_shard: int = 40) -> list[Path]:
+    images, labels = digits(n_shards * per_shard, 10)
+    paths = []
+    for s in range(n_shards):
+        path = folder / f"shard-{s:03d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for i in range(s * per_shard, (s + 1) * per_shard):
+                for ext, data in (("png", png(images[i])), ("cls", str(int(labels[i])).encode())):
+                    info = tarfile.TarInfo(f"{i:05d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(path)
+    return paths

@@ -102,7 +102,7 @@ def _read_idx_capped(path: Path, limits: Limits) -> np.ndarray:
     if len(raw) > limits.max_member_bytes:
         raise DatasetUnavailable(f"IDX file expands past {limits.max_member_bytes} bytes")
     try:
-        return parse_idx(raw)
+        return parse_idx(raw).copy()  # writable, owned by the array
     except ValueError as exc:
         raise DatasetUnavailable(str(exc)) from exc
 

@@ -49,3 +49,38 @@ def shards(folder: Path, n_shards: int = 3, per_shard: int = 40) -> list[Path]:
                     tar.addfile(info, io.BytesIO(data))
         paths.append(path)
     return paths
+
+
+def zip_with(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return path
+
+
+def zip_symlink(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("cats/link.png")
+        info.external_attr = (0o120777 << 16)
+        archive.writestr(info, "/etc/passwd")
+    return path
+
+
+def tar_with_link(path: Path, hard: bool = False) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        data = png(np.zeros((8, 8), np.uint8))
+        info = tarfile.TarInfo("cats/1.png")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("cats/2.png")
+        link.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    return path
+
+
+def zip_bomb(path: Path, megabytes: int = 20) -> Path:
+    """A member of zeros that deflates ~1000x: refused by the ratio cap before it is expanded."""
+    return zip_with(path, {"cats/0.png": png(np.zeros((8, 8), np.uint8)), "cats/big.png": bytes(megabytes << 20)})

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 def run_scan(dataset_id: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
-    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
+                          storage_options=settings.storage_options)
     with session_scope(settings.database_url) as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.state != "pending":

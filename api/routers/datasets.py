@@ -94,7 +94,8 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
 
 
 async def upload(request: Request, session, settings, project: str) -> Dataset:
-    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
+                          storage_options=settings.storage_options)
     dataset_id = new_id("ds")
     key = f"datasets/{dataset_id}/source"
     form = await read_form(request, lambda: UploadSink(store, key, settings.max_upload_bytes),

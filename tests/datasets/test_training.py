@@ -38,24 +38,6 @@ def worker_process(small_service):
         process.stop()
 
 
-def test_uploaded_zip_trains_and_auto_eval_uses_its_labels(client, worker_process, tmp_path):
-    worker = worker_process()
-    data = digits_zip(tmp_path / "d.zip", n=150, classes=3).read_bytes()
-    created = client.post("/v1/datasets", files={"file": ("digits.zip", data)}).json()
-    ready = wait_scanned(client, created["id"])
-    assert ready["state"] == "ready", (ready, worker.output()[-3000:])
-    job = client.post("/v1/jobs", json={**TINY, "dataset": ready["id"]})
-    assert job.status_code == 201, job.text
-    done = wait_for(client, job.json()["id"], timeout=180)
-    assert done["state"] == "succeeded", (done, worker.output()[-3000:])
-    checkpoint = client.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
-    assert checkpoint["manifest"]["dataset"] == {"id": ready["id"], "content_hash": hashlib.sha256(data).hexdigest()}
-    assert checkpoint["manifest"]["normalization"] == {"mean": ready["stats"]["mean"], "std": ready["stats"]["std"]}
-    scores = client.get("/v1/scores", params={"dataset": ready["id"]}).json()["data"]
-    knn = [s for s in scores if s["protocol"] == "knn" and s["checkpoint_id"] == checkpoint["id"]]
-    assert knn and 1 / 3 < knn[0]["value"] <= 1.0  # three classes from the folder names: above chance
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,17 +76,35 @@ def test_s3_zip_is_scanned_through_the_endpoint(client, small_service, s3, tmp_p
     assert run_scan(missing["id"], small_service.model_copy(update={"s3_endpoint_url": endpoint})) == "invalid"
 
 
-def test_s3_webdataset_shards_train_streamed_on_a_worker(client, worker_process, s3, tmp_path):
+def test_uploaded_zip_and_s3_shards_train_on_one_worker(client, worker_process, s3, tmp_path):
+    """One worker (they are slow to start) scans and trains both: an uploaded zip of PNGs in class
+    folders, with auto-eval on its labels, and WebDataset shards on S3, streamed."""
+    worker = worker_process()
+    data = digits_zip(tmp_path / "d.zip", n=150, classes=3).read_bytes()
+    uploaded = client.post("/v1/datasets", files={"file": ("digits.zip", data)}).json()
     bucket, _ = s3
     for path in shards(tmp_path, n_shards=3, per_shard=40):
         bucket.put_object(Bucket="data", Key=f"wds/{path.name}", Body=path.read_bytes())
-    worker = worker_process()
-    created = client.post("/v1/datasets", json={"uri": "s3://data/wds/shard-{000..002}.tar", "format": "webdataset"})
-    assert created.status_code == 201, created.text
-    ready = wait_scanned(client, created.json()["id"])
-    assert ready["state"] == "ready" and ready["n_items"] == 120, (ready, worker.output()[-3000:])
-    job = client.post("/v1/jobs", json={**TINY, "dataset": ready["id"]}).json()
+    streamed = client.post("/v1/datasets", json={"uri": "s3://data/wds/shard-{000..002}.tar", "format": "webdataset"})
+    assert streamed.status_code == 201, streamed.text
+
+    ready = wait_scanned(client, uploaded["id"])
+    assert ready["state"] == "ready", (ready, worker.output()[-3000:])
+    job = client.post("/v1/jobs", json={**TINY, "dataset": ready["id"]})
+    assert job.status_code == 201, job.text
+    done = wait_for(client, job.json()["id"], timeout=180)
+    assert done["state"] == "succeeded", (done, worker.output()[-3000:])
+    checkpoint = client.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
+    assert checkpoint["manifest"]["dataset"] == {"id": ready["id"], "content_hash": hashlib.sha256(data).hexdigest()}
+    assert checkpoint["manifest"]["normalization"] == {"mean": ready["stats"]["mean"], "std": ready["stats"]["std"]}
+    scores = client.get("/v1/scores", params={"dataset": ready["id"]}).json()["data"]
+    knn = [s for s in scores if s["protocol"] == "knn" and s["checkpoint_id"] == checkpoint["id"]]
+    assert knn and 1 / 3 < knn[0]["value"] <= 1.0  # three classes from the folder names: above chance
+
+    shards_ready = wait_scanned(client, streamed.json()["id"])
+    assert shards_ready["state"] == "ready" and shards_ready["n_items"] == 120, shards_ready
+    job = client.post("/v1/jobs", json={**TINY, "dataset": shards_ready["id"]}).json()
     done = wait_for(client, job["id"], timeout=180)
     assert done["state"] == "succeeded" and done["step"] == 4, (done, worker.output()[-3000:])
     checkpoint = client.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
-    assert checkpoint["manifest"]["dataset"] == {"id": ready["id"], "content_hash": ready["content_hash"]}
+    assert checkpoint["manifest"]["dataset"] == {"id": shards_ready["id"], "content_hash": shards_ready["content_hash"]}

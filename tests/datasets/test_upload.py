@@ -150,3 +150,16 @@ def test_text_datasets_are_scanned_but_not_trained_on_yet(client, small_service)
     assert ready["state"] == "ready" and ready["stats"]["modality"] == "text" and ready["n_classes"] == 2
     response = client.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": ready["id"], "batch_size": 4})
     assert response.status_code == 422 and "text" in response.json()["detail"]
+
+
+def test_the_python_client_uploads_and_waits(client, small_service, tmp_path):
+    import threading
+
+    from client.sdk import Client
+
+    sdk = Client()
+    sdk.http = client  # the TestClient is an httpx.Client on the in-process app
+    created = sdk.upload_dataset(digits_zip(tmp_path / "d.zip", n=20), test_fraction=0.5, name="sdk")
+    assert created["state"] == "pending" and created["name"] == "sdk"
+    threading.Timer(0.5, run_scan, args=(created["id"], small_service)).start()
+    assert sdk.wait_dataset(created["id"], timeout=60, poll=0.2)["n_test"] == 10

@@ -15,7 +15,7 @@ from core.data import ArrayDataset, DatasetUnavailable, load_source
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
 from core.data.files import load_npz
-from core.data.scan import FILE_FORMATS, ScanOptions, scan_file
+from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
 from core.data.webdataset import WebDatasetStream, expand_shards, fsspec_opener, scan_shards
 from jobs.ids import new_id
 from jobs.settings import Settings
@@ -23,7 +23,7 @@ from jobs.storage import ArtifactStore
 from jobs.tables import Dataset
 
 log = logging.getLogger(__name__)
-FORMATS = (*FILE_FORMATS, "webdataset")
+FORMATS = (*FILE_FORMATS, FOLDER_FORMAT, "webdataset")
 UPLOAD_SCHEME = "upload://"
 
 

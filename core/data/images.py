@@ -15,6 +15,8 @@ from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+# Decoders PIL may use: plain raster formats only (EPS, for one, would run Ghostscript).
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 SPLIT_FOLDERS = {"train": "train", "test": "test"}
 MAX_UNREADABLE_LISTED = 100
 
@@ -30,7 +32,7 @@ def decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
             if img.width * img.height > max_pixels:
                 raise UnreadableImage(f"{img.width}x{img.height} pixels is over the limit of {max_pixels}")
             img.load()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.archives import ARCHIVE_FORMATS, Limits, check_archive, iter_members
+from core.data.archives import ARCHIVE_FORMATS, Limits, UnsafeArchive, check_archive, iter_members
 from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
 from core.data.files import as_images
 from core.data.idx import parse_idx
@@ -18,6 +18,7 @@ from core.data.images import collect
 from core.data.text import TEXT_FORMATS, describe_text, read_text
 
 FILE_FORMATS = (*ARCHIVE_FORMATS, "npz", "idx", *TEXT_FORMATS)
+FOLDER_FORMAT = "folder"  # a local directory of images (registered by path, never uploaded)
 _SUFFIXES = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".zip", "zip"), (".tar", "tar"), (".npz", "npz"),
              (".jsonl", "jsonl"), (".txt", "txt"), (".idx", "idx"), ("-ubyte", "idx"), ("-ubyte.gz", "idx"))
 
@@ -141,6 +142,21 @@ def _folder_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def iter_folder(root: Path, limits: Limits):
+    """(relative path, bytes) for the files under root, in sorted order; links are refused."""
+    total = 0
+    for item in sorted(root.rglob("*")):
+        if item.is_symlink():
+            raise UnsafeArchive(f"{item.relative_to(root)} is a symlink")
+        if not item.is_file():
+            continue
+        size = item.stat().st_size
+        total += size
+        if size > limits.max_member_bytes or total > limits.max_total_bytes:
+            raise UnsafeArchive(f"the folder is larger than the limits ({item.relative_to(root)})")
+        yield item.relative_to(root).as_posix(), item.read_bytes()
+
+
 def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) -> ScanResult:
     """Read and describe a local dataset file (or an IDX folder); raises DatasetUnavailable with the
     reason when it is not a usable dataset."""
@@ -152,6 +168,12 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
         digest = _folder_sha256(path) if path.is_dir() else file_sha256(path)
         train, test = _resized(train, options), _resized(test, options)
         return _image_result(train, test, digest, facts)
+    if fmt == FOLDER_FORMAT:
+        if not path.is_dir():
+            raise DatasetUnavailable(f"not a folder: {path}")
+        found = collect(iter_folder(path, options.limits), options.limits.max_pixels)
+        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed)
+        return _image_result(train, test, _folder_sha256(path), facts)
     check_file(path, fmt, options.limits)
     digest = file_sha256(path)
     if fmt in TEXT_FORMATS:

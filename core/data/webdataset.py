@@ -76,7 +76,7 @@ class HashingReader(io.RawIOBase):
         return len(data)
 
 
-def iter_samples(stream) -> Iterator[dict]:
+def iter_samples(stream, max_member_bytes: int = 256 * 1024 * 1024) -> Iterator[dict]:
     """Group a tar stream's files into samples {'__key__': ..., ext: bytes}."""
     current: dict | None = None
     try:
@@ -87,6 +87,8 @@ def iter_samples(stream) -> Iterator[dict]:
                 if not info.isfile():
                     continue
                 path = member_path(info.name)
+                if info.size > max_member_bytes:
+                    raise UnsafeArchive(f"shard member {path!r} is {info.size} bytes (limit {max_member_bytes})")
                 folder, _, base = path.rpartition("/")
                 stem, dot, ext = base.partition(".")
                 if not dot or stem == "":

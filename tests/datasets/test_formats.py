@@ -142,3 +142,18 @@ def test_webdataset_scan_and_stream_resume_exactly(tmp_path):
     assert not torch.equal(first_epoch, torch.from_numpy(images.reshape(60, -1)))  # and shuffled
     other = next(WebDatasetStream(paths, 8, 1, shuffle_buffer=8).batches(16, seed=4))
     assert not torch.equal(other, batches[0])
+
+
+def test_a_local_folder_of_class_folders(tmp_path):
+    images, labels = digits(20, 2)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (tmp_path / "pets" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pets" / f"c{label}" / f"{i}.png").write_bytes(png(image))
+    (tmp_path / "pets" / "c0" / "drawing.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    result = scan_file(tmp_path / "pets", "folder", ScanOptions(test_fraction=0.25))
+    assert (result.n_items, result.n_test, result.n_classes) == (15, 5, 2)
+    assert [u["path"] for u in result.stats["unreadable"]] == ["c0/drawing.eps"]  # never handed to Ghostscript
+    assert result.content_hash == scan_file(tmp_path / "pets", "folder").content_hash
+    (tmp_path / "pets" / "c1" / "escape.png").symlink_to("/etc/passwd")
+    with pytest.raises(UnsafeArchive, match="symlink"):
+        scan_file(tmp_path / "pets", "folder")

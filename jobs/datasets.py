@@ -11,12 +11,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.data import ArrayDataset, DatasetUnavailable, load_source
+from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
 from core.data.files import load_npz
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
-from core.data.webdataset import WebDatasetStream, expand_shards, fsspec_opener, scan_shards
+from core.data.webdataset import WebDatasetStream, expand_shards, fsspec_opener, head_sample, scan_shards
 from jobs.ids import new_id
 from jobs.settings import Settings
 from jobs.storage import ArtifactStore
@@ -215,3 +215,13 @@ def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:
     return WebDatasetStream(stats["shards"], stats["image_size"], stats["channels"],
                             opener=fsspec_opener(settings.storage_options), shuffle_buffer=settings.shuffle_buffer,
                             max_pixels=limits(settings).max_pixels)
+
+
+def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """For auto-eval of a streamed dataset: its first stream_eval_items samples (shard order),
+    split by the dataset's test_fraction and seed."""
+    source = stream(settings, dataset)
+    source.image_size = image_size
+    sample = head_sample(source, settings.stream_eval_items)
+    options = dataset.stats.get("options", {})
+    return split_by_fraction(sample, options.get("test_fraction", 0.2), options.get("seed", 0))

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     data_roots: str = ""  # comma-separated local folders that datasets may be registered from
     s3_endpoint_url: str = ""  # for s3:// datasets and artifacts on MinIO or other S3-compatible stores
     shuffle_buffer: int = 1000  # WebDataset streaming
+    stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
     page_size_max: int = 500
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0

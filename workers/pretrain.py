@@ -96,7 +96,10 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     if result.reason == "nan":
         return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
     scores = {}
-    if spec.evaluations and (dataset_row.stats or {}).get("labelled") and test_set is not None and len(test_set):
+    labelled = (dataset_row.stats or {}).get("labelled")
+    if spec.evaluations and labelled and test_set is None:  # streamed: evaluate on a bounded head sample
+        train_set, test_set = datasets.stream_eval_split(ctx.settings, dataset_row, image_size)
+    if spec.evaluations and labelled and len(test_set):
         scores = evaluate_encoder(ctx, method.downstream_encoder(), train_set, test_set, mean, std,
                                   [e.model_dump() for e in spec.evaluations], spec.seed, device,
                                   checkpoint_id=callbacks.final_checkpoint, dataset_id=dataset_row.id,

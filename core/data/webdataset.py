@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.data.archives import UnsafeArchive, member_path
-from core.data.arrays import DatasetUnavailable
+from core.data.arrays import ArrayDataset, DatasetUnavailable
 from core.data.images import IMAGE_SUFFIXES, UnreadableImage, decode, resize_array
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -183,6 +183,31 @@ class WebDatasetStream:
                 batch[filled] = to_chw(image, self.image_size, self.channels)
                 filled += 1
             yield torch.from_numpy(batch)
+
+
+def head_sample(stream: WebDatasetStream, n: int) -> ArrayDataset:
+    """The first n readable samples in shard order (no shuffle): a bounded, labelled sample that
+    evaluation can hold in memory."""
+    images, labels = [], []
+    for shard in stream.shards:
+        with stream.opener(shard) as raw:
+            for sample in iter_samples(raw):
+                data = sample_image(sample)
+                if data is None:
+                    continue
+                try:
+                    image, _ = decode(data, stream.max_pixels)
+                except UnreadableImage:
+                    continue
+                images.append(to_chw(image, stream.image_size, stream.channels))
+                labels.append(sample_label(sample))
+                if len(images) == n:
+                    break
+        if len(images) == n:
+            break
+    if not images:
+        raise DatasetUnavailable("the shards hold no readable images")
+    return ArrayDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
 
 
 def scan_shards(shards: list[str], opener: Opener, image_size: int | None, max_pixels: int) -> dict:

@@ -78,7 +78,8 @@ def test_s3_zip_is_scanned_through_the_endpoint(client, small_service, s3, tmp_p
 
 def test_uploaded_zip_and_s3_shards_train_on_one_worker(client, worker_process, s3, tmp_path):
     """One worker (they are slow to start) scans and trains both: an uploaded zip of PNGs in class
-    folders, with auto-eval on its labels, and WebDataset shards on S3, streamed."""
+    folders, with auto-eval on its labels, and WebDataset shards on S3, streamed (auto-eval on the
+    first items of the stream)."""
     worker = worker_process()
     data = digits_zip(tmp_path / "d.zip", n=150, classes=3).read_bytes()
     uploaded = client.post("/v1/datasets", files={"file": ("digits.zip", data)}).json()
@@ -108,3 +109,5 @@ def test_uploaded_zip_and_s3_shards_train_on_one_worker(client, worker_process, 
     assert done["state"] == "succeeded" and done["step"] == 4, (done, worker.output()[-3000:])
     checkpoint = client.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
     assert checkpoint["manifest"]["dataset"] == {"id": shards_ready["id"], "content_hash": shards_ready["content_hash"]}
+    scores = client.get("/v1/scores", params={"dataset": shards_ready["id"]}).json()["data"]
+    assert [s["protocol"] for s in scores if s["checkpoint_id"] == checkpoint["id"]] == ["knn"]  # on a head sample

@@ -167,10 +167,13 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
                 key = prepared_key(dataset.id)
                 target = store.staging_path(key)
                 tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-                with open(tmp, "wb") as f:
-                    np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
-                             x_test=result.test.images.numpy(), y_test=result.test.labels.numpy())
-                os.replace(tmp, target)
+                try:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
+                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy())
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)  # a torn write leaves nothing
                 store.commit(key)
                 stats["prepared"] = key
             dataset.n_items, dataset.n_test, dataset.n_classes = result.n_items, result.n_test, result.n_classes
@@ -179,8 +182,11 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
     except (DatasetUnavailable, OSError, ValueError) as exc:
         log.info("dataset %s is invalid: %s", dataset.id, exc)
         dataset.state, dataset.error = "invalid", str(exc)[:2000]
-        if dataset.uri.startswith(UPLOAD_SCHEME):  # an unusable upload keeps no bytes around
-            store.delete(f"datasets/{dataset.id}")
+    except Exception as exc:  # a reader bug must not leave the row pending forever
+        log.exception("scan of dataset %s failed", dataset.id)
+        dataset.state, dataset.error = "invalid", f"scan failed: {type(exc).__name__}: {exc}"[:2000]
+    if dataset.state == "invalid" and dataset.uri.startswith(UPLOAD_SCHEME):  # an unusable upload keeps no bytes
+        store.delete(f"datasets/{dataset.id}")
 
 
 def resolve(session: Session, project_id: str, ref: str) -> Dataset:

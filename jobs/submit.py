@@ -32,6 +32,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} is text: training on text datasets is not available yet")
     if spec.batch_size > (dataset.n_items or 0):
         raise SpecRejected(f"batch_size {spec.batch_size} is larger than the dataset ({dataset.n_items} items)")
     try_build(spec, dataset)
@@ -55,6 +57,9 @@ def try_build(spec: PretrainSpec, dataset) -> None:
 
 def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
+    if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} cannot be evaluated on ({dataset.state}, {dataset.format}); "
+                           "evaluation needs a ready image dataset held in memory")
     if not (dataset.stats or {}).get("labelled"):
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
     if spec.checkpoint not in BASELINES:

@@ -32,6 +32,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} is text: training on text datasets is not available yet")
     if spec.batch_size > (dataset.n_items or 0):
         raise SpecRejected(f"batch_size {spec.batch_size} is larger than the dataset ({dataset.n_items} items)")
     try_build(spec, dataset)
@@ -73,8 +75,9 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
 
 def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
-    if dataset.state != "ready":
-        raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} cannot be evaluated on ({dataset.state}, {dataset.format}); "
+                           "evaluation needs a ready image dataset held in memory")
     if not (dataset.stats or {}).get("labelled"):
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
     for source in spec.sources():
@@ -87,8 +90,9 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dic
 
 def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
-    if dataset.state != "ready":
-        raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} cannot be indexed ({dataset.state}, {dataset.format}); "
+                           "an index needs a ready image dataset held in memory")
     check_channels(check_checkpoint(session, project_id, spec.checkpoint), dataset)
     spec_dict = spec.model_dump(mode="json")
     spec_dict["dataset"] = dataset.id

@@ -26,7 +26,7 @@ def run_embed_index(ctx: JobContext, raw_spec: dict):
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
     started = time.perf_counter()
     ctx.log_metrics(0, {}, 2)
-    train_set, test_set = datasets.load(dataset_row)
+    train_set, test_set = datasets.load(dataset_row, ctx.store)
     data = train_set if spec.split == "train" else test_set
     source = open_source(ctx, spec.checkpoint, dataset_row, 0, None)
     if ctx.stop_reason():

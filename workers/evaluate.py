@@ -149,7 +149,7 @@ def run_evaluate(ctx: JobContext, raw_spec: dict):
     spec = EvaluateSpec.model_validate(raw_spec)
     device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
-    train_set, test_set = datasets.load(dataset_row)
+    train_set, test_set = datasets.load(dataset_row, ctx.store)
     protocols = [p.model_dump() for p in spec.protocols]
     refs = spec.sources()
     progress = Progress(ctx, len(refs) * len(protocols))

@@ -1,9 +1,9 @@
-"""Celery tasks: a few lines that take a job id and hand it to the runner."""
+"""Celery tasks: a few lines that take a job (or dataset) id and hand it to the runner (or scanner)."""
 from __future__ import annotations
 
 from celery import Celery
 
-from jobs.queue import TASK_NAME
+from jobs.queue import SCAN_TASK_NAME, TASK_NAME
 
 
 def register(app: Celery) -> None:
@@ -12,3 +12,9 @@ def register(app: Celery) -> None:
         from workers.runner import run_job as run
 
         return run(job_id)
+
+    @app.task(name=SCAN_TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+    def scan_dataset(dataset_id: str) -> str:
+        from workers.scan import run_scan
+
+        return run_scan(dataset_id)

@@ -2,10 +2,9 @@
 contention cost 100x), here and in the worker processes these tests start."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):

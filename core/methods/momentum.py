@@ -1,0 +1,34 @@
+"""Momentum (EMA) targets shared by MoCo and BYOL: a frozen copy, its update, its schedule.
+
+The target is an ordinary submodule whose parameters have requires_grad=False, so it is saved in
+`state_dict()` and never seen by the optimiser; the momentum is a function of (step, total)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from core.schedules import cosine
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of `module` that receives no gradients."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter.
+    Buffers (BatchNorm statistics) are the target's own, updated by its forward passes."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o.detach(), 1.0 - momentum)
+
+
+def momentum_at(step: int, total_steps: int, base: float, final: float = 1.0) -> float:
+    """Cosine increase from `base` at step 0 to `final` at the last step (BYOL, Grill et al. 2020,
+    sec. 3.2: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2)."""
+    return cosine(step, total_steps, base, final)

@@ -22,12 +22,15 @@ VIEWS = ViewConfig(crops=[CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5)], brig
 @register("moco_v2", family="contrastive", default_backbone="resnet18", views=VIEWS, paper="arXiv:2003.04297")
 class MoCoV2(Method):
     """The loss is symmetrised (each view is a query for the other's key) and both views' keys
-    are enqueued; the key encoder's momentum rises from `momentum` to 1 on a cosine."""
+    are enqueued; the key encoder's momentum rises from `momentum` to 1 on a cosine.
+    `head_batch_norm` puts BatchNorm in the projector's hidden layer, as MoCo v3 and SimCLR do;
+    the MoCo v2 reference head has none (set it False), which on small data leaves all keys
+    nearly parallel and the loss at chance for the first hundreds of steps."""
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128, queue_size: int = 65536,
-                 temperature: float = 0.2, momentum: float = 0.99):
+                 temperature: float = 0.2, momentum: float = 0.99, head_batch_norm: bool = True):
         super().__init__(backbone, views)
-        self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, batch_norm=True)
+        self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, batch_norm=head_batch_norm)
         self.momentum_backbone = frozen_copy(backbone)
         self.momentum_projector = frozen_copy(self.projector)
         self.queue = FeatureQueue(queue_size, proj_dim)

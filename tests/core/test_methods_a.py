@@ -86,6 +86,14 @@ def test_losses_stop_the_gradient_into_their_targets(vectors):
         assert grad_p.abs().sum() > 0
 
 
+def test_cosine_losses_are_computed_in_fp32_for_half_precision_inputs(vectors):
+    p, z, _ = vectors
+    for loss in (negative_cosine, normalized_mse):
+        half = loss(p.bfloat16(), z.bfloat16())
+        assert half.dtype == torch.float32
+        assert float(half) == pytest.approx(float(loss(p, z)), abs=2e-2)
+
+
 def test_nearest_neighbour_matches_a_loop(vectors):
     z, support = torch.nn.functional.normalize(vectors[0], dim=1), torch.nn.functional.normalize(vectors[2], dim=1)
     result = nearest_neighbour(z, support)

@@ -24,8 +24,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """target <- momentum * target + (1 - momentum) * online, parameter by parameter.
     Buffers (BatchNorm statistics) are the target's own, updated by its forward passes."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o.detach(), 1.0 - momentum)
+    targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
+    if len(targets) != len(onlines):
+        raise ValueError(f"target has {len(targets)} parameters, online {len(onlines)}")
+    torch._foreach_lerp_(targets, onlines, 1.0 - momentum)
 
 
 def momentum_at(step: int, total_steps: int, base: float, final: float = 1.0) -> float:

@@ -1,29 +1,24 @@
-"""Momentum (EMA) targets shared by MoCo and BYOL: a frozen copy, its update, its schedule.
+"""Momentum (EMA) targets as MoCo and BYOL use them: a frozen copy, a parameter-only update and
+the cosine momentum schedule.
 
 The target is an ordinary submodule whose parameters have requires_grad=False, so it is saved in
-`state_dict()` and never seen by the optimiser; the momentum is a function of (step, total)."""
+`state_dict()` and never seen by the optimiser; the momentum is a function of (step, total).
+Unlike `ema_target.ema_update` (I-JEPA, data2vec), only parameters are averaged: as in the MoCo
+and BYOL reference code, the target's BatchNorm statistics are its own, from its forward passes."""
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
 
+from core.methods.ema_target import frozen_copy
 from core.schedules import cosine
 
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy of `module` that receives no gradients."""
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return target
+__all__ = ["ema_update", "frozen_copy", "momentum_at"]
 
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online, parameter by parameter.
-    Buffers (BatchNorm statistics) are the target's own, updated by its forward passes."""
+    """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
     targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
     if len(targets) != len(onlines):
         raise ValueError(f"target has {len(targets)} parameters, online {len(onlines)}")

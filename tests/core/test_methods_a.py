@@ -245,3 +245,14 @@ def test_byol_hands_out_the_target_encoder():
     parts = method.parts()
     assert parts["backbone"] is method.target_backbone and parts["online"] is method.backbone
     assert method.downstream_encoder() is method.target_backbone
+
+
+@pytest.mark.parametrize("name, keys", [("moco_v2", ["queue.items", "queue.ptr", "momentum_backbone.", "momentum_projector."]),
+                                        ("moco_v3", ["momentum_backbone.", "momentum_projector."]),
+                                        ("nnclr", ["support.items", "support.ptr"]),
+                                        ("byol", ["target_backbone.", "target_projector."])])
+def test_queues_and_targets_are_in_the_state_dict(name, keys):
+    state = build_tiny(name).state_dict()
+    for key in keys:
+        assert any(k.startswith(key) for k in state), key
+    assert not any(k.startswith("views") for k in state)

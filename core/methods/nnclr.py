@@ -2,7 +2,6 @@
 support set of past projections is the positive for the other view's prediction."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

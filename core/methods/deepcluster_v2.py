@@ -36,7 +36,9 @@ class DeepClusterV2(Method):
         if num_prototypes > queue_size:
             raise ValueError(f"num_prototypes ({num_prototypes}) must not exceed queue_size ({queue_size})")
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim)
-        self.register_buffer("centroids", F.normalize(torch.randn(num_heads, num_prototypes, proj_dim), dim=-1))
+        # no clusters before the bank is first full: zero prototypes give the constant loss log K
+        # and no gradient, like solo-learn's first epoch without assignments
+        self.register_buffer("centroids", torch.zeros(num_heads, num_prototypes, proj_dim))
         self.register_buffer("bank", torch.zeros(queue_size, proj_dim))
         self.register_buffer("bank_position", torch.zeros((), dtype=torch.long))
         self.temperature, self.kmeans_iterations = temperature, kmeans_iterations

@@ -21,24 +21,26 @@ class NormedLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    """3-layer MLP (GELU, no batch norm) -> bottleneck -> L2-normalise -> weight-normed
+    """3-layer MLP (GELU; batch norm only if asked, as DINO's `use_bn_in_head`) -> bottleneck -> L2-normalise -> weight-normed
     linear to `out_dim` logits. `forward(x, freeze_last=True)` lets no gradient reach the
     last layer (the paper keeps it fixed during the first epoch)."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, out_dim: int = 65536,
-                 layers: int = 3):
+                 layers: int = 3, batch_norm: bool = False):
         super().__init__()
         blocks: list[nn.Module] = []
         dim = in_dim
         for _ in range(layers - 1):
-            blocks += [nn.Linear(dim, hidden_dim), nn.GELU()]
+            blocks += [nn.Linear(dim, hidden_dim)] + ([nn.BatchNorm1d(hidden_dim)] if batch_norm else []) + [nn.GELU()]
             dim = hidden_dim
         blocks.append(nn.Linear(dim, bottleneck_dim))
         self.mlp = nn.Sequential(*blocks)
         self.last_layer = NormedLinear(bottleneck_dim, out_dim)
         for m in self.mlp:
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                # Xavier normal is ~0.02 at the paper's widths (its trunc_normal(0.02)) and keeps
+                # the signal above the biases' first updates in narrow heads
+                nn.init.xavier_normal_(m.weight)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, freeze_last: bool = False) -> Tensor:

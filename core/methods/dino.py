@@ -33,14 +33,21 @@ def teacher_temperature(step: int, total_steps: int, start: float, end: float, w
           optimizer="adamw", weight_decay=0.04, grad_clip=3.0)
 class DINO(Method):
     """`temperature` is the student's; the teacher's warms up from `warmup_teacher_temp` to
-    `teacher_temp`. `momentum` is the teacher's EMA momentum at step 0 (cosine to 1)."""
+    `teacher_temp`. `momentum` is the teacher's EMA momentum at step 0 (cosine to 1).
+
+    `head_batch_norm` is the official code's `use_bn_in_head` (on for its ResNet runs, off for
+    ViT). It is on by default here: with narrow heads and no learning-rate warm-up, a ViT whose
+    class tokens barely differ between images at initialisation lets the student collapse to one
+    output within a few steps, and centering then flattens the teacher to uniform. Set it to
+    False for the paper's ViT configuration."""
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  out_dim: int = 65536, temperature: float = 0.1, teacher_temp: float = 0.07,
                  warmup_teacher_temp: float = 0.04, warmup_teacher_temp_frac: float = 0.3,
-                 momentum: float = 0.996, center_momentum: float = 0.9, freeze_last_layer_frac: float = 0.01):
+                 momentum: float = 0.996, center_momentum: float = 0.9, freeze_last_layer_frac: float = 0.01,
+                 head_batch_norm: bool = True):
         super().__init__(backbone, views)
-        self.head = DINOHead(backbone.feature_dim, proj_hidden_dim, bottleneck_dim, out_dim)
+        self.head = DINOHead(backbone.feature_dim, proj_hidden_dim, bottleneck_dim, out_dim, batch_norm=head_batch_norm)
         self.teacher_backbone = frozen_copy(backbone)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(out_dim))

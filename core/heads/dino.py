@@ -31,7 +31,8 @@ class DINOHead(nn.Module):
         blocks: list[nn.Module] = []
         dim = in_dim
         for _ in range(layers - 1):
-            blocks += [nn.Linear(dim, hidden_dim)] + ([nn.BatchNorm1d(hidden_dim)] if batch_norm else []) + [nn.GELU()]
+            norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+            blocks += [nn.Linear(dim, hidden_dim, bias=not batch_norm), *norm, nn.GELU()]
             dim = hidden_dim
         blocks.append(nn.Linear(dim, bottleneck_dim))
         self.mlp = nn.Sequential(*blocks)
@@ -41,7 +42,8 @@ class DINOHead(nn.Module):
                 # Xavier normal is ~0.02 at the paper's widths (its trunc_normal(0.02)) and keeps
                 # the signal above the biases' first updates in narrow heads
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, freeze_last: bool = False) -> Tensor:
         return self.last_layer(F.normalize(self.mlp(x), dim=-1), frozen=freeze_last)

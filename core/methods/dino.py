@@ -47,7 +47,8 @@ class DINO(Method):
                  momentum: float = 0.996, center_momentum: float = 0.9, freeze_last_layer_frac: float = 0.01,
                  head_batch_norm: bool = True):
         super().__init__(backbone, views)
-        self.head = DINOHead(backbone.feature_dim, proj_hidden_dim, bottleneck_dim, out_dim, batch_norm=head_batch_norm)
+        self.head = DINOHead(backbone.feature_dim, proj_hidden_dim, bottleneck_dim, out_dim,
+                             batch_norm=head_batch_norm)
         self.teacher_backbone = frozen_copy(backbone)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(out_dim))
@@ -59,9 +60,11 @@ class DINO(Method):
         global_crops, local_crops = split_crops(self.views(images, gen))
         freeze_last = step < int(self.freeze_last_layer_frac * total_steps)
         features = forward_crops(self.backbone, global_crops + local_crops)
+        # the head sees all crops as one batch, as in DINO's MultiCropWrapper
         student = self.head(torch.cat(features), freeze_last=freeze_last).chunk(len(features))
         with torch.no_grad():
-            teacher = [self.teacher_head(f) for f in forward_crops(self.teacher_backbone, global_crops)]
+            teacher = self.teacher_head(torch.cat(forward_crops(self.teacher_backbone, global_crops)))
+            teacher = teacher.chunk(len(global_crops))
         temp = teacher_temperature(step, total_steps, self.warmup_teacher_temp, self.teacher_temp,
                                    self.warmup_teacher_temp_frac)
         loss = dino_loss(student, teacher, self.center, self.temperature, temp)

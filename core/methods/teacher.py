@@ -24,12 +24,9 @@ def ema_momentum(step: int, total_steps: int, base: float = 0.996, final: float 
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student, for parameters and float buffers
-    (BatchNorm running statistics follow the student the same way; counters are copied)."""
+    """teacher <- momentum * teacher + (1 - momentum) * student, for parameters only, as in the
+    official DINO code: buffers stay the teacher's own (its BatchNorm statistics come from its
+    own forward passes, and fixed buffers such as position embeddings must not drift by
+    rounding, which would break exact resume)."""
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.is_floating_point():
-            t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-        else:
-            t.copy_(s)

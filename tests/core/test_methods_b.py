@@ -92,7 +92,9 @@ def test_dino_teacher_is_an_ema_of_the_student_with_cosine_momentum():
             p.add_(1.0)
     student = [p.clone() for p in method.backbone.parameters()]
     teacher = [p.clone() for p in method.teacher_backbone.parameters()]
+    position = method.teacher_backbone.pos_embed.clone()
     method.after_step(25, 100)
+    assert torch.equal(method.teacher_backbone.pos_embed, position)  # fixed buffers never drift
     m = ema_momentum(25, 100, 0.996, 1.0)
     assert 0.996 < m < 1.0
     assert ema_momentum(0, 100) == pytest.approx(0.996) and ema_momentum(100, 100) == pytest.approx(1.0)

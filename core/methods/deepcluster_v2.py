@@ -9,7 +9,9 @@ embeddings. Each time the ring has been completely refreshed (one "epoch" of the
 paper re-clusters once per epoch) k-means runs on it, once per prototype set, from centroids
 sampled from the bank. An image's assignment is its nearest centroid, taken from the mean of
 its global crops' (detached) embeddings under the current centroids; both global and local
-crops predict it. Bank, write position and centroids are buffers, so resume is exact."""
+crops predict it. Until the bank is first full there are no clusters: the prototypes are zero,
+so the loss is the constant log K and trains nothing (solo-learn's first epoch has no
+assignments either). Bank, write position and centroids are buffers, so resume is exact."""
 from __future__ import annotations
 
 import torch

@@ -85,3 +85,13 @@ class ViewMaker:
         """The un-augmented, normalised input (for evaluation and embeddings)."""
         x = images.float() / 255 if images.dtype == torch.uint8 else images
         return normalize(x, self.mean, self.std)
+
+
+# Presets shared by several papers.
+# BYOL's asymmetric pair (Grill et al. 2020, table 6): blur 1.0 on one view; blur 0.1 and
+# solarisation 0.2 on the other; crops of 8-100 %. MoCo v3, NNCLR, Barlow Twins and VICReg use it.
+BYOL_VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=1.0),
+                               CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2)])
+# MoCo v2's (Chen et al. 2020b): two crops of 20-100 % with blur p=0.5, stronger saturation; SimSiam's too.
+MOCO_V2_VIEWS = ViewConfig(crops=[CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5)], brightness=0.4, contrast=0.4,
+                           saturation=0.4, hue=0.1)

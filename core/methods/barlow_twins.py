@@ -2,17 +2,11 @@
 batch-normalised projections is pushed to the identity."""
 from __future__ import annotations
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS
 from core.heads import mlp
 from core.losses.barlow_twins import barlow_twins_loss
 from core.methods.base import Method
 from core.methods.registry import register
-
-# BYOL's asymmetric pair: blur 1.0 on one view; blur 0.1 and solarisation 0.2 on the other.
-BYOL_VIEWS = ViewConfig(crops=[
-    CropSpec(count=1, size=1.0, scale=(0.08, 1.0), blur_p=1.0),
-    CropSpec(count=1, size=1.0, scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2),
-])
 
 
 @register("barlow_twins", family="redundancy_reduction", default_backbone="resnet18", views=BYOL_VIEWS,

@@ -5,20 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS
 from core.heads import mlp
 from core.losses.byol import normalized_mse
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
 
-# The paper's table 6: asymmetric blur (1.0 / 0.1) and solarisation (0 / 0.2), crops of 8-100%.
-VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=1.0),
-                          CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2)],
-                   brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2)
 
-
-@register("byol", family="distillation", default_backbone="resnet18", views=VIEWS, paper="arXiv:2006.07733")
+@register("byol", family="distillation", default_backbone="resnet18", views=BYOL_VIEWS, paper="arXiv:2006.07733")
 class BYOL(Method):
     """`self.backbone` is the online encoder; the target's momentum rises from `momentum` to 1
     on a cosine over the run (sec. 3.2)."""

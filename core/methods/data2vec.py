@@ -16,7 +16,7 @@ from core.augment import CropSpec, ViewConfig
 from core.augment.masks import block_mask
 from core.losses.latent import latent_regression, top_k_average
 from core.methods.base import Method
-from core.methods.ema_target import ema_update, frozen_copy
+from core.methods.momentum import ema_update, frozen_copy
 from core.methods.registry import register
 from core.schedules import linear
 

@@ -11,7 +11,7 @@ from core.losses.dino import dino_loss, updated_center
 from core.methods.base import Method
 from core.methods.multicrop import forward_crops, split_crops
 from core.methods.registry import register
-from core.methods.teacher import ema_momentum, ema_update, frozen_copy
+from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.schedules import linear
 
 # Two global crops (blur 1.0; blur 0.1 + solarize 0.2) and 8 local ones (96/224 px in the paper).
@@ -73,7 +73,7 @@ class DINO(Method):
 
     @torch.no_grad()
     def after_step(self, step, total_steps):
-        momentum = ema_momentum(step, total_steps, self.momentum, 1.0)
+        momentum = momentum_at(step, total_steps, self.momentum, 1.0)
         ema_update(self.teacher_backbone, self.backbone, momentum)
         ema_update(self.teacher_head, self.head, momentum)
 

@@ -12,7 +12,7 @@ from core.augment.masks import jepa_blocks
 from core.heads.predictor import MaskedPredictor, gather_tokens
 from core.losses.latent import feature_norm, latent_regression
 from core.methods.base import Method
-from core.methods.ema_target import ema_update, frozen_copy
+from core.methods.momentum import ema_update, frozen_copy
 from core.methods.registry import register
 from core.schedules import linear
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import MOCO_V2_VIEWS
 from core.heads import mlp
 from core.losses.infonce import info_nce
 from core.methods.base import Method
@@ -14,12 +14,8 @@ from core.methods.feature_queue import FeatureQueue
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
 
-# MoCo v2 augmentation: SimCLR's crops and colour distortion plus blur with p=0.5.
-VIEWS = ViewConfig(crops=[CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5)], brightness=0.4, contrast=0.4,
-                   saturation=0.4, hue=0.1)
 
-
-@register("moco_v2", family="contrastive", default_backbone="resnet18", views=VIEWS, paper="arXiv:2003.04297")
+@register("moco_v2", family="contrastive", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2003.04297")
 class MoCoV2(Method):
     """The loss is symmetrised (each view is a query for the other's key) and both views' keys
     are enqueued; the key encoder's momentum rises from `momentum` to 1 on a cosine.

@@ -5,19 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS
 from core.heads import mlp
 from core.losses.infonce import info_nce
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
 
-# BYOL's asymmetric augmentation, which MoCo v3 adopts (its sec. 4).
-VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=1.0),
-                          CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2)])
 
-
-@register("moco_v3", family="contrastive", default_backbone="vit_small", views=VIEWS, paper="arXiv:2104.02057")
+@register("moco_v3", family="contrastive", default_backbone="vit_small", views=BYOL_VIEWS, paper="arXiv:2104.02057")
 class MoCoV3(Method):
     """The ViT recipe: a 3-layer projector and 2-layer predictor, both ending in BatchNorm, and a
     momentum rising from 0.99 to 1 on a cosine."""

@@ -1,19 +1,29 @@
-"""Momentum (EMA) targets as MoCo and BYOL use them: a frozen copy, a parameter-only update and
-the cosine momentum schedule.
+"""Momentum (EMA) targets, the one implementation for MoCo, BYOL, DINO, I-JEPA and data2vec: a
+frozen copy, a parameter-only update and the cosine momentum schedule.
 
 The target is an ordinary submodule whose parameters have requires_grad=False, so it is saved in
 `state_dict()` and never seen by the optimiser; the momentum is a function of (step, total).
-Unlike `ema_target.ema_update` (I-JEPA, data2vec), only parameters are averaged: as in the MoCo
-and BYOL reference code, the target's BatchNorm statistics are its own, from its forward passes."""
+Only parameters are averaged, as in the MoCo, BYOL and DINO reference code: the target's
+BatchNorm statistics come from its own forward passes, and fixed buffers (a ViT's position
+embedding) must not drift by rounding, which would break exact resume."""
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
-from core.methods.ema_target import frozen_copy
 from core.schedules import cosine
 
 __all__ = ["ema_update", "frozen_copy", "momentum_at"]
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off; it is a submodule, so its weights are in state_dict()."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
 
 
 @torch.no_grad()
@@ -27,5 +37,5 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
 
 def momentum_at(step: int, total_steps: int, base: float, final: float = 1.0) -> float:
     """Cosine increase from `base` at step 0 to `final` at the last step (BYOL, Grill et al. 2020,
-    sec. 3.2: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2)."""
+    sec. 3.2: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2; DINO sec. 3.1)."""
     return cosine(step, total_steps, base, final)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS
 from core.heads import mlp
 from core.losses.infonce import info_nce
 from core.methods.base import Method
 from core.methods.feature_queue import FeatureQueue
 from core.methods.registry import register
-
-# NNCLR uses BYOL's augmentation (its sec. 4.1).
-VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=1.0),
-                          CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.1, solarize_p=0.2)])
 
 
 def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:
@@ -23,7 +19,7 @@ def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:
     return support[(z @ support.T).argmax(dim=1)]
 
 
-@register("nnclr", family="contrastive", default_backbone="resnet18", views=VIEWS, paper="arXiv:2104.14548")
+@register("nnclr", family="contrastive", default_backbone="resnet18", views=BYOL_VIEWS, paper="arXiv:2104.14548")
 class NNCLR(Method):
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 256, pred_hidden_dim: int = 4096,
                  support_size: int = 98304, temperature: float = 0.1):

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import MOCO_V2_VIEWS
 from core.heads import mlp
 from core.losses.simsiam import negative_cosine
 from core.methods.base import Method
 from core.methods.registry import register
 
-# The paper's augmentation (its sec. 4.1, from MoCo v2): blur with p=0.5.
-VIEWS = ViewConfig(crops=[CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5)], brightness=0.4, contrast=0.4,
-                   saturation=0.4, hue=0.1)
 
-
-@register("simsiam", family="distillation", default_backbone="resnet18", views=VIEWS, paper="arXiv:2011.10566")
+@register("simsiam", family="distillation", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2011.10566")
 class SimSiam(Method):
     """A 3-layer projector ending in BatchNorm and a bottleneck predictor (2048-512-2048)."""
 

@@ -2,9 +2,9 @@
 with a variance hinge and a covariance penalty on each branch to prevent collapse."""
 from __future__ import annotations
 
+from core.augment import BYOL_VIEWS
 from core.heads import mlp
 from core.losses.vicreg import vicreg_loss
-from core.methods.barlow_twins import BYOL_VIEWS
 from core.methods.base import Method
 from core.methods.registry import register
 

@@ -10,7 +10,7 @@ from core.losses.dino import updated_center
 from core.methods import build, method_info
 from core.methods.dino import teacher_temperature
 from core.methods.multicrop import split_crops
-from core.methods.teacher import ema_momentum
+from core.methods.momentum import momentum_at
 
 NAMES = ["dino", "swav", "deepcluster_v2", "barlow_twins", "vicreg"]
 SMALL = {"proj_hidden_dim": 16, "proj_dim": 8, "out_dim": 12, "bottleneck_dim": 8, "num_prototypes": 6,
@@ -95,9 +95,9 @@ def test_dino_teacher_is_an_ema_of_the_student_with_cosine_momentum():
     position = method.teacher_backbone.pos_embed.clone()
     method.after_step(25, 100)
     assert torch.equal(method.teacher_backbone.pos_embed, position)  # fixed buffers never drift
-    m = ema_momentum(25, 100, 0.996, 1.0)
+    m = momentum_at(25, 100, 0.996, 1.0)
     assert 0.996 < m < 1.0
-    assert ema_momentum(0, 100) == pytest.approx(0.996) and ema_momentum(100, 100) == pytest.approx(1.0)
+    assert momentum_at(0, 100, 0.996) == pytest.approx(0.996) and momentum_at(100, 100, 0.996) == pytest.approx(1.0)
     for t0, s, t1 in zip(teacher, student, method.teacher_backbone.parameters()):
         torch.testing.assert_close(t1, m * t0 + (1 - m) * s)
 

@@ -9,32 +9,35 @@ from jobs.ids import new_id
 from jobs.storage import ArtifactStore
 from jobs.tables import Checkpoint
 
-PARTS = ("backbone", "teacher", "heads", "full")
-
 
 def part_key(checkpoint_id: str, part: str) -> str:
     return f"checkpoints/{checkpoint_id}/{part}.safetensors"
 
 
-def write_parts(store: ArtifactStore, checkpoint_id: str, trees: dict[str, object], manifest: dict) -> dict:
-    """Save each part as its own safetensors file; returns {part: {key, sha256, bytes}}."""
+def write_parts(store: ArtifactStore, checkpoint_id: str, trees: dict[str, object], manifest: dict,
+                aliases: dict[str, str] | None = None) -> dict:
+    """Save each part as its own safetensors file; returns {part: {key, sha256, bytes}}. An alias
+    (e.g. 'teacher' for a backbone that is the EMA teacher) points at its target's file."""
     parts = {}
     for part, tree in trees.items():
         key = part_key(checkpoint_id, part)
         sha, size = save_tree(store.staging_path(key), tree, {**manifest, "part": part})
         store.commit(key)
         parts[part] = {"key": key, "sha256": sha, "bytes": size}
+    for alias, target in (aliases or {}).items():
+        parts[alias] = {**parts[target], "alias_of": target}
     return parts
 
 
 def register(session: Session, store: ArtifactStore, *, project_id: str, job_id: str, step: int, final: bool,
-             method: str, backbone: str, dataset_id: str | None, trees: dict[str, object], manifest: dict) -> Checkpoint:
+             method: str, backbone: str, dataset_id: str | None, trees: dict[str, object], manifest: dict,
+             aliases: dict[str, str] | None = None) -> Checkpoint:
     checkpoint_id = new_id("ckpt")
     manifest = {**manifest, "checkpoint": checkpoint_id, "step": step}
-    parts = write_parts(store, checkpoint_id, trees, manifest)
+    parts = write_parts(store, checkpoint_id, trees, manifest, aliases)
     row = Checkpoint(id=checkpoint_id, project_id=project_id, job_id=job_id, step=step, final=final, method=method,
                      backbone=backbone, dataset_id=dataset_id, sha256=parts["backbone"]["sha256"],
-                     bytes=sum(p["bytes"] for p in parts.values()), parts=parts, manifest=manifest)
+                     bytes=sum(p["bytes"] for p in parts.values() if "alias_of" not in p), parts=parts, manifest=manifest)
     session.add(row)
     session.flush()
     return row

@@ -38,7 +38,13 @@ class ServiceCallbacks(Callbacks):
     def on_checkpoint(self, step, state, final):
         if self.reason == "lease-lost":
             return  # another worker owns the job now; write nothing
-        trees = {name: module.state_dict() for name, module in self.method.parts().items()}
+        trees, aliases, first_name = {}, {}, {}
+        for name, module in self.method.parts().items():  # a module under two names is saved once
+            if id(module) in first_name:
+                aliases[name] = first_name[id(module)]
+            else:
+                first_name[id(module)] = name
+                trees[name] = module.state_dict()
         trees["full"] = state
         is_final = final and self.reason is None
 
@@ -46,7 +52,8 @@ class ServiceCallbacks(Callbacks):
             job = session.get(Job, self.ctx.job_id)
             row = checkpoints.register(session, self.ctx.store, project_id=job.project_id, job_id=job.id, step=step,
                                        final=is_final, method=self.spec.method, backbone=self.manifest["backbone"]["name"],
-                                       dataset_id=self.dataset_id, trees=trees, manifest=self.manifest)
+                                       dataset_id=self.dataset_id, trees=trees, manifest=self.manifest,
+                                       aliases=aliases)
             lifecycle.log_event(session, job.id, "checkpoint", f"checkpoint {row.id} at step {step}", checkpoint=row.id)
             return row.id
 

@@ -9,7 +9,7 @@ from core.methods.base import Method
 from core.methods.registry import register
 
 
-@register("barlow_twins", family="redundancy_reduction", default_backbone="resnet18", views=BYOL_VIEWS,
+@register("barlow_twins", family="redundancy-reduction", default_backbone="resnet18", views=BYOL_VIEWS,
           paper="arXiv:2103.03230", optimizer="lars", weight_decay=1.5e-6)
 class BarlowTwins(Method):
     """Projector: three linear layers (8192 wide in the paper), batch norm and ReLU between."""

@@ -28,7 +28,9 @@ class Method(nn.Module):
 
     def parts(self) -> dict[str, nn.Module]:
         """Checkpoint parts. 'backbone' is what users take downstream: a teacher/target encoder
-        when the method has one. Every other entry is saved as its own part too."""
+        when the method has one. 'teacher' names the momentum/EMA encoder where there is one
+        (the same module as 'backbone' for BYOL, DINO, data2vec, I-JEPA; saved once). Every
+        other entry is saved as its own part too."""
         return {"backbone": self.backbone}
 
     def downstream_encoder(self) -> nn.Module:

@@ -13,7 +13,7 @@ from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
 
 
-@register("byol", family="distillation", default_backbone="resnet18", views=BYOL_VIEWS, paper="arXiv:2006.07733")
+@register("byol", family="self-distillation", default_backbone="resnet18", views=BYOL_VIEWS, paper="arXiv:2006.07733")
 class BYOL(Method):
     """`self.backbone` is the online encoder; the target's momentum rises from `momentum` to 1
     on a cosine over the run (sec. 3.2)."""
@@ -44,6 +44,6 @@ class BYOL(Method):
         ema_update(self.target_projector, self.projector, m)
 
     def parts(self):
-        return {"backbone": self.target_backbone, "online": self.backbone,
+        return {"backbone": self.target_backbone, "teacher": self.target_backbone, "online": self.backbone,
                 "heads": nn.ModuleDict({"projector": self.projector, "predictor": self.predictor,
                                         "target_projector": self.target_projector})}

@@ -65,4 +65,4 @@ class Data2Vec(Method):
         ema_update(self.teacher, self.backbone, linear(step, total_steps, self.momentum, self.momentum_end))
 
     def parts(self):
-        return {"backbone": self.teacher, "student": self.backbone, "heads": self.head}
+        return {"backbone": self.teacher, "teacher": self.teacher, "student": self.backbone, "heads": self.head}

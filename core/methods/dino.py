@@ -29,7 +29,7 @@ def teacher_temperature(step: int, total_steps: int, start: float, end: float, w
     return linear(step, warmup, start, end) if warmup > 0 else end
 
 
-@register("dino", family="distillation", default_backbone="vit_small", views=DINO_VIEWS, paper="arXiv:2104.14294",
+@register("dino", family="self-distillation", default_backbone="vit_small", views=DINO_VIEWS, paper="arXiv:2104.14294",
           optimizer="adamw", weight_decay=0.04, grad_clip=3.0)
 class DINO(Method):
     """`temperature` is the student's; the teacher's warms up from `warmup_teacher_temp` to
@@ -78,5 +78,5 @@ class DINO(Method):
         ema_update(self.teacher_head, self.head, momentum)
 
     def parts(self):
-        return {"backbone": self.teacher_backbone, "student": self.backbone,
+        return {"backbone": self.teacher_backbone, "teacher": self.teacher_backbone, "student": self.backbone,
                 "heads": nn.ModuleDict({"student": self.head, "teacher": self.teacher_head})}

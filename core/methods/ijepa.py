@@ -51,4 +51,4 @@ class IJEPA(Method):
         ema_update(self.target, self.backbone, linear(step, total_steps, self.momentum, 1.0))
 
     def parts(self):
-        return {"backbone": self.target, "context": self.backbone, "heads": self.predictor}
+        return {"backbone": self.target, "teacher": self.target, "context": self.backbone, "heads": self.predictor}

@@ -17,7 +17,7 @@ from core.methods.registry import register
 MAE_VIEWS = ViewConfig(crops=[CropSpec(count=1, size=1.0, scale=(0.2, 1.0))], jitter_p=0.0, grayscale_p=0.0)
 
 
-@register("mae", family="masked", default_backbone="vit_tiny", views=MAE_VIEWS, paper="arXiv:2111.06377",
+@register("mae", family="masked-modelling", default_backbone="vit_tiny", views=MAE_VIEWS, paper="arXiv:2111.06377",
           optimizer="adamw", lr=1.5e-4, weight_decay=0.05)
 class MAE(Method):
     def __init__(self, backbone, views, mask_ratio: float = 0.75, decoder_dim: int = 512, decoder_depth: int = 8,

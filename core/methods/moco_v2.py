@@ -51,5 +51,5 @@ class MoCoV2(Method):
 
     def parts(self):
         # Downstream, MoCo uses the query encoder (the reference code's encoder_q).
-        return {"backbone": self.backbone, "momentum": self.momentum_backbone,
+        return {"backbone": self.backbone, "teacher": self.momentum_backbone,
                 "heads": nn.ModuleDict({"projector": self.projector, "momentum_projector": self.momentum_projector})}

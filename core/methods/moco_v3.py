@@ -49,6 +49,6 @@ class MoCoV3(Method):
 
     def parts(self):
         # Downstream, MoCo v3 uses the base (query) encoder, as its conversion script does.
-        return {"backbone": self.backbone, "momentum": self.momentum_backbone,
+        return {"backbone": self.backbone, "teacher": self.momentum_backbone,
                 "heads": nn.ModuleDict({"projector": self.projector, "predictor": self.predictor,
                                         "momentum_projector": self.momentum_projector})}

@@ -11,7 +11,7 @@ from core.methods.base import Method
 from core.methods.registry import register
 
 
-@register("simsiam", family="distillation", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2011.10566")
+@register("simsiam", family="self-distillation", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2011.10566")
 class SimSiam(Method):
     """A 3-layer projector ending in BatchNorm and a bottleneck predictor (2048-512-2048)."""
 

@@ -9,7 +9,7 @@ from core.methods.base import Method
 from core.methods.registry import register
 
 
-@register("vicreg", family="redundancy_reduction", default_backbone="resnet18", views=BYOL_VIEWS,
+@register("vicreg", family="redundancy-reduction", default_backbone="resnet18", views=BYOL_VIEWS,
           paper="arXiv:2105.04906", optimizer="lars", weight_decay=1e-6)
 class VICReg(Method):
     """Expander: three linear layers (8192 wide in the paper), batch norm and ReLU between.

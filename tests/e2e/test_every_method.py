@@ -16,7 +16,8 @@ from tests.core.tiny import IMAGE_SIZE, tiny_backbone, tiny_options
 def spec_for(name: str) -> dict:
     backbone, options = tiny_backbone(name)
     return {"method": name, "backbone": backbone, "backbone_options": options, "method_options": tiny_options(name),
-            "dataset": "digits", "image_size": IMAGE_SIZE, "steps": 3, "batch_size": 32, "log_every": 1}
+            "dataset": "digits", "image_size": IMAGE_SIZE, "steps": 3, "batch_size": 32, "log_every": 1,
+            "evaluations": []}
 
 
 def test_every_method_trains_through_the_service(sqlite_service, tmp_path):
@@ -44,6 +45,9 @@ def test_every_method_trains_through_the_service(sqlite_service, tmp_path):
                 model, manifest = load_backbone(path)
                 features = model(torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE))
                 assert features.shape == (2, manifest["feature_dim"]), name
+                if name in ("byol", "dino", "data2vec"):  # the EMA teacher is what users take downstream
+                    teacher = api.get(f"/v1/checkpoints/{checkpoint}/download", params={"part": "teacher"})
+                    assert teacher.content == body, name
                 full = api.get(f"/v1/checkpoints/{checkpoint}/download", params={"part": "full"})
                 assert full.status_code == 200 and st_load(full.content), name
         finally:

@@ -63,6 +63,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
     env["PYTHONPATH"] = str(ROOT)
     env["CUDA_VISIBLE_DEVICES"] = ""
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: extra threads only fight over the shared cores
     return env
 
 

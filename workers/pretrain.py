@@ -9,7 +9,7 @@ from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build
 from core.train import Callbacks, TrainConfig, train
-from jobs import checkpoints, datasets, lifecycle
+from jobs import checkpoints, datasets, lifecycle, retention
 from jobs.specs import PretrainSpec
 from jobs.tables import Dataset, Job
 from jobs.version import code_version
@@ -25,8 +25,10 @@ class ServiceCallbacks(Callbacks):
         self.dataset_id, self.total = dataset_id, total
         self.reason: str | None = None
         self.final_checkpoint: str | None = None
+        self.logs: dict[str, float] = {}
 
     def on_log(self, step, logs):
+        self.logs = dict(logs)
         self.ctx.log_metrics(step, logs, self.total)
 
     def should_stop(self, step):
@@ -39,24 +41,27 @@ class ServiceCallbacks(Callbacks):
         trees = {name: module.state_dict() for name, module in self.method.parts().items()}
         trees["full"] = state
         is_final = final and self.reason is None
+        manifest = {**self.manifest, "metrics": self.logs}
+        pruned: list[str] = []
 
         def write(session):
             job = session.get(Job, self.ctx.job_id)
             row = checkpoints.register(session, self.ctx.store, project_id=job.project_id, job_id=job.id, step=step,
                                        final=is_final, method=self.spec.method, backbone=self.manifest["backbone"]["name"],
-                                       dataset_id=self.dataset_id, trees=trees, manifest=self.manifest)
+                                       dataset_id=self.dataset_id, trees=trees, manifest=manifest)
             lifecycle.log_event(session, job.id, "checkpoint", f"checkpoint {row.id} at step {step}", checkpoint=row.id)
+            pruned[:] = retention.prune(session, job.id, self.spec.keep_last) if self.spec.keep_last else []
             return row.id
 
         checkpoint_id = self.ctx.write(write)
+        retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
         if is_final:
             self.final_checkpoint = checkpoint_id
 
 
-def run_pretrain(ctx: JobContext, raw_spec: dict):
-    spec = PretrainSpec.model_validate(raw_spec)
-    device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
-    dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
+def prepare(spec: PretrainSpec, dataset_row: Dataset):
+    """(method, train_set, test_set, config) of a pretrain spec: what the job trains, and what a
+    test replays to compare an interrupted run with an uninterrupted one."""
     train_set, test_set = datasets.load(dataset_row)
     if spec.image_size:
         train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
@@ -68,6 +73,15 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     config = TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
                          weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
                          precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
+    return method, train_set, test_set, config
+
+
+def run_pretrain(ctx: JobContext, raw_spec: dict):
+    spec = PretrainSpec.model_validate(raw_spec)
+    device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
+    dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
+    method, train_set, test_set, config = prepare(spec, dataset_row)
+    mean, std, total = dataset_row.stats["mean"], dataset_row.stats["std"], config.steps
     encoder = method.downstream_encoder()
     manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "backbone": encoder.config,
                 "feature_dim": encoder.feature_dim, "normalization": {"mean": mean, "std": std},

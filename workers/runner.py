@@ -13,10 +13,11 @@ import sys
 import threading
 import uuid
 
-from jobs import lifecycle
+from jobs import lifecycle, retention
 from jobs.db import retrying, session_scope
 from jobs.queue import enqueue
 from jobs.settings import Settings, get_settings
+from jobs.storage import ArtifactStore
 from jobs.tables import Job
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,13 @@ def sweep_once(settings: Settings) -> list[str]:
         log.warning("job %s lost its worker; re-enqueued", job_id)
         enqueue(settings, job_id, queue)
     return requeue
+
+
+def collect_garbage(settings: Settings) -> list[str]:
+    """Delete artifact files that no checkpoint row refers to (see jobs/retention.py)."""
+    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+    with session_scope(settings.database_url) as session:
+        return retention.collect_garbage(session, store, settings.gc_min_age)
 
 
 def request_stop() -> None:

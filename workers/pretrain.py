@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build
@@ -66,6 +68,7 @@ def prepare(spec: PretrainSpec, dataset_row: Dataset):
     if spec.image_size:
         train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]
+    torch.manual_seed(spec.seed)  # the initial weights too are a function of the spec's seed
     method = build(spec.method, spec.backbone, in_channels=train_set.channels, image_size=train_set.image_size,
                    mean=mean, std=std, augment=spec.augment, backbone_options=spec.backbone_options,
                    **spec.method_options)

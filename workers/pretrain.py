@@ -57,7 +57,7 @@ class ServiceCallbacks(Callbacks):
 
         checkpoint_id = self.ctx.write(write)
         retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
-        if is_final:
+        if final:  # the end of training, or the checkpoint a cancel stops at
             self.final_checkpoint = checkpoint_id
 
 

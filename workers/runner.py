@@ -114,3 +114,7 @@ def collect_garbage(settings: Settings) -> list[str]:
 
 def request_stop() -> None:
     _stop.set()
+
+
+def stopping() -> bool:
+    return _stop.is_set()

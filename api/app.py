@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.limits import BodySizeLimit, RateLimit
 from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, scores
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
@@ -24,6 +25,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, scores.router, methods.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    # Outermost last: the rate limit answers before any body is read.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt={("POST", "/v1/datasets")})
+    if settings.rate_limit_per_second > 0:
+        app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
+                           exempt_paths={"/healthz", "/readyz"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):

@@ -39,6 +39,9 @@ def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, se
                project: ProjectDep) -> dict:
     if len(body.input) > settings.max_embedding_inputs:
         raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
+    for i, item in enumerate(body.input):  # sizes first: nothing is loaded for an oversized request
+        if isinstance(item, str) and len(item) > settings.max_embedding_input_bytes:
+            raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
     checkpoint = get_checkpoint(session, project, body.model)
     try:
         encoder, manifest = cache(request).get(settings, checkpoint)
@@ -49,8 +52,6 @@ def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, se
     try:
         for i, item in enumerate(body.input):
             if isinstance(item, str):
-                if len(item) > settings.max_embedding_input_bytes:
-                    raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
                 array = decode_image(i, item)
             else:
                 array = decode_array(i, item)

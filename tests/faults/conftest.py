@@ -17,7 +17,7 @@ from tests.conftest import TINY_PRETRAIN
 
 # Long enough to be killed mid-run several times (~30 ms a step on one CPU thread).
 FAULT_SPEC = {**TINY_PRETRAIN, "steps": 120, "batch_size": 32, "log_every": 1, "checkpoint_every": 10,
-              "evaluations": [], "max_attempts": 6}
+              "evaluations": [], "max_attempts": 6, "keep_last": 3}
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 from tests.conftest import wait_for
-from tests.faults.conftest import (FAULT_SPEC, assert_same_weights, events, final_state, last_metric_id,
-                                   training_child, uninterrupted_weights, wait_progress)
+from tests.faults.conftest import (FAULT_SPEC, assert_same_weights, checkpoints_of, events, final_state, last_metric_id,
+                                   loss_steps_since, training_child, uninterrupted_weights, wait_progress)
 
 
 def test_job_survives_kill_9_of_workers_and_children(service, api, worker):
@@ -31,8 +32,6 @@ def test_job_survives_kill_9_of_workers_and_children(service, api, worker):
     assert done["state"] == "succeeded", done
     assert done["attempt"] == len(victims) + 1 and done["step"] == FAULT_SPEC["steps"]
 
-    from tests.faults.conftest import loss_steps_since
-
     attempts.append(loss_steps_since(service, job_id, after))
     resumed = [e.message for e in events(service, job_id) if "resuming at step" in e.message]
     assert len(resumed) == len(victims), resumed
@@ -41,3 +40,8 @@ def test_job_survives_kill_9_of_workers_and_children(service, api, worker):
         start = following[0] - 1
         assert start % every == 0 and max(previous) - start <= every, (max(previous), start)
     assert_same_weights(final_state(service, job_id)["method"], uninterrupted_weights(service, job_id))
+
+    kept = {row.id for row in checkpoints_of(service, job_id)}
+    assert len(kept) <= FAULT_SPEC["keep_last"] + 2  # newest N, the best and the final
+    folders = {path.name for path in (Path(service.storage_url) / "checkpoints").iterdir()}
+    assert kept <= folders and len(folders - kept) <= len(victims)  # at most one orphan per kill, for the GC

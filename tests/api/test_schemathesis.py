@@ -2,6 +2,8 @@
 5xx: bad input is always a 4xx with a JSON message."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -34,5 +36,6 @@ def test_generated_requests_never_get_a_server_error(sqlite_service):
                 check()
             except Unsatisfiable:  # no invalid request exists for an operation without inputs
                 assert mode == schemathesis.GenerationMode.NEGATIVE, operation.label
+    logging.getLogger(__name__).info("schemathesis: %d generated requests, %d server errors", sent[0], len(errors))
     assert not errors, "\n".join(errors[:20])
     assert sent[0] >= 2000, sent[0]

@@ -12,7 +12,7 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 
-EXAMPLES_PER_MODE = 80  # 19 operations, two modes where an invalid request exists: over 2,000 requests in all
+EXAMPLES_PER_MODE = 90  # 19 operations, two modes where an invalid request exists: over 2,000 requests in all
 
 
 def test_generated_requests_never_get_a_server_error(sqlite_service):

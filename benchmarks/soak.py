@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     home = Path(tempfile.mkdtemp(prefix="darkmatter-soak-"))
     settings, cleanup = make_settings(args.backend, home)
     settings = settings.model_copy(update={"heartbeat_interval": 0.5, "heartbeat_timeout": 5.0, "sweep_interval": 1.0,
-                                           "rate_limit_per_second": 0.0})
+                                           "requeue_after": 20.0, "rate_limit_per_second": 0.0})
     upgrade(settings.database_url)
     workers = [WorkerProcess(settings, name=f"w{i}").start() for i in range(args.workers)]
     kills = {"worker": 0, "child": 0}

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = 30.0
     sweep_interval: float = 5.0
     max_attempts: int = 3
+    requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5
     model_cache_size: int = 4
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files

@@ -102,6 +102,11 @@ def sweep_once(settings: Settings) -> list[str]:
     for job_id, queue in queues.items():
         log.warning("job %s lost its worker; re-enqueued", job_id)
         enqueue(settings, job_id, queue)
+    with session_scope(settings.database_url) as session:
+        due = lifecycle.doorbells_due(session, settings.requeue_after)
+    for job_id, queue in due:  # duplicates are harmless: only one claim succeeds
+        log.warning("job %s has waited %.0fs since its last doorbell; ringing again", job_id, settings.requeue_after)
+        enqueue(settings, job_id, queue)
     return requeue
 
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fashion-mnist compose-check bench clean
+.PHONY: venv demo test lint fashion-mnist compose-tool bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,13 +22,19 @@ fashion-mnist:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) ; } || \
 	  echo "dataset-fashion-mnist not installed; the demo will use digits"
 
+# docker-compose (Debian) validates docker-compose.yml in the tests; best effort, the test skips without it.
+compose-tool:
+	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null && apt-get install -y -q docker-compose >/dev/null 2>&1) || \
+	  echo "docker-compose not installed; the compose check will be skipped"
+
 demo: $(STAMP) fashion-mnist
 	$(BIN)/darkmatter demo
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) fashion-mnist
+test: $(STAMP) fashion-mnist compose-tool
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from api.limits import BodySizeLimit, RateLimit
-from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, scores
+from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, neighbors, scores
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
 
@@ -23,7 +23,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="darkmatter", version="0.1.0",
                   description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
     app.state.settings = settings
-    for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, scores.router, methods.router):
+    for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,
+                   methods.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     # Outermost last: the rate limit answers before any body is read.

@@ -89,7 +89,7 @@ def run_demo(dataset: str, port: int, home: Path, console: Console) -> int:
         if baseline["state"] != "succeeded":
             console.print(f"[red]raw-pixel evaluation ended {baseline['state']}: {baseline['error']}[/red]")
             return 1
-        rows = client.scores(dataset=ds["id"], protocol="knn")["data"]
+        rows = client.scores(dataset=ds["id"], protocol="knn", metric="top1@k20")["data"]
         ours = next(r for r in rows if r["checkpoint_id"] == checkpoint_id)
         raw = next(r for r in rows if r["baseline"] == "raw-pixels")
         console.print(f"[bold]6.[/bold] scores table ({ds['name']} test split, weighted kNN, k=20):")

@@ -47,6 +47,30 @@ class Client:
     def register_builtin(self, name: str) -> dict:
         return self._call("POST", "/v1/datasets", json={"builtin": name})
 
+    def upload_dataset(self, path: str | Path, format: str | None = None, **options) -> dict:
+        """Stream a dataset file (zip, tar, tar.gz, npz, idx, txt, jsonl); it is scanned on a worker.
+        Options: name, image_size, test_fraction, seed."""
+        fields = {k: str(v) for k, v in {"format": format, **options}.items() if v is not None}
+        with open(path, "rb") as f:
+            return self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f)}, data=fields)
+
+    def register_dataset(self, uri: str | list[str], format: str, **options) -> dict:
+        """A URI the workers can read: s3://..., a local path under DARKMATTER_DATA_ROOTS, or
+        WebDataset shards (brace pattern or list)."""
+        return self._call("POST", "/v1/datasets", json={"uri": uri, "format": format, **options})
+
+    def dataset(self, dataset_id: str) -> dict:
+        return self._call("GET", f"/v1/datasets/{dataset_id}")
+
+    def wait_dataset(self, dataset_id: str, timeout: float = 3600, poll: float = 1.0) -> dict:
+        """Until the scan ends: the row is `ready`, or `invalid` with the reason in `error`."""
+        deadline = time.monotonic() + timeout
+        while (row := self.dataset(dataset_id))["state"] == "pending":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dataset {dataset_id} still pending after {timeout}s")
+            time.sleep(poll)
+        return row
+
     def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/jobs", json=spec, headers=headers)
@@ -95,6 +119,13 @@ class Client:
     def embed(self, model: str, inputs: list, encoding_format: str = "float") -> dict:
         return self._call("POST", "/v1/embeddings", json={"model": model, "input": inputs,
                                                           "encoding_format": encoding_format})
+
+    def neighbors(self, index: str, query: list, k: int = 10, exact: bool = False) -> dict:
+        """k nearest items of an embed-index job for item ids, base64 images or pixel arrays."""
+        return self._call("POST", "/v1/neighbors", json={"index": index, "query": query, "k": k, "exact": exact})
+
+    def checkpoint_scores(self, checkpoint_id: str) -> dict:
+        return self._call("GET", f"/v1/checkpoints/{checkpoint_id}/scores")
 
     def scores(self, **filters) -> dict:
         return self._call("GET", "/v1/scores", params={k: v for k, v in filters.items() if v is not None})

@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Iterator, Protocol
 
 import torch
 from torch import Tensor
@@ -47,6 +48,13 @@ class Callbacks:
     def on_checkpoint(self, step: int, state: dict, final: bool) -> None: ...
 
 
+class BatchStream(Protocol):
+    """A dataset too large for memory (e.g. WebDataset shards): uint8 (B, C, H, W) batches from
+    `start_step` on, the same batches for the same (seed, step) so that resume is exact."""
+
+    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[Tensor]: ...
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -74,12 +82,14 @@ def training_state(method: Method, optimizer, scaler, step: int, config: TrainCo
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config)}
 
 
-def train(method: Method, images: Tensor, config: TrainConfig, device: str | torch.device = "cpu",
+def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, device: str | torch.device = "cpu",
           callbacks: Callbacks | None = None, resume: dict | None = None) -> TrainResult:
-    """Train `method` on uint8 `images` (N, C, H, W) for config.steps optimiser steps."""
+    """Train `method` on uint8 `images` (N, C, H, W), or on a BatchStream, for config.steps
+    optimiser steps."""
     callbacks = callbacks or Callbacks()
     device = torch.device(device)
-    if config.batch_size > len(images):
+    streamed = not isinstance(images, Tensor)
+    if not streamed and config.batch_size > len(images):
         raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} items)")
     method.to(device).train()
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay)
@@ -92,7 +102,10 @@ def train(method: Method, images: Tensor, config: TrainConfig, device: str | tor
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
-    pinned = images.pin_memory() if device.type == "cuda" else images
+    if streamed:
+        stream = iter(images.batches(config.batch_size, config.seed, start))
+    else:
+        pinned = images.pin_memory() if device.type == "cuda" else images
     logs: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
     step = start
@@ -105,7 +118,10 @@ def train(method: Method, images: Tensor, config: TrainConfig, device: str | tor
         lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = pinned[batch_indices(len(images), config.batch_size, config.seed, step)].to(device, non_blocking=True)
+        if streamed:
+            batch = next(stream).to(device, non_blocking=True)
+        else:
+            batch = pinned[batch_indices(len(images), config.batch_size, config.seed, step)].to(device, non_blocking=True)
         gen = step_generator(config.seed, step, device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss, extra = method.training_step(batch, gen, step, config.steps)

@@ -1,13 +1,30 @@
-"""Dataset registration and resolution (built-ins here; uploads and URIs build on the same rows)."""
+"""Datasets: register built-ins, uploads and URIs; scan them (on a worker) into `ready` or
+`invalid`; load them for training (in memory, or streamed for WebDataset shards)."""
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.data import ArrayDataset, DatasetUnavailable, load_source
+from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
+from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
+from core.data.files import load_npz
+from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
+from core.data.webdataset import WebDatasetStream, expand_shards, fsspec_opener, head_sample, scan_shards
 from jobs.ids import new_id
+from jobs.settings import Settings
+from jobs.storage import ArtifactStore
 from jobs.tables import Dataset
+
+log = logging.getLogger(__name__)
+FORMATS = (*FILE_FORMATS, FOLDER_FORMAT, "webdataset")
+UPLOAD_SCHEME = "upload://"
 
 
 class DatasetNotFound(LookupError):
@@ -19,7 +36,7 @@ def describe(train: ArrayDataset, test: ArrayDataset) -> dict:
     return {"n_items": len(train), "n_test": len(test), "n_classes": max(train.num_classes, test.num_classes),
             "content_hash": train.content_hash(),
             "stats": {"mean": mean, "std": std, "channels": train.channels, "image_size": train.image_size,
-                      "labelled": bool((train.labels >= 0).any())}}
+                      "labelled": bool((train.labels >= 0).any()), "modality": "image"}}
 
 
 def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
@@ -40,6 +57,138 @@ def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
     return dataset
 
 
+def scan_options(options: dict) -> dict:
+    """The user's scan options, checked: image_size, test_fraction, seed."""
+    clean = {}
+    if options.get("image_size") is not None:
+        size = int(options["image_size"])
+        if not 4 <= size <= 1024:
+            raise DatasetUnavailable("image_size must be between 4 and 1024")
+        clean["image_size"] = size
+    fraction = float(options.get("test_fraction", 0.2))
+    if not 0 < fraction < 1:
+        raise DatasetUnavailable("test_fraction must be in (0, 1)")
+    clean["test_fraction"] = fraction
+    clean["seed"] = int(options.get("seed", 0))
+    return clean
+
+
+def check_format(fmt: str | None) -> str:
+    if fmt not in FORMATS:
+        raise DatasetUnavailable(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def check_uri(settings: Settings, uri: str | list[str], fmt: str) -> str:
+    """A URI workers can read: s3://..., or a local path under one of settings.data_roots."""
+    uris = expand_shards(uri) if fmt == "webdataset" else [uri]
+    if isinstance(uri, list) and fmt != "webdataset":
+        raise DatasetUnavailable("a list of URIs is only for webdataset shards")
+    for item in uris:
+        if item.startswith("s3://"):
+            continue
+        if "://" in item and not item.startswith("file://"):
+            raise DatasetUnavailable(f"unsupported URI scheme in {item!r}: use s3:// or a local path")
+        path = Path(item.removeprefix("file://"))
+        if not path.is_absolute():
+            raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in settings.data_root_list):
+            raise DatasetUnavailable(f"{item!r} is not under an allowed data root (set DARKMATTER_DATA_ROOTS)")
+    return "::".join(uri) if isinstance(uri, list) else uri
+
+
+def register_uri(session: Session, settings: Settings, project_id: str, uri: str | list[str], fmt: str,
+                 name: str | None = None, options: dict | None = None) -> Dataset:
+    """A pending dataset row for a URI; the scan task (enqueued by the caller) fills it in."""
+    check_format(fmt)
+    stored = check_uri(settings, uri, fmt)
+    dataset = Dataset(id=new_id("ds"), project_id=project_id, name=name or stored.rsplit("/", 1)[-1][:200],
+                      uri=stored, format=fmt, state="pending", stats={"options": scan_options(options or {})})
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def add_upload(session: Session, project_id: str, dataset_id: str, key: str, fmt: str, name: str, options: dict,
+               content_hash: str, size: int) -> Dataset:
+    dataset = Dataset(id=dataset_id, project_id=project_id, name=name[:200], uri=UPLOAD_SCHEME + key, format=fmt,
+                      state="pending", content_hash=content_hash,
+                      stats={"options": options, "source_bytes": size})
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(max_member_bytes=settings.max_member_bytes, max_total_bytes=settings.max_extracted_bytes,
+                  max_ratio=settings.max_compression_ratio)
+
+
+def local_source(settings: Settings, store: ArtifactStore, dataset: Dataset) -> Path:
+    """A local path to the dataset's file: the artifact store's copy of an upload, the path
+    itself, or an s3:// object downloaded to the worker's cache."""
+    if dataset.uri.startswith(UPLOAD_SCHEME):
+        return store.local_path(dataset.uri.removeprefix(UPLOAD_SCHEME))
+    if dataset.uri.startswith("s3://"):
+        import fsspec
+
+        target = settings.home / "cache" / "datasets" / dataset.id / f"source.{dataset.format}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+            with fsspec.open(dataset.uri, "rb", **settings.storage_options) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            os.replace(tmp, target)
+        return target
+    return Path(dataset.uri.removeprefix("file://"))
+
+
+def prepared_key(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/arrays.npz"
+
+
+def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
+    """Scan the source and set the row `ready` (counts, stats, content hash, prepared arrays) or
+    `invalid` (with the reason). Image sources are decoded once into an .npz of uint8 arrays."""
+    options = (dataset.stats or {}).get("options", {})
+    try:
+        if dataset.format == "webdataset":
+            facts = scan_shards(expand_shards(dataset.uri), fsspec_opener(settings.storage_options),
+                                options.get("image_size"), limits(settings).max_pixels)
+            dataset.n_items, dataset.n_test, dataset.n_classes = facts["n_items"], 0, facts["n_classes"]
+            dataset.content_hash = facts["content_hash"]
+            dataset.stats = {"options": options, "modality": "image", **facts["stats"]}
+        else:
+            path = local_source(settings, store, dataset)
+            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **options))
+            stats = {"options": options, **(dataset.stats or {}), **result.stats}
+            if result.train is not None:
+                key = prepared_key(dataset.id)
+                target = store.staging_path(key)
+                tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+                try:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
+                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy())
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)  # a torn write leaves nothing
+                store.commit(key)
+                stats["prepared"] = key
+            dataset.n_items, dataset.n_test, dataset.n_classes = result.n_items, result.n_test, result.n_classes
+            dataset.content_hash, dataset.stats = result.content_hash, stats
+        dataset.state, dataset.error = "ready", None
+    except (DatasetUnavailable, OSError, ValueError) as exc:
+        log.info("dataset %s is invalid: %s", dataset.id, exc)
+        dataset.state, dataset.error = "invalid", str(exc)[:2000]
+    except Exception as exc:  # a reader bug must not leave the row pending forever
+        log.exception("scan of dataset %s failed", dataset.id)
+        dataset.state, dataset.error = "invalid", f"scan failed: {type(exc).__name__}: {exc}"[:2000]
+    if dataset.state == "invalid" and dataset.uri.startswith(UPLOAD_SCHEME):  # an unusable upload keeps no bytes
+        store.delete(f"datasets/{dataset.id}")
+
+
 def resolve(session: Session, project_id: str, ref: str) -> Dataset:
     """A dataset id of this project, or a built-in name (registered on first use)."""
     dataset = session.get(Dataset, ref)
@@ -50,5 +199,35 @@ def resolve(session: Session, project_id: str, ref: str) -> Dataset:
     raise DatasetNotFound(f"dataset {ref!r} not found")
 
 
-def load(dataset: Dataset) -> tuple[ArrayDataset, ArrayDataset]:
-    return load_source(dataset.uri)
+def is_streamed(dataset: Dataset) -> bool:
+    return dataset.format == "webdataset"
+
+
+def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDataset, ArrayDataset]:
+    """(train, test) uint8 arrays at the dataset's scanned size."""
+    if dataset.format == "builtin" or "prepared" not in (dataset.stats or {}):
+        if dataset.format in ("txt", "jsonl"):
+            raise DatasetUnavailable("text datasets cannot be loaded as images (text training is not available yet)")
+        if dataset.format == "webdataset":
+            raise DatasetUnavailable("webdataset shards are streamed, not loaded (use stream())")
+        return load_source(dataset.uri)
+    if store is None:
+        raise DatasetUnavailable("an artifact store is needed to load an uploaded or scanned dataset")
+    return load_npz(str(store.local_path(dataset.stats["prepared"])))
+
+
+def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:
+    stats = dataset.stats
+    return WebDatasetStream(stats["shards"], stats["image_size"], stats["channels"],
+                            opener=fsspec_opener(settings.storage_options), shuffle_buffer=settings.shuffle_buffer,
+                            max_pixels=limits(settings).max_pixels)
+
+
+def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """For auto-eval of a streamed dataset: its first stream_eval_items samples (shard order),
+    split by the dataset's test_fraction and seed."""
+    source = stream(settings, dataset)
+    source.image_size = image_size
+    sample = head_sample(source, settings.stream_eval_items)
+    options = dataset.stats.get("options", {})
+    return split_by_fraction(sample, options.get("test_fraction", 0.2), options.get("seed", 0))

@@ -10,6 +10,7 @@ from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 TASK_NAME = "darkmatter.run_job"
+SCAN_TASK_NAME = "darkmatter.scan_dataset"
 
 
 def transport_options(broker_url: str, key_prefix: str = "") -> dict:
@@ -59,4 +60,14 @@ def enqueue(settings: Settings, job_id: str, queue: str) -> bool:
         return True
     except Exception:
         log.exception("could not enqueue %s on %s", job_id, queue)
+        return False
+
+
+def enqueue_scan(settings: Settings, dataset_id: str) -> bool:
+    """Ask a worker to scan a pending dataset (on the default queue). Logged, not raised, on failure."""
+    try:
+        celery_for(settings).send_task(SCAN_TASK_NAME, args=[dataset_id], queue=settings.default_queue)
+        return True
+    except Exception:
+        log.exception("could not enqueue the scan of %s", dataset_id)
         return False

@@ -4,7 +4,19 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jobs.tables import Score
+from jobs.tables import Dataset, Score
+
+
+def dataset_filter(session: Session, project_id: str, ref: str | None) -> str | None:
+    """A dataset id as given, or the id of this project's dataset with that name (e.g. 'digits')."""
+    if ref is None:
+        return None
+    row = session.get(Dataset, ref)
+    if row is not None and row.project_id == project_id:
+        return ref
+    named = session.scalar(select(Dataset.id).where(Dataset.project_id == project_id, Dataset.name == ref)
+                           .order_by(Dataset.created_at.desc()).limit(1))
+    return named or ref
 
 
 def record(session: Session, *, project_id: str, dataset_id: str, protocol: str, values: dict[str, float],
@@ -32,21 +44,24 @@ def query(session: Session, project_id: str, *, dataset: str | None = None, prot
 
 
 def leaderboard(session: Session, project_id: str, *, dataset: str | None = None, protocol: str | None = None,
-                metric: str | None = None, backbone: str | None = None) -> list[dict]:
+                metric: str | None = None, method: str | None = None, backbone: str | None = None) -> list[dict]:
     """Best value per method (baselines count as methods), with score per compute-hour."""
     who = func.coalesce(Score.method, Score.baseline)
     q = select(who.label("method"), Score.dataset_id, Score.protocol, Score.metric, func.max(Score.value).label("best"),
                func.count().label("n")).where(Score.project_id == project_id)
     for column, value in ((Score.dataset_id, dataset), (Score.protocol, protocol), (Score.metric, metric),
-                          (Score.backbone, backbone)):
+                          (Score.backbone, backbone), (who, method)):
         if value is not None:
             q = q.where(column == value)
     q = q.group_by(who, Score.dataset_id, Score.protocol, Score.metric).order_by(func.max(Score.value).desc())
     board = []
     for row in session.execute(q):
-        best = session.scalar(select(Score).where(Score.project_id == project_id, who == row.method,
-                                                  Score.dataset_id == row.dataset_id, Score.protocol == row.protocol,
-                                                  Score.metric == row.metric, Score.value == row.best).limit(1))
+        best_q = select(Score).where(Score.project_id == project_id, who == row.method,
+                                     Score.dataset_id == row.dataset_id, Score.protocol == row.protocol,
+                                     Score.metric == row.metric, Score.value == row.best)
+        if backbone is not None:
+            best_q = best_q.where(Score.backbone == backbone)
+        best = session.scalar(best_q.order_by(Score.id).limit(1))
         hours = (best.compute_seconds or 0) / 3600
         board.append({"method": row.method, "dataset": row.dataset_id, "protocol": row.protocol, "metric": row.metric,
                       "best": row.best, "runs": row.n, "checkpoint": best.checkpoint_id, "backbone": best.backbone,

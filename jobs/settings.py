@@ -24,7 +24,14 @@ class Settings(BaseSettings):
     max_embedding_inputs: int = 256
     max_embedding_input_bytes: int = 4 * 1024 * 1024
     max_body_bytes: int = 64 * 1024 * 1024
-    max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024 * 1024  # dataset uploads, counted while streaming
+    max_extracted_bytes: int = 16 * 1024 * 1024 * 1024  # an archive's total uncompressed size
+    max_member_bytes: int = 256 * 1024 * 1024  # one archive member, uncompressed
+    max_compression_ratio: float = 100.0  # refuse archives expanding more (decompression bombs)
+    data_roots: str = ""  # comma-separated local folders that datasets may be registered from
+    s3_endpoint_url: str = ""  # for s3:// datasets and artifacts on MinIO or other S3-compatible stores
+    shuffle_buffer: int = 1000  # WebDataset streaming
+    stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
     page_size_max: int = 500
     rate_limit_per_second: float = 50.0  # per API key (per client address when auth is off); 0: off
     rate_limit_burst: int = 100
@@ -49,6 +56,15 @@ class Settings(BaseSettings):
             "result_backend": self.result_backend or f"db+sqlite:///{home / 'results.db'}",
             "storage_url": self.storage_url or str(home / "artifacts"),
         })
+
+    @property
+    def data_root_list(self) -> list[Path]:
+        return [Path(r.strip()).expanduser().resolve() for r in self.data_roots.split(",") if r.strip()]
+
+    @property
+    def storage_options(self) -> dict:
+        """fsspec options for s3:// URLs (endpoint for MinIO/moto; credentials from the AWS env)."""
+        return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if self.s3_endpoint_url else {}
 
     @property
     def queue_list(self) -> list[str]:

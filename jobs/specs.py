@@ -6,6 +6,8 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from core.backbones import backbone_names
+from core.evaluate.protocols import check_options
+from core.index import faiss_available
 from core.methods import method_info, method_names
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -17,8 +19,17 @@ class Strict(BaseModel):
 
 
 class EvaluationSpec(Strict):
-    protocol: Literal["knn"] = "knn"
-    options: dict = Field(default_factory=dict)
+    protocol: str = Field("knn", description="knn | linear | few-shot | finetune | clustering | health")
+    options: dict = Field(default_factory=dict, description="the protocol's options, e.g. {\"k\": [20, 200]}")
+
+    @model_validator(mode="after")
+    def known_protocol(self) -> "EvaluationSpec":
+        check_options(self.protocol, self.options)  # ValueError names the protocols / options
+        return self
+
+
+def default_evaluations() -> list[EvaluationSpec]:
+    return [EvaluationSpec(protocol="knn"), EvaluationSpec(protocol="linear")]
 
 
 class PretrainSpec(Strict):
@@ -47,7 +58,10 @@ class PretrainSpec(Strict):
                                               "default: keep all")
     log_every: int = Field(10, gt=0)
     max_attempts: int = Field(3, ge=1, le=20)
-    evaluations: list[EvaluationSpec] = Field(default_factory=lambda: [EvaluationSpec()])
+    evaluations: list[EvaluationSpec] = Field(default_factory=default_evaluations,
+                                              description="run on the final encoder when the dataset has labels")
+    health_every: int = Field(0, ge=0, description="steps between representation-health metrics; 0: off")
+    stop_on_collapse: bool = Field(False, description="end the job early when the health check sees collapse")
 
     @field_validator("method")
     @classmethod
@@ -81,7 +95,9 @@ class PretrainSpec(Strict):
 
 class EvaluateSpec(Strict):
     kind: Literal["evaluate"]
-    checkpoint: str = Field(description="a checkpoint id, or a baseline: raw-pixels | random-init")
+    checkpoint: str | None = Field(None, description="a checkpoint id, or a baseline: raw-pixels | random-init")
+    checkpoints: list[str] = Field(default_factory=list, max_length=50,
+                                   description="several checkpoint ids and/or baselines, evaluated in turn")
     dataset: str
     protocols: list[EvaluationSpec] = Field(default_factory=lambda: [EvaluationSpec()], min_length=1)
     backbone: str | None = Field(None, description="architecture for random-init")
@@ -90,13 +106,42 @@ class EvaluateSpec(Strict):
     queue: str = Field("default", pattern=QUEUE_PATTERN)
     max_attempts: int = Field(3, ge=1, le=20)
 
+    @model_validator(mode="after")
+    def some_checkpoint(self) -> "EvaluateSpec":
+        if not self.sources():
+            raise ValueError("give checkpoint or checkpoints (ids, or the baselines raw-pixels / random-init)")
+        return self
+
+    def sources(self) -> list[str]:
+        """checkpoint and checkpoints, in order, without repeats."""
+        return list(dict.fromkeys(([self.checkpoint] if self.checkpoint else []) + self.checkpoints))
+
+
+class EmbedIndexSpec(Strict):
+    kind: Literal["embed-index"]
+    checkpoint: str = Field(description="the checkpoint whose backbone embeds the items")
+    dataset: str
+    split: Literal["train", "test"] = "train"
+    dtype: Literal["float16", "float32"] = "float32"
+    search: Literal["exact", "hnsw"] = Field("exact", description="hnsw: also build an approximate faiss graph")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    queue: str = Field("default", pattern=QUEUE_PATTERN)
+    max_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator("search")
+    @classmethod
+    def faiss_installed(cls, search: str) -> str:
+        if search == "hnsw" and not faiss_available():
+            raise ValueError("search 'hnsw' needs faiss-cpu, which is not installed here; use 'exact'")
+        return search
+
 
 def _kind(value) -> str | None:
     return value.get("kind", "pretrain") if isinstance(value, dict) else getattr(value, "kind", None)
 
 
-JobSpec = Annotated[Union[Annotated[PretrainSpec, Tag("pretrain")], Annotated[EvaluateSpec, Tag("evaluate")]],
-                    Discriminator(_kind)]
+JobSpec = Annotated[Union[Annotated[PretrainSpec, Tag("pretrain")], Annotated[EvaluateSpec, Tag("evaluate")],
+                          Annotated[EmbedIndexSpec, Tag("embed-index")]], Discriminator(_kind)]
 
 
 def available_methods() -> list[dict]:

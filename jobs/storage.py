@@ -19,8 +19,9 @@ def check_key(key: str) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, url: str, cache_dir: str | Path | None = None):
+    def __init__(self, url: str, cache_dir: str | Path | None = None, storage_options: dict | None = None):
         self.url = url.rstrip("/")
+        self.storage_options = storage_options or {}  # e.g. the S3 endpoint of a MinIO
         self.remote = "://" in url and not url.startswith("file://")
         self.root = Path(url.removeprefix("file://")) if not self.remote else None
         self.cache = Path(cache_dir or tempfile.gettempdir()) / "darkmatter-cache"
@@ -28,7 +29,7 @@ class ArtifactStore:
     def _fs(self):
         import fsspec
 
-        return fsspec.url_to_fs(self.url)[0]
+        return fsspec.url_to_fs(self.url, **self.storage_options)[0]
 
     def local_path(self, key: str) -> Path:
         """A local file holding the artifact (downloaded to a cache for remote stores)."""

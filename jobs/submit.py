@@ -12,7 +12,7 @@ from core.methods import build
 from jobs import datasets
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
-from jobs.specs import BASELINES, EvaluateSpec, PretrainSpec
+from jobs.specs import BASELINES, EmbedIndexSpec, EvaluateSpec, PretrainSpec
 from jobs.tables import Checkpoint, Job
 
 
@@ -24,7 +24,7 @@ class IdempotencyConflict(ValueError):
     pass
 
 
-def request_hash(spec: PretrainSpec | EvaluateSpec) -> str:
+def request_hash(spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
@@ -32,6 +32,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
+    if (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} is text: training on text datasets is not available yet")
     if spec.batch_size > (dataset.n_items or 0):
         raise SpecRejected(f"batch_size {spec.batch_size} is larger than the dataset ({dataset.n_items} items)")
     try_build(spec, dataset)
@@ -53,20 +55,51 @@ def try_build(spec: PretrainSpec, dataset) -> None:
         raise SpecRejected(f"cannot build {spec.method}: {exc}") from exc
 
 
+class CheckpointNotFound(LookupError):
+    pass
+
+
+def check_checkpoint(session: Session, project_id: str, checkpoint_id: str) -> Checkpoint:
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None or ckpt.project_id != project_id:
+        raise CheckpointNotFound(f"checkpoint {checkpoint_id!r} not found (baselines: {', '.join(BASELINES)})")
+    return ckpt
+
+
+def check_channels(ckpt: Checkpoint, dataset) -> None:
+    expected = (ckpt.manifest.get("input_size") or [None])[0]
+    channels = (dataset.stats or {}).get("channels")
+    if expected is not None and channels is not None and expected != channels:
+        raise SpecRejected(f"checkpoint {ckpt.id} takes {expected}-channel images; dataset {dataset.id} has {channels}")
+
+
 def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
+    if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} cannot be evaluated on ({dataset.state}, {dataset.format}); "
+                           "evaluation needs a ready image dataset held in memory")
     if not (dataset.stats or {}).get("labelled"):
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
-    if spec.checkpoint not in BASELINES:
-        ckpt = session.get(Checkpoint, spec.checkpoint)
-        if ckpt is None or ckpt.project_id != project_id:
-            raise datasets.DatasetNotFound(f"checkpoint {spec.checkpoint!r} not found")
+    for source in spec.sources():
+        if source not in BASELINES:
+            check_channels(check_checkpoint(session, project_id, source), dataset)
     spec_dict = spec.model_dump(mode="json")
     spec_dict["dataset"] = dataset.id
     return spec_dict
 
 
-def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec,
+def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -> dict:
+    dataset = datasets.resolve(session, project_id, spec.dataset)
+    if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
+        raise SpecRejected(f"dataset {dataset.id} cannot be indexed ({dataset.state}, {dataset.format}); "
+                           "an index needs a ready image dataset held in memory")
+    check_channels(check_checkpoint(session, project_id, spec.checkpoint), dataset)
+    spec_dict = spec.model_dump(mode="json")
+    spec_dict["dataset"] = dataset.id
+    return spec_dict
+
+
+def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec,
                idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Returns (job, created). An Idempotency-Key seen before returns the same job for the same
     body and raises IdempotencyConflict for a different one."""
@@ -80,6 +113,8 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
     total = 0
     if isinstance(spec, PretrainSpec):
         spec_dict, total = check_pretrain(session, project_id, spec)
+    elif isinstance(spec, EmbedIndexSpec):
+        spec_dict = check_embed_index(session, project_id, spec)
     else:
         spec_dict = check_evaluate(session, project_id, spec)
     job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, queue=spec.queue,

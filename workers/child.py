@@ -32,6 +32,10 @@ def main(job_id: str, worker_id: str) -> int:
             from workers.evaluate import run_evaluate
 
             state, result, error = run_evaluate(ctx, spec)
+        elif kind == "embed-index":
+            from workers.embed_index import run_embed_index
+
+            state, result, error = run_embed_index(ctx, spec)
         else:
             state, result, error = lifecycle.FAILED, {}, f"unknown job kind {kind!r}"
     except Exception as exc:

@@ -24,7 +24,8 @@ def pick_device(requested: str) -> torch.device:
 class JobContext:
     def __init__(self, settings: Settings, job_id: str, worker_id: str):
         self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
-        self.store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+        self.store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
+                                   storage_options=settings.storage_options)
         self.shutdown = False
         self._last_poll, self._last_state = 0.0, lifecycle.RUNNING
 

@@ -1,38 +1,36 @@
-"""Evaluation inside the child: features from a frozen encoder (or a baseline), then protocols,
-each result written as `scores` rows."""
+"""Evaluation inside the child: features of each checkpoint or baseline (from the feature cache
+when an earlier evaluation computed them), then each protocol; every result is written as
+`scores` rows carrying the checkpoint's pretraining compute seconds."""
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from core.backbones import build_backbone
 from core.data.transforms import resize
 from core.evaluate.features import extract_features, raw_pixels
-from core.evaluate.protocols import run_protocol
+from core.evaluate.finetune import finetune
+from core.evaluate.protocols import ENCODER_PROTOCOLS, run_protocol
 from jobs import checkpoints, datasets, lifecycle, scores
+from jobs.features import feature_key, load_or_compute
 from jobs.specs import EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
 from workers.context import JobContext, pick_device
 
 
-def evaluate_features(ctx: JobContext, train_x, train_y, test_x, test_y, protocols: list[dict], seed: int, *,
-                      dataset_id: str, checkpoint_id=None, baseline=None, method=None, backbone=None,
-                      compute_seconds: float = 0.0) -> dict:
-    results = {}
-    for item in protocols:
-        values = run_protocol(item["protocol"], train_x, train_y, test_x, test_y, seed=seed, **item.get("options", {}))
-        results[item["protocol"]] = values
-
-        def write(session, item=item, values=values):
-            job = session.get(Job, ctx.job_id)
-            scores.record(session, project_id=job.project_id, dataset_id=dataset_id, protocol=item["protocol"],
-                          values=values, checkpoint_id=checkpoint_id, baseline=baseline, method=method,
-                          backbone=backbone, eval_job_id=ctx.job_id, compute_seconds=compute_seconds,
-                          options={**item.get("options", {}), "seed": seed})
-
-        ctx.write(write)
-    return results
+@dataclass
+class Source:
+    """What produces the features: a checkpoint's backbone, a random-init backbone, or raw pixels."""
+    name: str  # cache key part
+    encoder: nn.Module | None  # None: raw pixels
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    size: int | None = None  # input side the encoder expects
+    who: dict = field(default_factory=dict)  # checkpoint_id / baseline / method / backbone / compute_seconds
 
 
 def labelled(data):
@@ -40,46 +38,139 @@ def labelled(data):
     return data.subset(keep.nonzero().squeeze(1)) if not bool(keep.all()) else data
 
 
-def evaluate_encoder(ctx: JobContext, encoder, train_set, test_set, mean, std, protocols, seed, device, **who) -> dict:
-    train_set, test_set = labelled(train_set), labelled(test_set)
-    train_x = extract_features(encoder, train_set.images, mean, std, device=device)
-    test_x = extract_features(encoder, test_set.images, mean, std, device=device)
-    return evaluate_features(ctx, train_x, train_set.labels, test_x, test_set.labels, protocols, seed, **who)
+def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, backbone: str | None) -> Source:
+    stats = dataset_row.stats or {}
+    if ref == "raw-pixels":
+        return Source("raw-pixels", None, who={"baseline": ref, "method": ref})
+    if ref == "random-init":
+        torch.manual_seed(seed)
+        name = backbone or "resnet18"
+        size = stats["image_size"]
+        encoder = build_backbone(name, in_channels=stats["channels"], image_size=size)
+        return Source(f"random-init-{name}-s{seed}-{size}", encoder, stats["mean"], stats["std"], size,
+                      {"baseline": ref, "method": ref, "backbone": name})
+    row = ctx.write(lambda s: s.get(Checkpoint, ref))
+    if row is None:
+        raise LookupError(f"checkpoint {ref!r} not found")
+    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
+    config = dict(manifest["backbone"])
+    encoder = build_backbone(config.pop("name"), **config)
+    encoder.load_state_dict(state)
+    norm = manifest["normalization"]
+    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
+    return Source(row.id, encoder, norm["mean"], norm["std"], manifest["input_size"][-1],
+                  {"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone,
+                   "compute_seconds": pretrain})
+
+
+def source_features(ctx: JobContext, source: Source, dataset_row: Dataset, split: str, data, device):
+    """Features of every item of one split (cached in the artifact store for encoders)."""
+    if source.encoder is None:
+        return raw_pixels(data.images)
+    images = resize(data, source.size).images if source.size else data.images
+    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
+    features, cached = load_or_compute(
+        ctx.store, key, lambda: extract_features(source.encoder, images, source.mean, source.std, device=device),
+        data.labels)
+    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
+              + ("loaded from the feature cache" if cached else "computed and cached"),
+              features=key, cache="hit" if cached else "miss")
+    return features
+
+
+class Progress:
+    def __init__(self, ctx: JobContext, total: int):
+        self.ctx, self.total, self.done = ctx, total, 0
+
+    def advance(self) -> None:
+        self.done += 1
+        self.ctx.log_metrics(self.done, {}, self.total)
+
+
+def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train_set, test_set, protocols: list[dict],
+                    seed: int, device, progress: Progress | None = None) -> tuple[dict, str | None]:
+    """({protocol: {metric: value}}, stop reason or None) for one source; each result is recorded."""
+    results: dict = {}
+    train_x = source_features(ctx, source, dataset_row, "train", train_set, device)
+    test_x = source_features(ctx, source, dataset_row, "test", test_set, device)
+    keep_train, keep_test = train_set.labels >= 0, test_set.labels >= 0
+    train_x, train_y = train_x[keep_train], train_set.labels[keep_train]
+    test_x, test_y = test_x[keep_test], test_set.labels[keep_test]
+    for item in protocols:
+        reason = ctx.stop_reason()
+        if reason:
+            return results, reason
+        name, options = item["protocol"], item.get("options", {})
+        if name in ENCODER_PROTOCOLS:
+            if source.encoder is None:
+                ctx.event("log", f"{name} skipped for {source.name}: it needs an encoder")
+                if progress:
+                    progress.advance()
+                continue
+            train_l, test_l = labelled(train_set), labelled(test_set)
+            if source.size:
+                train_l, test_l = resize(train_l, source.size), resize(test_l, source.size)
+            values = finetune(source.encoder, train_l.images, train_l.labels, test_l.images, test_l.labels,
+                              source.mean, source.std, seed=seed, device=device,
+                              should_stop=lambda step: ctx.stop_reason() is not None, **options)
+        else:
+            values = run_protocol(name, train_x, train_y, test_x, test_y, seed=seed, **options)
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            ctx.event("log", f"{name} on {source.name}: non-finite {', '.join(bad)} not recorded")
+            values = {k: v for k, v in values.items() if k not in bad}
+        results[name] = values
+
+        def write(session, name=name, options=options, values=values):
+            job = session.get(Job, ctx.job_id)
+            scores.record(session, project_id=job.project_id, dataset_id=dataset_row.id, protocol=name,
+                          values=values, eval_job_id=ctx.job_id, options={**options, "seed": seed}, **source.who)
+
+        ctx.write(write)
+        if progress:
+            progress.advance()
+    return results, None
+
+
+def evaluate_encoder(ctx: JobContext, encoder, train_set, test_set, mean, std, protocols, seed, device, *,
+                     dataset_id: str, checkpoint_id=None, baseline=None, method=None, backbone=None,
+                     compute_seconds: float = 0.0) -> dict:
+    """The pretrain job's auto-evaluation of its final encoder (its features are cached under the
+    checkpoint id, so a later evaluate job of that checkpoint does not run the backbone again)."""
+    dataset_row = ctx.write(lambda s: s.get(Dataset, dataset_id))
+    who = {"checkpoint_id": checkpoint_id, "baseline": baseline, "method": method, "backbone": backbone,
+           "compute_seconds": compute_seconds}
+    source = Source(checkpoint_id or f"job-{ctx.job_id}", encoder, mean, std, None, who)
+    results, _ = evaluate_source(ctx, source, dataset_row, train_set, test_set, protocols, seed, device)
+    return results
 
 
 def run_evaluate(ctx: JobContext, raw_spec: dict):
     spec = EvaluateSpec.model_validate(raw_spec)
     device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
-    train_set, test_set = datasets.load(dataset_row)
+    train_set, test_set = datasets.load(dataset_row, ctx.store)
     protocols = [p.model_dump() for p in spec.protocols]
+    refs = spec.sources()
+    progress = Progress(ctx, len(refs) * len(protocols))
+    ctx.log_metrics(0, {}, progress.total)
     started = time.perf_counter()
-    if spec.checkpoint == "raw-pixels":
-        train_set, test_set = labelled(train_set), labelled(test_set)
-        results = evaluate_features(ctx, raw_pixels(train_set.images), train_set.labels, raw_pixels(test_set.images),
-                                    test_set.labels, protocols, spec.seed, dataset_id=dataset_row.id,
-                                    baseline="raw-pixels", method="raw-pixels")
-    elif spec.checkpoint == "random-init":
-        torch.manual_seed(spec.seed)
-        name = spec.backbone or "resnet18"
-        encoder = build_backbone(name, in_channels=train_set.channels, image_size=train_set.image_size)
-        mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]
-        results = evaluate_encoder(ctx, encoder, train_set, test_set, mean, std, protocols, spec.seed, device,
-                                   dataset_id=dataset_row.id, baseline="random-init", method="random-init",
-                                   backbone=name)
-    else:
-        row = ctx.write(lambda s: s.get(Checkpoint, spec.checkpoint))
-        state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
-        config = dict(manifest["backbone"])
-        encoder = build_backbone(config.pop("name"), **config)
-        encoder.load_state_dict(state)
-        size = manifest["input_size"][-1]
-        train_set, test_set = resize(train_set, size), resize(test_set, size)
-        norm = manifest["normalization"]
-        pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
-        results = evaluate_encoder(ctx, encoder, train_set, test_set, norm["mean"], norm["std"], protocols, spec.seed,
-                                   device, dataset_id=dataset_row.id, checkpoint_id=row.id, method=row.method,
-                                   backbone=row.backbone, compute_seconds=pretrain)
-    ctx.add_compute(time.perf_counter() - started)
+    results: dict = {}
+    reason = None
+    try:
+        for ref in refs:
+            reason = ctx.stop_reason()
+            if reason:
+                break
+            source = open_source(ctx, ref, dataset_row, spec.seed, spec.backbone)
+            results[ref], reason = evaluate_source(ctx, source, dataset_row, train_set, test_set, protocols,
+                                                   spec.seed, device, progress)
+            if reason:
+                break
+    finally:
+        ctx.add_compute(time.perf_counter() - started)
+    if reason in ("shutdown", "lease-lost"):
+        return None, None, None
+    if reason == "cancelled":
+        return lifecycle.CANCELLED, {"scores": results}, None
     return lifecycle.SUCCEEDED, {"scores": results}, None
-

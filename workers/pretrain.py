@@ -17,6 +17,7 @@ from jobs.tables import Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext, pick_device
 from workers.evaluate import evaluate_encoder
+from workers.health import HealthMonitor
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class ServiceCallbacks(Callbacks):
         self.dataset_id, self.total = dataset_id, total
         self.reason: str | None = None
         self.final_checkpoint: str | None = None
+        self.health = None  # a workers.health.HealthMonitor when the spec asks for health_every
         self.logs: dict[str, float] = {}
 
     def on_log(self, step, logs):
@@ -34,7 +36,7 @@ class ServiceCallbacks(Callbacks):
         self.ctx.log_metrics(step, logs, self.total)
 
     def should_stop(self, step):
-        self.reason = self.ctx.stop_reason()
+        self.reason = self.ctx.stop_reason() or (self.health.check(step) if self.health else None)
         return self.reason
 
     def on_checkpoint(self, step, state, final):
@@ -61,52 +63,69 @@ class ServiceCallbacks(Callbacks):
             self.final_checkpoint = checkpoint_id
 
 
-def prepare(spec: PretrainSpec, dataset_row: Dataset):
-    """(method, train_set, test_set, config) of a pretrain spec: what the job trains, and what a
-    test replays to compare an interrupted run with an uninterrupted one."""
-    train_set, test_set = datasets.load(dataset_row)
-    if spec.image_size:
-        train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
-    mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]
+def build_method(spec: PretrainSpec, channels: int, image_size: int, mean, std):
     torch.manual_seed(spec.seed)  # the initial weights too are a function of the spec's seed
-    method = build(spec.method, spec.backbone, in_channels=train_set.channels, image_size=train_set.image_size,
-                   mean=mean, std=std, augment=spec.augment, backbone_options=spec.backbone_options,
-                   **spec.method_options)
-    total = spec.total_steps(len(train_set))
-    config = TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
-                         weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
-                         precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
-    return method, train_set, test_set, config
+    return build(spec.method, spec.backbone, in_channels=channels, image_size=image_size, mean=mean, std=std,
+                 augment=spec.augment, backbone_options=spec.backbone_options, **spec.method_options)
+
+
+def train_config(spec: PretrainSpec, total: int) -> TrainConfig:
+    return TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
+                       weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
+                       precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
 
 
 def run_pretrain(ctx: JobContext, raw_spec: dict):
     spec = PretrainSpec.model_validate(raw_spec)
     device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
-    method, train_set, test_set, config = prepare(spec, dataset_row)
-    mean, std, total = dataset_row.stats["mean"], dataset_row.stats["std"], config.steps
+    if datasets.is_streamed(dataset_row):  # WebDataset shards: batches streamed, nothing held whole
+        train_set, test_set = None, None
+        source = datasets.stream(ctx.settings, dataset_row)
+        source.image_size = spec.image_size or source.image_size
+        channels, image_size, n_items = source.channels, source.image_size, dataset_row.n_items
+    else:
+        train_set, test_set = datasets.load(dataset_row, ctx.store)
+        if spec.image_size:
+            train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
+        source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
+    mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
+    method = build_method(spec, channels, image_size, mean, std)
+    total = spec.total_steps(n_items)
+    config = train_config(spec, total)
     encoder = method.downstream_encoder()
     manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "backbone": encoder.config,
                 "feature_dim": encoder.feature_dim, "normalization": {"mean": mean, "std": std},
-                "input_size": [train_set.channels, train_set.image_size, train_set.image_size],
+                "input_size": [channels, image_size, image_size],
                 "spec": raw_spec, "code_version": code_version(),
                 "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, total)
+    if spec.health_every:
+        probe = (train_set.images if train_set is not None  # streamed: a head sample of the shards
+                 else datasets.stream_eval_split(ctx.settings, dataset_row, image_size)[0].images)
+        callbacks.health = HealthMonitor(ctx, method, probe, mean, std, device, spec.health_every,
+                                         spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
     ctx.event("log", f"training {spec.method} on {device} for {total} steps"
               + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
-    result = train(method, train_set.images, config, device=device, callbacks=callbacks, resume=resume)
+    result = train(method, source, config, device=device, callbacks=callbacks, resume=resume)
     elapsed = time.perf_counter() - started
     ctx.add_compute(elapsed)
     if result.reason in ("shutdown", "lease-lost"):
         return None, None, None
     if result.reason == "cancelled":
         return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
+    if result.reason == "collapsed":
+        return lifecycle.FAILED, {"step": result.step}, (f"stopped at step {result.step}: the representation "
+                                                         "collapsed (stop_on_collapse; see the collapse event)")
     if result.reason == "nan":
         return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
     scores = {}
-    if spec.evaluations and (dataset_row.stats or {}).get("labelled"):
+    labelled = (dataset_row.stats or {}).get("labelled")
+    if spec.evaluations and labelled and test_set is None:  # streamed: evaluate on a bounded head sample
+        train_set, test_set = datasets.stream_eval_split(ctx.settings, dataset_row, image_size)
+    if spec.evaluations and labelled and len(test_set):
         scores = evaluate_encoder(ctx, method.downstream_encoder(), train_set, test_set, mean, std,
                                   [e.model_dump() for e in spec.evaluations], spec.seed, device,
                                   checkpoint_id=callbacks.final_checkpoint, dataset_id=dataset_row.id,

@@ -1,7 +1,7 @@
 """Checkpoints: metadata, safetensors download by part (ETag = sha256, Range), scores."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -42,7 +42,10 @@ def read(checkpoint_id: str, session: SessionDep, project: ProjectDep) -> Checkp
 
 @router.get("/checkpoints/{checkpoint_id}/download")
 def download(checkpoint_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-             part: Literal["backbone", "teacher", "heads", "full"] = "backbone"):
+             part: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,32}$", description=(
+                 "backbone (what to use downstream: the teacher/target encoder when the method has one), "
+                 "heads, full (the whole training state), or a method's other parts (e.g. student, online)"))]
+             = "backbone"):
     row = get_checkpoint(session, project, checkpoint_id)
     if part not in row.parts:
         raise HTTPException(404, f"checkpoint {checkpoint_id} has no {part!r} part; it has: {', '.join(row.parts)}")

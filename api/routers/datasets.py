@@ -1,19 +1,37 @@
-"""Datasets: register built-ins (uploads and URIs arrive in the datasets issue), list, inspect."""
+"""Datasets: upload a file (multipart), register a URI or a built-in (JSON), list, inspect.
+
+Uploads and URIs start `pending`; a worker scans them into `ready` or `invalid` (the reason is
+in `error`)."""
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from api.deps import ProjectDep, SessionDep
+from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import DatasetOut
+from api.uploads import read_form
 from core.data import DatasetUnavailable
-from jobs.datasets import register_builtin
+from core.data.scan import FILE_FORMATS, check_file, format_from_name
+from jobs import datasets
+from jobs.ids import new_id
+from jobs.queue import enqueue_scan
+from jobs.storage import ArtifactStore
 from jobs.tables import Dataset
+from jobs.uploads import UploadSink
 
 router = APIRouter(tags=["datasets"])
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held out when the source has no test/ folder")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
 class BuiltinRequest(BaseModel):
@@ -21,12 +39,101 @@ class BuiltinRequest(BaseModel):
     builtin: str
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut)
-def create(body: BuiltinRequest, session: SessionDep, project: ProjectDep) -> Dataset:
+class UriRequest(Options):
+    uri: str | list[str] = Field(description="s3://bucket/key, a local path under DARKMATTER_DATA_ROOTS, or "
+                                             "WebDataset shards (brace pattern or list)")
+    format: str = Field(description=f"one of {', '.join(datasets.FORMATS)}")
+    name: str | None = Field(None, max_length=200)
+
+
+UPLOAD_DOC = {"requestBody": {"content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "format": {"type": "string", "enum": list(FILE_FORMATS)},
+        "name": {"type": "string"}, "image_size": {"type": "integer"}, "test_fraction": {"type": "number"},
+        "seed": {"type": "integer"}}}},
+    "application/json": {"schema": {"oneOf": [BuiltinRequest.model_json_schema(), UriRequest.model_json_schema()]}},
+}}}
+
+
+def _errors(exc: ValidationError) -> list[dict]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut, openapi_extra=UPLOAD_DOC)
+async def create(request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep) -> Dataset:
+    """Upload a dataset file (multipart field `file`), or JSON `{"builtin": name}` or
+    `{"uri": ..., "format": ...}`."""
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        return await upload(request, session, settings, project)
     try:
-        return register_builtin(session, project, body.builtin)
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, f"body is not JSON: {exc}")
+    try:
+        if isinstance(body, dict) and "builtin" in body:
+            spec = BuiltinRequest.model_validate(body)
+            return await run_in_threadpool(datasets.register_builtin, session, project, spec.builtin)
+        spec = UriRequest.model_validate(body)
+    except ValidationError as exc:
+        raise HTTPException(422, _errors(exc))
     except DatasetUnavailable as exc:
         raise HTTPException(422, str(exc))
+    options = spec.model_dump(include={"image_size", "test_fraction", "seed"})
+
+    def register():
+        row = datasets.register_uri(session, settings, project, spec.uri, spec.format, spec.name, options)
+        session.commit()
+        return row
+
+    try:
+        row = await run_in_threadpool(register)
+    except DatasetUnavailable as exc:
+        raise HTTPException(422, str(exc))
+    enqueue_scan(settings, row.id)
+    return row
+
+
+async def upload(request: Request, session, settings, project: str) -> Dataset:
+    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
+                          storage_options=settings.storage_options)
+    dataset_id = new_id("ds")
+    key = f"datasets/{dataset_id}/source"
+    form = await read_form(request, lambda: UploadSink(store, key, settings.max_upload_bytes),
+                           settings.max_upload_bytes)
+    sink = form.sink
+    try:
+        fmt = form.fields.get("format") or request.query_params.get("format") or format_from_name(form.filename or "")
+        if fmt not in FILE_FORMATS:
+            raise DatasetUnavailable(f"unknown format {fmt!r} for {form.filename!r}; name the file with a known "
+                                     f"extension or send a 'format' field: one of {', '.join(FILE_FORMATS)}")
+        raw = {k: v for k, v in form.fields.items() if k in Options.model_fields}
+        try:
+            options = Options.model_validate(raw).model_dump()
+        except ValidationError as exc:
+            raise HTTPException(422, _errors(exc))
+        sink.close()
+        await run_in_threadpool(check_file, sink.path, fmt, datasets.limits(settings))
+        digest = await run_in_threadpool(sink.commit)
+    except DatasetUnavailable as exc:
+        sink.abort()
+        raise HTTPException(422, str(exc))
+    except BaseException:
+        sink.abort()
+        raise
+    name = form.fields.get("name") or form.filename or dataset_id
+
+    def add():
+        row = datasets.add_upload(session, project, dataset_id, key, fmt, name, options, digest, sink.size)
+        session.commit()
+        return row
+
+    try:
+        row = await run_in_threadpool(add)
+    except BaseException:
+        store.delete(f"datasets/{dataset_id}")
+        raise
+    enqueue_scan(settings, row.id)
+    return row
 
 
 @router.get("/datasets")

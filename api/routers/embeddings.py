@@ -34,38 +34,56 @@ def cache(request: Request) -> ModelCache:
     return app.state.model_cache
 
 
-@router.post("/embeddings")
-def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, settings: SettingsDep,
-               project: ProjectDep) -> dict:
-    if len(body.input) > settings.max_embedding_inputs:
-        raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
-    for i, item in enumerate(body.input):  # sizes first: nothing is loaded for an oversized request
+def load_encoder(request: Request, settings, session, project: str, checkpoint_id: str):
+    """(encoder, manifest) of a checkpoint of this project from the loaded-model cache; 404/410."""
+    checkpoint = get_checkpoint(session, project, checkpoint_id)
+    try:
+        return cache(request).get(settings, checkpoint)
+    except (CorruptCheckpoint, FileNotFoundError) as exc:
+        raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be loaded: {exc}")
+
+
+def check_sizes(inputs: list, settings) -> None:
+    """413 for an encoded image over max_embedding_input_bytes, before anything is decoded or loaded."""
+    for i, item in enumerate(inputs):
         if isinstance(item, str) and len(item) > settings.max_embedding_input_bytes:
             raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
-    checkpoint = get_checkpoint(session, project, body.model)
-    try:
-        encoder, manifest = cache(request).get(settings, checkpoint)
-    except (CorruptCheckpoint, FileNotFoundError) as exc:
-        raise HTTPException(410, f"checkpoint {body.model} cannot be loaded: {exc}")
+
+
+def embed_inputs(inputs: list, encoder, manifest: dict, settings) -> torch.Tensor:
+    """(N, D) float32 embeddings of base64 images / pixel arrays; 413/422 on bad input."""
+    check_sizes(inputs, settings)
     channels, _, size = manifest["input_size"]
     images = []
     try:
-        for i, item in enumerate(body.input):
+        for i, item in enumerate(inputs):
             if isinstance(item, str):
                 array = decode_image(i, item)
-            else:
+            elif isinstance(item, list):
                 array = decode_array(i, item)
+            else:
+                raise BadInput(i, "expected a base64 image or a pixel array")
             images.append(to_model_input(i, array, channels, size))
     except BadInput as exc:
         raise HTTPException(422, str(exc))
     norm = manifest["normalization"]
     with torch.no_grad():
         x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
-        vectors = encoder(x).float().numpy()
+        return encoder(x).float()
+
+
+@router.post("/embeddings")
+def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, settings: SettingsDep,
+               project: ProjectDep) -> dict:
+    if len(body.input) > settings.max_embedding_inputs:
+        raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
+    check_sizes(body.input, settings)
+    encoder, manifest = load_encoder(request, settings, session, project, body.model)
+    vectors = embed_inputs(body.input, encoder, manifest, settings).numpy()
     data = []
     for i, vector in enumerate(vectors):
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else [float(v) for v in vector])
         data.append({"object": "embedding", "index": i, "embedding": value})
     return {"object": "list", "model": body.model, "data": data,
-            "dimensions": int(vectors.shape[1]), "usage": {"inputs": len(images)}}
+            "dimensions": int(vectors.shape[1]), "usage": {"inputs": len(vectors)}}

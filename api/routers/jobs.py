@@ -17,7 +17,7 @@ from jobs.datasets import DatasetNotFound
 from jobs.db import session_scope
 from jobs.queue import enqueue
 from jobs.specs import JobSpec
-from jobs.submit import IdempotencyConflict, SpecRejected, create_job
+from jobs.submit import CheckpointNotFound, IdempotencyConflict, SpecRejected, create_job
 from jobs.tables import Job, JobEvent, Metric
 
 router = APIRouter(tags=["jobs"])
@@ -48,7 +48,7 @@ def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: Sett
         job, created = create_job(session, project, spec, idempotency_key)
     except IdempotencyConflict as exc:
         raise HTTPException(409, str(exc))
-    except DatasetNotFound as exc:
+    except (DatasetNotFound, CheckpointNotFound) as exc:
         raise HTTPException(404, str(exc))
     except (SpecRejected, DatasetUnavailable, ValueError) as exc:
         raise HTTPException(422, str(exc))

@@ -53,18 +53,25 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
         self.apply(_init)
 
-    def patchify(self, x: Tensor) -> Tensor:
+    def patchify(self, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
         """(B, C, H, W) -> (B, N, dim) patch tokens with position embeddings. Inputs of another
-        size (multi-crop's local views) get the sine-cosine embedding of their own grid."""
+        size (multi-crop's local views) get the sine-cosine embedding of their own grid.
+        mask: (B, N) bool; where True the patch embedding is replaced by `mask_token` (dim,)
+        before the position embedding is added (BEiT/data2vec masked input)."""
         tokens = self.patch_embed(x)
         grid = tokens.shape[-1]
         pos = self.pos_embed if grid == self.grid else sincos_2d(grid, tokens.shape[1])[None].to(tokens)
-        return tokens.flatten(2).transpose(1, 2) + pos
+        tokens = tokens.flatten(2).transpose(1, 2)
+        if mask is not None:
+            tokens = torch.where(mask[..., None], mask_token.reshape(1, 1, -1).to(tokens.dtype), tokens)
+        return tokens + pos
 
-    def tokens(self, x: Tensor, keep: Tensor | None = None, return_layers: bool = False):
-        """keep: (B, K) indices of visible patches. Returns (B, 1+K, dim) normed tokens (cls first),
-        and, with return_layers, the list of every block's output before the final norm."""
-        patches = self.patchify(x)
+    def tokens(self, x: Tensor, keep: Tensor | None = None, return_layers: bool = False,
+               mask: Tensor | None = None, mask_token: Tensor | None = None):
+        """keep: (B, K) indices of visible patches; mask/mask_token: see patchify. Returns
+        (B, 1+K, dim) normed tokens (cls first), and, with return_layers, the list of every
+        block's output before the final norm."""
+        patches = self.patchify(x, mask, mask_token)
         if keep is not None:
             patches = torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1]))
         h = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], 1)

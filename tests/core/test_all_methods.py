@@ -45,13 +45,17 @@ def embedding_std(method, images: torch.Tensor) -> float:
 def test_trains_on_real_data_without_collapse(name):
     images, _ = digits_16(512)
     method = build_tiny(name)
+    initial_spread = embedding_std(method, images[:256])
     recorder = Recorder()
     result = train(method, images, config(40), callbacks=recorder)
     losses = torch.tensor([recorder.losses[s] for s in sorted(recorder.losses)])
     assert result.reason == "completed"
     assert torch.isfinite(losses).all()
     assert losses[-10:].mean() < losses[:10].mean(), f"{name} loss did not decrease: {losses.tolist()}"
-    assert embedding_std(method, images[:256]) > 0.05, f"{name} embeddings collapsed"
+    # Collapse drives the spread to 0; MAE legitimately shrinks it (a large shared component,
+    # which is why its paper's linear probe starts with a BatchNorm), so the floor is relative.
+    spread = embedding_std(method, images[:256])
+    assert spread > max(0.01, 0.1 * initial_spread), f"{name} embeddings collapsed: {initial_spread:.3f} -> {spread:.3f}"
 
 
 @pytest.mark.parametrize("name", IMAGE_METHODS)

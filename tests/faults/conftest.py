@@ -110,18 +110,24 @@ def final_state(settings, job_id: str) -> dict:
 
 
 @lru_cache(maxsize=4)
-def _reference(spec_json: str, dataset_uri: str, stats_json: str) -> dict:
+def _reference(spec_json: str, dataset_uri: str, dataset_format: str, stats_json: str, storage_url: str) -> dict:
+    from core.data.transforms import resize
     from core.train import train
+    from jobs import datasets
     from jobs.specs import PretrainSpec
-    from workers.pretrain import prepare
+    from jobs.storage import ArtifactStore
+    from workers.pretrain import build_method, train_config
 
     spec = PretrainSpec.model_validate(json.loads(spec_json))
-    row = Dataset(id="ds_ref", uri=dataset_uri, stats=json.loads(stats_json))
+    row = Dataset(id="ds_ref", uri=dataset_uri, format=dataset_format, stats=json.loads(stats_json))
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # as in the worker's child
     try:
-        method, train_set, _, config = prepare(spec, row)
-        train(method, train_set.images, config)
+        train_set, _ = datasets.load(row, ArtifactStore(storage_url))
+        if spec.image_size:
+            train_set = resize(train_set, spec.image_size)
+        method = build_method(spec, train_set.channels, train_set.image_size, row.stats["mean"], row.stats["std"])
+        train(method, train_set.images, train_config(spec, spec.total_steps(len(train_set))))
     finally:
         torch.set_num_threads(threads)
     return {k: v.clone() for k, v in method.state_dict().items()}
@@ -133,7 +139,8 @@ def uninterrupted_weights(settings, job_id: str) -> dict:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.spec["dataset"])
         spec = dict(job.spec)
-    return _reference(json.dumps(spec, sort_keys=True), dataset.uri, json.dumps(dataset.stats, sort_keys=True))
+    return _reference(json.dumps(spec, sort_keys=True), dataset.uri, dataset.format, json.dumps(dataset.stats, sort_keys=True),
+                      settings.storage_url)
 
 
 def assert_same_weights(actual: dict, expected: dict, atol: float = 1e-5) -> None:

@@ -1,0 +1,114 @@
+"""Patch masks on a (grid x grid) patch grid for masked-modelling methods; randomness from a
+generator, patch index = row * grid + column (the order of VisionTransformer.patchify).
+
+- `random_keep`: MAE's per-sample uniform random masking (He et al., 2021, arXiv:2111.06377).
+- `block_mask`: BEiT's block-wise masking, used by data2vec (arXiv:2106.08254, arXiv:2202.03555).
+- `jepa_blocks`: I-JEPA's context block and target blocks (Assran et al., 2023, arXiv:2301.08243).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def random_keep(batch: int, num_patches: int, mask_ratio: float, gen: torch.Generator, device) -> Tensor:
+    """(batch, K) sorted indices of the visible patches, K = round((1 - mask_ratio) * num_patches),
+    drawn uniformly without replacement per sample (MAE's argsort of per-sample noise)."""
+    keep = max(1, min(num_patches, round((1 - mask_ratio) * num_patches)))
+    noise = torch.rand(batch, num_patches, generator=gen, device=device)
+    return noise.argsort(1)[:, :keep].sort(1).values
+
+
+def complement(keep: Tensor, num_patches: int) -> Tensor:
+    """(B, N - K) sorted indices not in `keep` (B, K); every row of `keep` has distinct entries."""
+    hidden = torch.ones(keep.shape[0], num_patches, dtype=torch.bool, device=keep.device)
+    hidden.scatter_(1, keep, False)
+    return hidden.nonzero()[:, 1].view(keep.shape[0], num_patches - keep.shape[1])
+
+
+def _rect(top: Tensor, left: Tensor, h: Tensor, w: Tensor, grid: int) -> Tensor:
+    """(B, grid*grid) bool masks of the rectangles [top, top+h) x [left, left+w)."""
+    rows = torch.arange(grid, device=top.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    in_cols = (rows >= left[:, None]) & (rows < (left + w)[:, None])
+    return (in_rows[:, :, None] & in_cols[:, None, :]).flatten(1)
+
+
+def _randint(high: Tensor, gen: torch.Generator) -> Tensor:
+    """Uniform integers in [0, high) elementwise (high >= 1)."""
+    return (torch.rand(high.shape, generator=gen, device=high.device) * high).long().clamp(max=high - 1)
+
+
+def block_mask(batch: int, grid: int, mask_ratio: float, gen: torch.Generator, device,
+               min_patches: int | None = None, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+               rounds: int = 40) -> Tensor:
+    """(batch, grid*grid) bool, True = masked. BEiT's block-wise masking: add random rectangles
+    (area uniform in [min_patches, what is still to mask], log-uniform aspect) while the masked
+    count stays within round(mask_ratio * N); a fixed number of batched rounds replaces BEiT's
+    per-sample retry loop. min_patches defaults to BEiT's 16 of 196, scaled to the grid."""
+    n = grid * grid
+    target = round(mask_ratio * n)
+    min_patches = min_patches or max(1, round(16 / 196 * n))
+    mask = torch.zeros(batch, n, dtype=torch.bool, device=device)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    for _ in range(rounds):
+        remaining = (target - mask.sum(1)).clamp(min=0).float()
+        high = remaining.clamp(min=min_patches)
+        area = min_patches + torch.rand(batch, generator=gen, device=device) * (high - min_patches)
+        ratio = torch.exp(log_lo + torch.rand(batch, generator=gen, device=device) * (log_hi - log_lo))
+        h = torch.sqrt(area * ratio).round().long().clamp(1, grid)
+        w = torch.sqrt(area / ratio).round().long().clamp(1, grid)
+        top, left = _randint(grid - h + 1, gen), _randint(grid - w + 1, gen)
+        grown = mask | _rect(top, left, h, w, grid)
+        ok = (grown.sum(1) <= target)[:, None]
+        mask = torch.where(ok, grown, mask)
+    return mask
+
+
+def _block_size(scale: tuple[float, float], aspect: tuple[float, float], grid: int, max_area: int,
+                gen: torch.Generator, device) -> tuple[int, int]:
+    """I-JEPA's _sample_block_size: one (h, w) per batch, each side < grid, area <= max_area."""
+    u = torch.rand(2, generator=gen, device=device).tolist()
+    area = grid * grid * (scale[0] + u[0] * (scale[1] - scale[0]))
+    ratio = aspect[0] + u[1] * (aspect[1] - aspect[0])
+    h = max(1, min(grid - 1, round(math.sqrt(area * ratio))))
+    w = max(1, min(grid - 1, round(math.sqrt(area / ratio))))
+    while h * w > max(1, max_area):
+        if h >= w:
+            h -= 1
+        else:
+            w -= 1
+    return h, w
+
+
+def jepa_blocks(batch: int, grid: int, gen: torch.Generator, device, num_targets: int = 4,
+                target_scale: tuple[float, float] = (0.15, 0.2), target_aspect: tuple[float, float] = (0.75, 1.5),
+                context_scale: tuple[float, float] = (0.85, 1.0), min_context: int = 4) -> tuple[Tensor, Tensor]:
+    """I-JEPA masks. Returns (context (B, K) sorted patch indices, targets (B, num_targets, h*w)).
+
+    As in the paper's collator, one target block size and one context block size are drawn per
+    batch (so targets stack), positions per sample; the context is its block minus the union of
+    the targets. Adapted to small grids: sides are < grid, the target blocks together cover at
+    most N - min_context patches, a sample whose context would have fewer than min_context
+    patches takes the whole image minus the targets, and every sample keeps the same number K of
+    context patches (the batch minimum, a random subset rather than the paper's first K)."""
+    n = grid * grid
+    min_context = min(min_context, n - num_targets)
+    th, tw = _block_size(target_scale, target_aspect, grid, (n - min_context) // num_targets, gen, device)
+    ch, cw = _block_size(context_scale, (1.0, 1.0), grid, n, gen, device)
+    rows = torch.arange(th, device=device)[:, None] * grid + torch.arange(tw, device=device)[None, :]
+    top = _randint(torch.full((batch, num_targets), grid - th + 1, device=device), gen)
+    left = _randint(torch.full((batch, num_targets), grid - tw + 1, device=device), gen)
+    targets = ((top * grid + left)[..., None] + rows.flatten()).view(batch, num_targets, th * tw)
+    covered = torch.zeros(batch, n, dtype=torch.bool, device=device)
+    covered.scatter_(1, targets.flatten(1), True)
+    full = torch.full((batch,), 1, device=device)
+    block = _rect(_randint(full * (grid - ch + 1), gen), _randint(full * (grid - cw + 1), gen),
+                  full * ch, full * cw, grid)
+    context = block & ~covered
+    context = torch.where((context.sum(1) < min_context)[:, None], ~covered, context)
+    k = int(context.sum(1).min())
+    noise = torch.rand(batch, n, generator=gen, device=device) + (~context).float() * 2
+    return noise.argsort(1)[:, :k].sort(1).values, targets

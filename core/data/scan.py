@@ -1,0 +1,198 @@
+"""Validate and describe a dataset file: formats, magic numbers, counts, classes, sizes, modes,
+channel mean/std and a content hash (sha256 of the bytes, so the same file always hashes alike)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data.archives import ARCHIVE_FORMATS, Limits, UnsafeArchive, check_archive, iter_members
+from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
+from core.data.files import as_images
+from core.data.idx import parse_idx
+from core.data.images import collect
+from core.data.text import TEXT_FORMATS, describe_text, read_text
+
+FILE_FORMATS = (*ARCHIVE_FORMATS, "npz", "idx", *TEXT_FORMATS)
+FOLDER_FORMAT = "folder"  # a local directory of images (registered by path, never uploaded)
+_SUFFIXES = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".zip", "zip"), (".tar", "tar"), (".npz", "npz"),
+             (".jsonl", "jsonl"), (".txt", "txt"), (".idx", "idx"), ("-ubyte", "idx"), ("-ubyte.gz", "idx"))
+
+
+@dataclass
+class ScanOptions:
+    image_size: int | None = None  # resize every image to this side; default: the most common side
+    test_fraction: float = 0.2  # used when the source has no test/ folder
+    seed: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class ScanResult:
+    n_items: int
+    n_test: int
+    n_classes: int
+    content_hash: str
+    stats: dict
+    train: ArrayDataset | None = None  # None for text
+    test: ArrayDataset | None = None
+
+
+def format_from_name(filename: str) -> str | None:
+    lower = filename.lower()
+    for suffix, fmt in _SUFFIXES:
+        if lower.endswith(suffix):
+            return fmt
+    return None
+
+
+def looks_like(fmt: str, head: bytes) -> bool:
+    """Whether the first bytes of a file fit the format (checked before anything is parsed)."""
+    if fmt in ("zip", "npz"):
+        return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+    if fmt == "tar.gz":
+        return head[:2] == b"\x1f\x8b"
+    if fmt == "tar":
+        return head[257:262] == b"ustar" or (len(head) >= 512 and not any(head[:512]))
+    if fmt == "idx":
+        return head[:2] == b"\x1f\x8b" or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in (8, 9, 11, 12, 13, 14))
+    if fmt in TEXT_FORMATS:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return exc.start >= len(head) - 3  # a multi-byte character cut by the head's end
+        return True
+    return False
+
+
+def check_file(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
+    """The cheap synchronous check the upload endpoint runs: magic number and archive safety."""
+    if fmt not in FILE_FORMATS:
+        raise DatasetUnavailable(f"unknown format {fmt!r}; choose one of {', '.join(FILE_FORMATS)}")
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not looks_like(fmt, head):
+        raise DatasetUnavailable(f"the file does not look like {fmt} (bad magic number)")
+    if fmt in ARCHIVE_FORMATS or fmt == "npz":
+        check_archive(path, "zip" if fmt == "npz" else fmt, limits)
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _image_result(train: ArrayDataset, test: ArrayDataset, digest: str, facts: dict) -> ScanResult:
+    mean, std = train.channel_stats()
+    n_classes = max(train.num_classes, test.num_classes)
+    stats = {"modality": "image", "mean": mean, "std": std, "channels": train.channels,
+             "image_size": train.image_size, "labelled": bool((train.labels >= 0).any()), **facts}
+    return ScanResult(len(train), len(test), n_classes, digest, stats, train, test)
+
+
+def _read_idx_capped(path: Path, limits: Limits) -> np.ndarray:
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as f:
+        raw = f.read(limits.max_member_bytes + 1)
+    if len(raw) > limits.max_member_bytes:
+        raise DatasetUnavailable(f"IDX file expands past {limits.max_member_bytes} bytes")
+    try:
+        return parse_idx(raw).copy()  # writable, owned by the array
+    except ValueError as exc:
+        raise DatasetUnavailable(str(exc)) from exc
+
+
+def _scan_idx(path: Path, options: ScanOptions) -> tuple[ArrayDataset, ArrayDataset, dict]:
+    """A single images IDX file (unlabelled), or a folder of MNIST-style *images*/*labels* pairs."""
+    def part(images_file: Path) -> ArrayDataset:
+        images = _read_idx_capped(images_file, options.limits)
+        labels_file = images_file.with_name(images_file.name.replace("images", "labels").replace("idx3", "idx1"))
+        labels = np.full(len(images), -1, dtype=np.int64)
+        if labels_file != images_file and labels_file.exists():
+            labels = _read_idx_capped(labels_file, options.limits).astype(np.int64)
+            if len(labels) != len(images):
+                raise DatasetUnavailable(f"{labels_file.name} has {len(labels)} labels for {len(images)} images")
+        return ArrayDataset(as_images(images), torch.from_numpy(labels))
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if "images" in p.name and "idx" in p.name)
+        train_files = [p for p in files if not p.name.startswith(("t10k", "test"))]
+        test_files = [p for p in files if p.name.startswith(("t10k", "test"))]
+        if len(train_files) != 1:
+            raise DatasetUnavailable("an IDX folder needs one *images-idx* training file (and optionally t10k-/test-)")
+        train = part(train_files[0])
+        if test_files:
+            return train, part(test_files[0]), {"split": "source"}
+    else:
+        train = part(path)
+    train, test = split_by_fraction(train, options.test_fraction, options.seed)
+    return train, test, {"split": f"seeded fraction {options.test_fraction} (seed {options.seed})"}
+
+
+def _folder_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(item.relative_to(path)).encode() + b"\0" + bytes.fromhex(file_sha256(item)))
+    return digest.hexdigest()
+
+
+def iter_folder(root: Path, limits: Limits):
+    """(relative path, bytes) for the files under root, in sorted order; links are refused."""
+    total = 0
+    for item in sorted(root.rglob("*")):
+        if item.is_symlink():
+            raise UnsafeArchive(f"{item.relative_to(root)} is a symlink")
+        if not item.is_file():
+            continue
+        size = item.stat().st_size
+        total += size
+        if size > limits.max_member_bytes or total > limits.max_total_bytes:
+            raise UnsafeArchive(f"the folder is larger than the limits ({item.relative_to(root)})")
+        yield item.relative_to(root).as_posix(), item.read_bytes()
+
+
+def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) -> ScanResult:
+    """Read and describe a local dataset file (or an IDX folder); raises DatasetUnavailable with the
+    reason when it is not a usable dataset."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetUnavailable(f"no such file: {path}")
+    if fmt == "idx":
+        train, test, facts = _scan_idx(path, options)
+        digest = _folder_sha256(path) if path.is_dir() else file_sha256(path)
+        train, test = _resized(train, options), _resized(test, options)
+        return _image_result(train, test, digest, facts)
+    if fmt == FOLDER_FORMAT:
+        if not path.is_dir():
+            raise DatasetUnavailable(f"not a folder: {path}")
+        found = collect(iter_folder(path, options.limits), options.limits.max_pixels)
+        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed)
+        return _image_result(train, test, _folder_sha256(path), facts)
+    check_file(path, fmt, options.limits)
+    digest = file_sha256(path)
+    if fmt in TEXT_FORMATS:
+        data = read_text(path, fmt)
+        facts = describe_text(data, options.test_fraction, options.seed)
+        counts = {k: facts.pop(k) for k in ("n_items", "n_test", "n_classes")}
+        return ScanResult(counts["n_items"], counts["n_test"], counts["n_classes"], digest, facts)
+    if fmt == "npz":
+        from core.data.files import load_npz
+
+        train, test = load_npz(str(path))
+        train, test = _resized(train, options), _resized(test, options)
+        return _image_result(train, test, digest, {"split": "source" if len(test) else "seeded fraction 0.2 (seed 0)"})
+    found = collect(iter_members(path, fmt, options.limits), options.limits.max_pixels)
+    train, test, facts = found.build(options.image_size, options.test_fraction, options.seed)
+    return _image_result(train, test, digest, facts)
+
+
+def _resized(data: ArrayDataset, options: ScanOptions) -> ArrayDataset:
+    from core.data.transforms import resize
+
+    return resize(data, options.image_size) if options.image_size else data

@@ -1,0 +1,23 @@
+"""Barlow Twins redundancy-reduction loss (Zbontar et al., 2021, arXiv:2103.03230, eq. 1)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def standardize(z: Tensor, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation without affine parameters: zero mean, unit (biased) variance per dim."""
+    return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
+
+
+def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
+    """(D, D) cross-correlation of the batch-standardised projections z1, z2: (N, D)."""
+    return standardize(z1.float()).T @ standardize(z2.float()) / len(z1)
+
+
+def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
+    """sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2, for projections z1, z2: (N, D)."""
+    c = cross_correlation(z1, z2)
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag

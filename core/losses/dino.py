@@ -1,0 +1,32 @@
+"""DINO self-distillation loss and center update (Caron et al., 2021, arXiv:2104.14294, Alg. 1)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center: Tensor,
+              student_temp: float = 0.1, teacher_temp: float = 0.04) -> Tensor:
+    """Cross-entropy H(P_t, P_s) between every teacher crop and every *other* student crop.
+
+    student_logits: V tensors (B, K), all crops; the first G are the global crops that
+    teacher_logits (G tensors (B, K)) also saw, so pairs with the same index are skipped.
+    center: (K,). Targets are softmax((t - center) / teacher_temp) and carry no gradient.
+    Returns the mean over pairs of the batch-mean cross-entropy."""
+    targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits]
+    log_probs = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
+    total, pairs = 0.0, 0
+    for g, target in enumerate(targets):
+        for v, log_p in enumerate(log_probs):
+            if v != g:
+                total = total + (-target * log_p).sum(-1).mean()
+                pairs += 1
+    return total / pairs
+
+
+@torch.no_grad()
+def updated_center(center: Tensor, teacher_logits: list[Tensor], momentum: float = 0.9) -> Tensor:
+    """center <- m * center + (1 - m) * mean of the teacher outputs over batch and crops (eq. 4)."""
+    batch_center = torch.cat(teacher_logits).float().mean(0)
+    return center * momentum + batch_center * (1 - momentum)

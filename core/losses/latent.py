@@ -1,0 +1,32 @@
+"""Regression onto teacher latents: I-JEPA's layer-normed targets (arXiv:2301.08243) and data2vec's
+average of the top-K instance-normalised blocks (arXiv:2202.03555)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def feature_norm(x: Tensor) -> Tensor:
+    """Parameter-free layer norm over the last (feature) dimension."""
+    return F.layer_norm(x, x.shape[-1:])
+
+
+def top_k_average(layers: list[Tensor], k: int) -> Tensor:
+    """data2vec targets: each of the last k block outputs (B, N, D) normalised over its features
+    without affine parameters, then averaged."""
+    if not 1 <= k <= len(layers):
+        raise ValueError(f"top_k must be in 1..{len(layers)}, got {k}")
+    return torch.stack([feature_norm(layer) for layer in layers[-k:]]).mean(0)
+
+
+def latent_regression(pred: Tensor, target: Tensor, loss: str = "smooth_l1", beta: float = 1.0) -> Tensor:
+    """pred, target: (..., D). Elementwise smooth_l1 (threshold beta; I-JEPA's code) or squared
+    error, averaged over all elements."""
+    if loss == "smooth_l1":
+        per = F.smooth_l1_loss(pred, target, reduction="none", beta=beta)
+    elif loss == "mse":
+        per = (pred - target).pow(2)
+    else:
+        raise ValueError(f"unknown latent loss {loss!r}; choose smooth_l1 or mse")
+    return per.mean()

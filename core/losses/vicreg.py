@@ -1,0 +1,38 @@
+"""VICReg: variance-invariance-covariance regularisation (Bardes et al., 2021, arXiv:2105.04906, sec. 3)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def invariance(z1: Tensor, z2: Tensor) -> Tensor:
+    """Mean squared distance between paired embeddings (eq. 5), z1, z2: (N, D)."""
+    return F.mse_loss(z1.float(), z2.float())
+
+
+def variance(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """Hinge on the per-dimension std: mean_j max(0, gamma - sqrt(Var(z_j) + eps)) (eq. 1)."""
+    std = torch.sqrt(z.float().var(0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance(z: Tensor) -> Tensor:
+    """Sum of squared off-diagonal covariances divided by D (eq. 3-4)."""
+    z = z.float() - z.float().mean(0)
+    n, d = z.shape
+    cov = z.T @ z / (n - 1)
+    return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+
+
+def vicreg_loss(z1: Tensor, z2: Tensor, inv_weight: float = 25.0, var_weight: float = 25.0,
+                cov_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum (eq. 6) for expander outputs z1, z2: (N, D). Returns (loss, the three terms);
+    variance and covariance are averaged over the two branches as in the official code."""
+    terms = {
+        "invariance": invariance(z1, z2),
+        "variance": (variance(z1) + variance(z2)) / 2,
+        "covariance": covariance(z1) + covariance(z2),
+    }
+    loss = inv_weight * terms["invariance"] + var_weight * terms["variance"] + cov_weight * terms["covariance"]
+    return loss, {k: v.detach() for k, v in terms.items()}

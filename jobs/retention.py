@@ -24,7 +24,7 @@ def _loss(row: Checkpoint) -> float:
 def to_keep(rows: list[Checkpoint], keep_last: int, scored: set[str]) -> set[str]:
     """Ids to keep among one job's checkpoints: the newest `keep_last`, the final ones, the one
     with the lowest recorded training loss, and any that scores refer to."""
-    newest = sorted(rows, key=lambda r: (r.step, r.created_at), reverse=True)
+    newest = sorted(rows, key=lambda r: r.step, reverse=True)  # (created_at mixes naive and aware on SQLite)
     keep = {r.id for r in newest[:keep_last]}
     keep |= {r.id for r in rows if r.final or r.id in scored}
     finite = [r for r in rows if _loss(r) != float("inf")]

@@ -69,3 +69,16 @@ def test_garbage_collector_deletes_only_old_unregistered_folders(service):
     assert not store.exists(f"checkpoints/{old_orphan}")
     assert store.exists(f"checkpoints/{young_orphan}")  # may be a checkpoint being written right now
     assert store.exists(checkpoints.part_key(registered, "backbone"))
+
+
+def test_prune_with_two_checkpoints_at_one_step(service):
+    """A cancel or shutdown checkpoint can land on the step of a periodic one."""
+    store = ArtifactStore(service.storage_url)
+    job_id = make_job(service)
+    best = add_checkpoint(service, store, job_id, 10, 1.0)
+    add_checkpoint(service, store, job_id, 20, 3.0)
+    add_checkpoint(service, store, job_id, 20, 3.0)
+    with session_scope(service.database_url) as session:
+        dropped = retention.prune(session, job_id, keep_last=1)
+        kept = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all()
+    assert len(dropped) == 1 and {row.step for row in kept} == {10, 20} and best in {row.id for row in kept}

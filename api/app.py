@@ -6,7 +6,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
+from api.limits import BodySizeLimit, RateLimit
 from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, neighbors, scores
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
@@ -25,12 +27,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    methods.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    # Outermost last: the rate limit answers before any body is read.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt={("POST", "/v1/datasets")})
+    if settings.rate_limit_per_second > 0:
+        app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
+                           exempt_paths={"/healthz", "/readyz"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
         errors = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": e.get("type")}
                   for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def out_of_range(_: Request, exc: Exception):  # e.g. an offset beyond the database's integers
+        return JSONResponse({"detail": "a value in the request is out of range"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):  # last resort: log it, answer JSON

@@ -45,6 +45,8 @@ def decode_array(index: int, values: list) -> np.ndarray:
         array = array[..., None]
     elif array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)
+    if array.size > 3 * MAX_PIXELS:
+        raise BadInput(index, f"pixel array has {array.size} values; at most {3 * MAX_PIXELS}")
     if array.ndim != 3 or array.shape[-1] not in (1, 3) or min(array.shape[:2]) < 1:
         raise BadInput(index, f"expected H x W, H x W x C or C x H x W with C in (1, 3); got shape {array.shape}")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jobs.tables import Job, JobEvent, utcnow
@@ -75,7 +75,7 @@ def release(session: Session, job_id: str, worker_id: str, reason: str) -> str |
     if job.attempt >= job.max_attempts:
         ok = finish(session, job_id, worker_id, FAILED, error=f"{reason} (after {job.attempt} attempts)")
         return FAILED if ok else None
-    ok = _transition(session, job_id, ACTIVE, {"state": RETRYING, "worker_id": None, "heartbeat_at": None},
+    ok = _transition(session, job_id, ACTIVE, {"state": RETRYING, "worker_id": None, "heartbeat_at": utcnow()},
                      f"retrying: {reason}", worker_id)
     return RETRYING if ok else None
 
@@ -108,6 +108,23 @@ def sweep_stale(session: Session, timeout_seconds: float, now: datetime | None =
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def doorbells_due(session: Session, seconds: float, now: datetime | None = None) -> list[tuple[str, str]]:
+    """(id, queue) of waiting jobs whose last doorbell is older than `seconds`: its message may
+    have died with a killed worker (a broker drops what a worker took and never acked). Each is
+    marked rung now, conditionally, so that of several sweepers only one rings it again.
+    For a waiting job `heartbeat_at` holds its last doorbell (None: rung at creation)."""
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(seconds=seconds)
+    last_rung = func.coalesce(Job.heartbeat_at, Job.created_at)
+    due = session.execute(select(Job.id, Job.queue).where(Job.state.in_(WAITING), last_rung < cutoff)).all()
+    rung = []
+    for job_id, queue in due:
+        query = update(Job).where(Job.id == job_id, Job.state.in_(WAITING), last_rung < cutoff)
+        if session.execute(query.values(heartbeat_at=now).execution_options(synchronize_session=False)).rowcount == 1:
+            rung.append((job_id, queue))
+    return rung
 
 
 def waiting_since(session: Session, seconds: float) -> list[tuple[str, str]]:

@@ -33,12 +33,17 @@ class Settings(BaseSettings):
     shuffle_buffer: int = 1000  # WebDataset streaming
     stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
     page_size_max: int = 500
+    rate_limit_per_second: float = 50.0  # per API key (per client address when auth is off); 0: off
+    rate_limit_burst: int = 100
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0
     sweep_interval: float = 5.0
     max_attempts: int = 3
+    requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5
     model_cache_size: int = 4
+    gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files
+    gc_min_age: float = 3600.0  # younger unregistered files may be a checkpoint being written now
 
     def resolved(self) -> "Settings":
         """Fill the embedded defaults (SQLite, SQLite broker, local artifacts) from `home`."""

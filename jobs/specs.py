@@ -53,6 +53,9 @@ class PretrainSpec(Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: final only")
+    keep_last: int | None = Field(None, ge=1, le=1000,
+                                  description="keep only the newest N checkpoints (plus the best and the final); "
+                                              "default: keep all")
     log_every: int = Field(10, gt=0)
     max_attempts: int = Field(3, ge=1, le=20)
     evaluations: list[EvaluationSpec] = Field(default_factory=default_evaluations,

@@ -59,6 +59,24 @@ class ArtifactStore:
         check_key(key)
         return (self.root / key).exists() if self.root is not None else self._fs().exists(f"{self.url}/{key}")
 
+    def list_dir(self, prefix: str) -> list[tuple[str, float]]:
+        """(name, newest modification time) of each entry directly under `prefix`."""
+        check_key(prefix)
+        if self.root is not None:
+            base = self.root / prefix
+            if not base.is_dir():
+                return []
+            return [(entry.name, _newest_mtime(entry)) for entry in base.iterdir()]
+        fs = self._fs()
+        if not fs.exists(f"{self.url}/{prefix}"):
+            return []
+        out = []
+        for entry in fs.ls(f"{self.url}/{prefix}", detail=True):
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            files = fs.find(entry["name"], detail=True).values() if entry.get("type") == "directory" else [entry]
+            out.append((name, max((_mtime(f) for f in files), default=0.0)))
+        return out
+
     def delete(self, key: str) -> None:
         check_key(key)
         if self.root is not None:
@@ -69,3 +87,15 @@ class ArtifactStore:
                 path.unlink(missing_ok=True)
         else:
             self._fs().rm(f"{self.url}/{key}", recursive=True)
+
+
+def _newest_mtime(path: Path) -> float:
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.rglob("*")), default=path.stat().st_mtime)
+    return path.stat().st_mtime
+
+
+def _mtime(info: dict) -> float:
+    """Modification time from an fsspec info dict (local: mtime; s3: LastModified)."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created") or 0
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)

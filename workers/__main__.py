@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 
 from celery.signals import worker_shutting_down
 
@@ -16,11 +17,19 @@ log = logging.getLogger("workers")
 
 
 def sweeper(settings, stop: threading.Event) -> None:
+    """Re-queue jobs of lost workers every sweep_interval; collect unregistered files every gc_interval."""
+    last_gc = time.monotonic()
     while not stop.wait(settings.sweep_interval):
         try:
             runner.sweep_once(settings)
         except Exception:
             log.warning("sweep failed; will retry", exc_info=True)
+        if settings.gc_interval > 0 and time.monotonic() - last_gc >= settings.gc_interval:
+            last_gc = time.monotonic()
+            try:
+                runner.collect_garbage(settings)
+            except Exception:
+                log.warning("garbage collection failed; will retry", exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build
 from core.train import Callbacks, TrainConfig, train
-from jobs import checkpoints, datasets, lifecycle
+from jobs import checkpoints, datasets, lifecycle, retention
 from jobs.specs import PretrainSpec
 from jobs.tables import Dataset, Job
 from jobs.version import code_version
@@ -27,8 +29,10 @@ class ServiceCallbacks(Callbacks):
         self.reason: str | None = None
         self.final_checkpoint: str | None = None
         self.health = None  # a workers.health.HealthMonitor when the spec asks for health_every
+        self.logs: dict[str, float] = {}
 
     def on_log(self, step, logs):
+        self.logs = dict(logs)
         self.ctx.log_metrics(step, logs, self.total)
 
     def should_stop(self, step):
@@ -47,19 +51,34 @@ class ServiceCallbacks(Callbacks):
                 trees[name] = module.state_dict()
         trees["full"] = state
         is_final = final and self.reason is None
+        manifest = {**self.manifest, "metrics": self.logs}
+        pruned: list[str] = []
 
         def write(session):
             job = session.get(Job, self.ctx.job_id)
             row = checkpoints.register(session, self.ctx.store, project_id=job.project_id, job_id=job.id, step=step,
                                        final=is_final, method=self.spec.method, backbone=self.manifest["backbone"]["name"],
-                                       dataset_id=self.dataset_id, trees=trees, manifest=self.manifest,
-                                       aliases=aliases)
+                                       dataset_id=self.dataset_id, trees=trees, manifest=manifest, aliases=aliases)
             lifecycle.log_event(session, job.id, "checkpoint", f"checkpoint {row.id} at step {step}", checkpoint=row.id)
+            pruned[:] = retention.prune(session, job.id, self.spec.keep_last) if self.spec.keep_last else []
             return row.id
 
         checkpoint_id = self.ctx.write(write)
-        if is_final:
+        retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
+        if final:  # the end of training, or the checkpoint a cancel stops at
             self.final_checkpoint = checkpoint_id
+
+
+def build_method(spec: PretrainSpec, channels: int, image_size: int, mean, std):
+    torch.manual_seed(spec.seed)  # the initial weights too are a function of the spec's seed
+    return build(spec.method, spec.backbone, in_channels=channels, image_size=image_size, mean=mean, std=std,
+                 augment=spec.augment, backbone_options=spec.backbone_options, **spec.method_options)
+
+
+def train_config(spec: PretrainSpec, total: int) -> TrainConfig:
+    return TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
+                       weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
+                       precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
 
 
 def run_pretrain(ctx: JobContext, raw_spec: dict):
@@ -77,13 +96,9 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
             train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
         source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
-    method = build(spec.method, spec.backbone, in_channels=channels, image_size=image_size,
-                   mean=mean, std=std, augment=spec.augment, backbone_options=spec.backbone_options,
-                   **spec.method_options)
+    method = build_method(spec, channels, image_size, mean, std)
     total = spec.total_steps(n_items)
-    config = TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
-                         weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
-                         precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
+    config = train_config(spec, total)
     encoder = method.downstream_encoder()
     manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "backbone": encoder.config,
                 "feature_dim": encoder.feature_dim, "normalization": {"mean": mean, "std": std},

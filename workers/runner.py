@@ -13,10 +13,11 @@ import sys
 import threading
 import uuid
 
-from jobs import lifecycle
+from jobs import lifecycle, retention
 from jobs.db import retrying, session_scope
 from jobs.queue import enqueue
 from jobs.settings import Settings, get_settings
+from jobs.storage import ArtifactStore
 from jobs.tables import Job
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,24 @@ def sweep_once(settings: Settings) -> list[str]:
     for job_id, queue in queues.items():
         log.warning("job %s lost its worker; re-enqueued", job_id)
         enqueue(settings, job_id, queue)
+    with session_scope(settings.database_url) as session:
+        due = lifecycle.doorbells_due(session, settings.requeue_after)
+    for job_id, queue in due:  # duplicates are harmless: only one claim succeeds
+        log.warning("job %s has waited %.0fs since its last doorbell; ringing again", job_id, settings.requeue_after)
+        enqueue(settings, job_id, queue)
     return requeue
+
+
+def collect_garbage(settings: Settings) -> list[str]:
+    """Delete artifact files that no checkpoint row refers to (see jobs/retention.py)."""
+    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+    with session_scope(settings.database_url) as session:
+        return retention.collect_garbage(session, store, settings.gc_min_age)
 
 
 def request_stop() -> None:
     _stop.set()
+
+
+def stopping() -> bool:
+    return _stop.is_set()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.exceptions import Reject
 
 from jobs.queue import SCAN_TASK_NAME, TASK_NAME
 
@@ -9,9 +10,11 @@ from jobs.queue import SCAN_TASK_NAME, TASK_NAME
 def register(app: Celery) -> None:
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def run_job(job_id: str) -> str:
-        from workers.runner import run_job as run
+        from workers import runner
 
-        return run(job_id)
+        if runner.stopping():  # a message taken during shutdown goes back for another worker
+            raise Reject("worker shutting down", requeue=True)
+        return runner.run_job(job_id)
 
     @app.task(name=SCAN_TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def scan_dataset(dataset_id: str) -> str:

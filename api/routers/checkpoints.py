@@ -24,8 +24,10 @@ def get_checkpoint(session, project: str, checkpoint_id: str) -> Checkpoint:
 
 
 @router.get("/checkpoints")
-def list_checkpoints(session: SessionDep, project: ProjectDep, job: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+def list_checkpoints(session: SessionDep, settings: SettingsDep, project: ProjectDep, job: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
+    limit = min(limit, settings.page_size_max)
     q = select(Checkpoint).where(Checkpoint.project_id == project)
     if job:
         q = q.where(Checkpoint.job_id == job)

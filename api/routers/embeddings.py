@@ -43,15 +43,21 @@ def load_encoder(request: Request, settings, session, project: str, checkpoint_i
         raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be loaded: {exc}")
 
 
+def check_sizes(inputs: list, settings) -> None:
+    """413 for an encoded image over max_embedding_input_bytes, before anything is decoded or loaded."""
+    for i, item in enumerate(inputs):
+        if isinstance(item, str) and len(item) > settings.max_embedding_input_bytes:
+            raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
+
+
 def embed_inputs(inputs: list, encoder, manifest: dict, settings) -> torch.Tensor:
     """(N, D) float32 embeddings of base64 images / pixel arrays; 413/422 on bad input."""
+    check_sizes(inputs, settings)
     channels, _, size = manifest["input_size"]
     images = []
     try:
         for i, item in enumerate(inputs):
             if isinstance(item, str):
-                if len(item) > settings.max_embedding_input_bytes:
-                    raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
                 array = decode_image(i, item)
             elif isinstance(item, list):
                 array = decode_array(i, item)
@@ -71,6 +77,7 @@ def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, se
                project: ProjectDep) -> dict:
     if len(body.input) > settings.max_embedding_inputs:
         raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
+    check_sizes(body.input, settings)
     encoder, manifest = load_encoder(request, settings, session, project, body.model)
     vectors = embed_inputs(body.input, encoder, manifest, settings).numpy()
     data = []

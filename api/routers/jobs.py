@@ -59,9 +59,10 @@ def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: Sett
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(session: SessionDep, project: ProjectDep, state: str | None = None, kind: str | None = None,
-              method: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+def list_jobs(session: SessionDep, settings: SettingsDep, project: ProjectDep, state: str | None = None,
+              kind: str | None = None, method: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
+    limit = min(limit, settings.page_size_max)
     q = select(Job).where(Job.project_id == project)
     for column, value in ((Job.state, state), (Job.kind, kind), (Job.method, method)):
         if value is not None:
@@ -89,7 +90,8 @@ def cancel(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
 
 @router.get("/jobs/{job_id}/metrics")
 def metrics(job_id: str, session: SessionDep, project: ProjectDep, name: str | None = None,
-            after_step: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
+            after_step: Annotated[int, Query(ge=0, le=2**62)] = 0,
+            limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict:
     get_job(session, project, job_id)
     q = select(Metric).where(Metric.job_id == job_id, Metric.step > after_step)
     if name:
@@ -104,7 +106,7 @@ def event_dict(e: JobEvent) -> dict:
 
 @router.get("/jobs/{job_id}/events")
 async def events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-                 stream: bool = False, after: Annotated[int, Query(ge=0)] = 0):
+                 stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0):
     """The job's events; with stream=true a Server-Sent Events stream until the job ends."""
     get_job(session, project, job_id)
     if not stream:

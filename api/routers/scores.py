@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import ProjectDep, SessionDep
+from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import ScoreOut
 from jobs import scores
 
@@ -13,12 +13,13 @@ router = APIRouter(tags=["scores"])
 
 
 @router.get("/scores")
-def list_scores(session: SessionDep, project: ProjectDep, dataset: str | None = None, protocol: str | None = None,
-                metric: str | None = None, method: str | None = None, backbone: str | None = None,
+def list_scores(session: SessionDep, settings: SettingsDep, project: ProjectDep, dataset: str | None = None,
+                protocol: str | None = None, metric: str | None = None, method: str | None = None, backbone: str | None = None,
                 checkpoint: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
     """Score rows (newest first) and the leaderboard: the best value per method (baselines count
     as methods) for each dataset/protocol/metric, with its score per pretraining compute-hour."""
+    limit = min(limit, settings.page_size_max)
     dataset = scores.dataset_filter(session, project, dataset)
     rows = scores.query(session, project, dataset=dataset, protocol=protocol, metric=metric, method=method,
                         backbone=backbone, checkpoint=checkpoint, limit=limit, offset=offset)

@@ -8,7 +8,7 @@ from torch import nn
 
 from core.checkpoint import CorruptCheckpoint, load_backbone, sha256_file
 from jobs.settings import Settings
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
 
@@ -24,7 +24,7 @@ class ModelCache:
                 self.models.move_to_end(checkpoint.id)
                 return self.models[checkpoint.id]
         info = checkpoint.parts["backbone"]
-        store = ArtifactStore(settings.storage_url, settings.home / "cache")
+        store = store_for(settings)
         path = store.local_path(info["key"])
         if sha256_file(path) != info["sha256"]:
             raise CorruptCheckpoint(f"checkpoint {checkpoint.id} failed its sha256 check")

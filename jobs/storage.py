@@ -99,3 +99,8 @@ def _mtime(info: dict) -> float:
     """Modification time from an fsspec info dict (local: mtime; s3: LastModified)."""
     value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created") or 0
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def store_for(settings) -> ArtifactStore:
+    """The service's artifact store, from settings (storage URL, cache folder, S3 endpoint)."""
+    return ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache", storage_options=settings.storage_options)

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from jobs import lifecycle
 from jobs.db import retrying, session_scope
 from jobs.settings import Settings
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Job, Metric
 
 
@@ -24,8 +24,7 @@ def pick_device(requested: str) -> torch.device:
 class JobContext:
     def __init__(self, settings: Settings, job_id: str, worker_id: str):
         self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
-        self.store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
-                                   storage_options=settings.storage_options)
+        self.store = store_for(settings)
         self.shutdown = False
         self._last_poll, self._last_state = 0.0, lifecycle.RUNNING
 

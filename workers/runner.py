@@ -17,7 +17,7 @@ from jobs import lifecycle, retention
 from jobs.db import retrying, session_scope
 from jobs.queue import enqueue
 from jobs.settings import Settings, get_settings
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Job
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,20 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
         except Exception:
             log.warning("heartbeat for %s failed; will retry", job_id, exc_info=True)
             continue
-        if state is None:  # the lease was taken from us (swept as stale): stop the child
+        if state is None:  # not running under our lease: finished by the child, or swept as stale
+            if _finished(settings, job_id):
+                code = child.wait()
+                break
             child.kill()
             child.wait()
             return "lease-lost"
     return _after_child(settings, job_id, worker_id, code)
+
+
+def _finished(settings: Settings, job_id: str) -> bool:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        return job is None or job.state in lifecycle.TERMINAL
 
 
 def _beat(settings: Settings, job_id: str, worker_id: str) -> str | None:
@@ -112,7 +121,7 @@ def sweep_once(settings: Settings) -> list[str]:
 
 def collect_garbage(settings: Settings) -> list[str]:
     """Delete artifact files that no checkpoint row refers to (see jobs/retention.py)."""
-    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache")
+    store = store_for(settings)
     with session_scope(settings.database_url) as session:
         return retention.collect_garbage(session, store, settings.gc_min_age)
 

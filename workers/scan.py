@@ -7,7 +7,7 @@ import logging
 from jobs import datasets
 from jobs.db import session_scope
 from jobs.settings import Settings, get_settings
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Dataset
 
 log = logging.getLogger(__name__)
@@ -15,8 +15,7 @@ log = logging.getLogger(__name__)
 
 def run_scan(dataset_id: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
-    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
-                          storage_options=settings.storage_options)
+    store = store_for(settings)
     with session_scope(settings.database_url) as session:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or dataset.state != "pending":

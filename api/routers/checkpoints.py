@@ -10,7 +10,7 @@ from sqlalchemy import select
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import CheckpointOut, ScoreOut
 from jobs import scores
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
 router = APIRouter(tags=["checkpoints"])
@@ -53,7 +53,7 @@ def download(checkpoint_id: str, request: Request, session: SessionDep, settings
     etag = f'"{info["sha256"]}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    path = ArtifactStore(settings.storage_url, settings.home / "cache").local_path(info["key"])
+    path = store_for(settings).local_path(info["key"])
     if not path.exists():
         raise HTTPException(410, f"the file of checkpoint {checkpoint_id} ({part}) is gone from the artifact store")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}-{part}.safetensors",

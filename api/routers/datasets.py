@@ -20,7 +20,7 @@ from core.data.scan import FILE_FORMATS, check_file, format_from_name
 from jobs import datasets
 from jobs.ids import new_id
 from jobs.queue import enqueue_scan
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Dataset
 from jobs.uploads import UploadSink
 
@@ -94,8 +94,7 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
 
 
 async def upload(request: Request, session, settings, project: str) -> Dataset:
-    store = ArtifactStore(settings.storage_url, cache_dir=settings.home / "cache",
-                          storage_options=settings.storage_options)
+    store = store_for(settings)
     dataset_id = new_id("ds")
     key = f"datasets/{dataset_id}/source"
     form = await read_form(request, lambda: UploadSink(store, key, settings.max_upload_bytes),
@@ -138,7 +137,7 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
 
 @router.get("/datasets")
 def list_datasets(session: SessionDep, project: ProjectDep, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> dict:
     rows = session.scalars(select(Dataset).where(Dataset.project_id == project).order_by(Dataset.created_at)
                            .limit(limit).offset(offset)).all()
     return {"data": [DatasetOut.model_validate(r).model_dump(mode="json") for r in rows]}

@@ -14,7 +14,7 @@ from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.routers.embeddings import embed_inputs, load_encoder
 from core.checkpoint import CorruptCheckpoint, load_tree
 from core.index import exact_search, hnsw_search
-from jobs.storage import ArtifactStore
+from jobs.storage import store_for
 from jobs.tables import Job
 
 router = APIRouter(tags=["neighbors"])
@@ -39,7 +39,7 @@ class IndexCache:
             if job.id in self.items:
                 self.items.move_to_end(job.id)
                 return self.items[job.id]
-        store = ArtifactStore(settings.storage_url, settings.home / "cache")
+        store = store_for(settings)
         tree, _ = load_tree(store.local_path(job.result["key"]), expected_sha256=job.result["sha256"])
         with self.lock:
             self.items[job.id] = tree

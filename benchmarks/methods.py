@@ -6,7 +6,8 @@ Prints one row per method: steps, img/s, final loss, weighted-kNN top-1 (k=20) o
 downstream encoder on the dataset's test split, and the embedding spread (mean per-dimension std
 of L2-normalised features times sqrt(dim): ~1 spread over the sphere, 0 collapsed). Raw pixels
 and randomly initialised backbones are printed as baselines. CNN methods use small_cnn, ViT
-methods a 6-block ViT-Tiny at dim 96 with 4x4 patches (16x16 inputs: 16 tokens)."""
+methods a 6-block ViT-Tiny at dim 96 with 4x4 patches (16x16 inputs: 16 tokens); heads are
+scaled to CPU size (CPU_OPTIONS), everything else is each method's paper default."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,12 @@ from core.methods import build, method_info, method_names
 from core.train import Callbacks, TrainConfig, train
 
 CNN = ("small_cnn", {"width": 32})
+# Heads scaled to the CPU budget (the papers' 4096-8192-wide projectors would dominate the run);
+# each method takes the names it has.
+CPU_OPTIONS = {"proj_hidden_dim": 512, "proj_dim": 128, "pred_hidden_dim": 512, "out_dim": 1024, "bottleneck_dim": 128,
+               "num_prototypes": 100, "queue_size": 4096, "support_size": 4096, "decoder_dim": 64, "decoder_depth": 2,
+               "predictor_dim": 64, "predictor_depth": 2}
+WIDE_PROJECTOR = {"barlow_twins", "vicreg"}  # their losses need a wide embedding
 VIT = ("vit_tiny", {"dim": 96, "depth": 6, "heads": 3, "patch_size": 4})
 
 
@@ -92,8 +99,12 @@ def main() -> None:
     for name in names:
         arch, options = VIT if method_info(name).default_backbone.startswith("vit") else CNN
         torch.manual_seed(0)
+        known = method_info(name).options()
+        method_options = {k: v for k, v in CPU_OPTIONS.items() if k in known}
+        if name in WIDE_PROJECTOR:
+            method_options["proj_dim"] = 512
         method = build(name, backbone=arch, in_channels=1, image_size=args.image_size, mean=mean, std=std,
-                       backbone_options=options)
+                       backbone_options=options, **method_options)
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.steps // 10,
                              log_every=max(1, args.steps // 10), seed=0)
         recorder = LastLog()

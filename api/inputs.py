@@ -7,8 +7,9 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+from core.data.transforms import resize_images
 
 MAX_PIXELS = 4096 * 4096
 
@@ -61,6 +62,4 @@ def to_model_input(index: int, array: np.ndarray, channels: int, size: int) -> t
         x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
     elif x.shape[0] == 1 and channels == 3:
         x = x.expand(3, -1, -1)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return x.round().clamp(0, 255).to(torch.uint8)
+    return resize_images(x[None], size)[0]

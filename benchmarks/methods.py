@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from core.backbones import build_backbone
 from core.data.builtin import load
+from core.data.transforms import resize_images
 from core.evaluate.features import extract_features, raw_pixels
 from core.evaluate.knn import knn_accuracy
 from core.methods import build, method_info, method_names
@@ -40,13 +41,6 @@ class LastLog(Callbacks):
 
     def on_log(self, step, logs):
         self.logs = logs
-
-
-def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size:
-        return images
-    x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def spread(features: torch.Tensor) -> float:
@@ -75,9 +69,9 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     train_set, test_set = load(args.dataset)
-    train_set.images = resized(train_set.images[: args.train_items], args.image_size)
+    train_set.images = resize_images(train_set.images[: args.train_items], args.image_size)
     train_set.labels = train_set.labels[: args.train_items]
-    test_set.images = resized(test_set.images, args.image_size)
+    test_set.images = resize_images(test_set.images, args.image_size)
     mean = [float(train_set.images.float().mean() / 255)]
     std = [float(train_set.images.float().std() / 255)]
     names = [n for n in (args.methods.split(",") if args.methods else method_names())

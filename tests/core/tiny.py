@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from core.data.transforms import resize_images
 from core.methods import build, method_info
 
 # Standard option names; each method takes the ones it has (see MethodInfo.options()).
@@ -41,6 +41,5 @@ def digits_16(n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from core.data.builtin import digits
 
     train, _ = digits()
-    x = F.interpolate(train.images.float(), size=IMAGE_SIZE, mode="bilinear", align_corners=False)
-    x = x.round().clamp(0, 255).to(torch.uint8)
+    x = resize_images(train.images, IMAGE_SIZE)
     return (x[:n], train.labels[:n]) if n else (x, train.labels)

@@ -38,8 +38,11 @@ test: $(STAMP) fashion-mnist compose-tool
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# In-process speed/sanity check of every method, then every method's small recipe for one CPU budget through
+# HTTP (hours on 2 cores; e.g. BENCH_ARGS="--methods simclr,mae --budget-s 60").
+bench: $(STAMP) fashion-mnist
 	$(BIN)/python benchmarks/methods.py
+	$(BIN)/python benchmarks/recipes.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .darkmatter .pytest_cache

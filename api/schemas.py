@@ -17,6 +17,7 @@ class JobOut(Out):
     queue: str
     method: str | None
     spec: dict
+    recipe: dict | None = None
     attempt: int
     max_attempts: int
     step: int

@@ -49,14 +49,34 @@ def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", h
 
 
 @app.command()
-def methods() -> None:
-    """List the registered methods with their families and default backbones."""
+def methods(name: Annotated[Optional[str], typer.Argument(help="show this method's recipes")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """List the registered methods, or show one method's recipes (`darkmatter methods dino`)."""
     from core.methods import method_info, method_names
 
+    if name is not None:
+        try:
+            detail = method_info(name).describe()
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        if as_json:
+            console.print_json(data=detail)
+            return
+        console.print(f"[bold]{name}[/bold] ({detail['family']}, {detail['paper']})")
+        for scale, recipe in detail["recipes"].items():
+            table = Table("setting", "value", "source", title=f"recipe '{scale}'")
+            for key, value in recipe.items():
+                if key not in ("sources", "notes"):
+                    table.add_row(key, json.dumps(value), recipe["sources"].get(key, ""))
+            console.print(table)
+            if recipe["notes"]:
+                console.print(f"  notes: {recipe['notes']}")
+        return
     table = Table("method", "family", "default backbone", "modality", "paper")
-    for name in method_names():
-        info = method_info(name)
-        table.add_row(name, info.family, info.default_backbone, info.modality, info.paper)
+    for method_name in method_names():
+        info = method_info(method_name)
+        table.add_row(method_name, info.family, info.default_backbone, info.modality, info.paper)
     console.print(table)
 
 

@@ -56,7 +56,10 @@ def run_demo(dataset: str, port: int, home: Path, console: Console) -> int:
                       f"{ds['n_test']} test images, {ds['n_classes']} classes, hash {ds['content_hash'][:12]}")
         spec = {**SPECS[name], "dataset": ds["id"]}
         job = client.submit(spec)
-        console.print(f"[bold]3.[/bold] submitted {spec['method']} job {job['id']} ({spec['steps']} steps)")
+        recipe = job["recipe"]["train"]
+        console.print(f"[bold]3.[/bold] submitted {spec['method']} job {job['id']}: its '{job['recipe']['scale']}' "
+                      f"recipe ({recipe['optimizer']}, lr {recipe['lr']:g}, batch {recipe['batch_size']}, "
+                      f"{recipe['steps']} steps, warm-up {recipe['warmup_steps']}) on {job['recipe']['backbone']}")
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("   training", total=spec["steps"], info="")
@@ -85,16 +88,19 @@ def run_demo(dataset: str, port: int, home: Path, console: Console) -> int:
         dims = response["dimensions"]
         console.print(f"[bold]5.[/bold] /v1/embeddings: {len(response['data'])} test images -> {dims}-d vectors, "
                       f"first values {np.round(response['data'][0]['embedding'][:4], 3).tolist()}")
-        baseline = client.wait(client.submit({"kind": "evaluate", "checkpoint": "raw-pixels", "dataset": ds["id"]})["id"])
+        baseline = client.wait(client.submit({"kind": "evaluate", "checkpoint": "raw-pixels", "dataset": ds["id"],
+                                              "protocols": [{"protocol": "knn"}, {"protocol": "linear"}]})["id"])
         if baseline["state"] != "succeeded":
             console.print(f"[red]raw-pixel evaluation ended {baseline['state']}: {baseline['error']}[/red]")
             return 1
-        rows = client.scores(dataset=ds["id"], protocol="knn", metric="top1@k20")["data"]
-        ours = next(r for r in rows if r["checkpoint_id"] == checkpoint_id)
-        raw = next(r for r in rows if r["baseline"] == "raw-pixels")
-        console.print(f"[bold]6.[/bold] scores table ({ds['name']} test split, weighted kNN, k=20):")
-        console.print(f"   SimCLR {manifest['backbone']['name']} frozen features: {ours['value']:.4f}   "
-                      f"raw pixels: {raw['value']:.4f}   (pretraining cost {ours['compute_seconds']:.0f} CPU-s)")
+        console.print(f"[bold]6.[/bold] scores table ({ds['name']} test split; pretraining cost "
+                      f"{job['compute_seconds']:.0f} CPU-s):")
+        for protocol, metric, label in (("knn", "top1@k20", "weighted kNN, k=20"), ("linear", "top1", "linear probe")):
+            rows = client.scores(dataset=ds["id"], protocol=protocol, metric=metric)["data"]
+            ours = next(r for r in rows if r["checkpoint_id"] == checkpoint_id)
+            raw = next(r for r in rows if r["baseline"] == "raw-pixels")
+            console.print(f"   {label:18}  SimCLR {manifest['backbone']['name']} frozen features: {ours['value']:.4f}"
+                          f"   raw pixels: {raw['value']:.4f}")
     except (ApiError, TimeoutError) as exc:
         console.print(f"[red]demo failed: {exc}[/red] (logs in {home})")
         return 1

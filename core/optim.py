@@ -6,42 +6,68 @@ from torch import nn
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise trust ratios (You et al., 2017), skipping 1-D parameters."""
+    """SGD with momentum and layer-wise trust ratios (You et al., 2017), as in solo-learn's
+    `solo/utils/lars.py` and the BYOL/Barlow Twins reference code.
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6, eta: float = 0.02):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
+    For a parameter p with gradient g: trust = eta * |p| / (|g| + wd * |p| + eps); with `clip_lr`
+    the trust is min(trust / lr, 1), so the effective step never exceeds the scheduled LR. The
+    update is momentum SGD on trust * (g + wd * p). With `exclude_bias_n_norm`, 1-D parameters
+    (biases, norm scales) take plain momentum SGD: no trust ratio and no weight decay."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02,
+                 clip_lr: bool = True, exclude_bias_n_norm: bool = True, eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr,
+                                      exclude_bias_n_norm=exclude_bias_n_norm, eps=eps))
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            wd, lr = group["weight_decay"], group["lr"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad
-                if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
+                if p.ndim > 1 or not group["exclude_bias_n_norm"]:
                     p_norm, g_norm = torch.norm(p), torch.norm(grad)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, torch.ones_like(p_norm))
-                    grad = grad.mul(trust)
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
+                    trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+                    if group["clip_lr"]:
+                        trust = torch.clamp(trust / lr, max=1.0)
+                    trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+                    grad = grad.add(p, alpha=wd).mul(trust)
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = grad.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-lr)
+
+
+def is_excluded_from_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and norm parameters (every 1-D tensor), plus ViT position embeddings and class
+    tokens, take no weight decay (as in the DINO, MAE and solo-learn code)."""
+    return param.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (no_decay if is_excluded_from_decay(name, p) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "decay": True},
+            {"params": no_decay, "weight_decay": 0.0, "decay": False}]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
+                    betas: tuple[float, float] = (0.9, 0.999), eta: float = 0.02, clip_lr: bool = True,
+                    exclude_bias_n_norm: bool = True) -> torch.optim.Optimizer:
+    """Weight decay is set per group; the training loop rescales the decaying group's value when
+    the recipe has a weight-decay schedule."""
     groups = param_groups(model, weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "lars":
-        return LARS(groups, lr=lr)
+        return LARS(groups, lr=lr, momentum=momentum, eta=eta, clip_lr=clip_lr,
+                    exclude_bias_n_norm=exclude_bias_n_norm)
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, sgd or lars")

@@ -15,23 +15,35 @@ from torch import Tensor
 
 from core.methods.base import Method
 from core.optim import build_optimizer
-from core.schedules import warmup_cosine
+from core.schedules import cosine, warmup_cosine
+from core.seeds import step_seed
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
+    """Everything the loop applies. The service fills it from the resolved recipe
+    (core/recipes.py); the defaults here are only for direct use of the library."""
+
     steps: int
     batch_size: int = 256
-    optimizer: str = "adamw"
-    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | sgd | lars
+    lr: float = 1e-3  # peak LR, after any batch-size scaling
     weight_decay: float = 1e-4
     warmup_steps: int = 0
     final_lr: float = 0.0
+    final_weight_decay: float | None = None  # cosine weight-decay schedule to this value (DINO)
+    momentum: float = 0.9  # SGD / LARS
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    eta: float = 0.02  # LARS trust coefficient
+    clip_lr: bool = True  # LARS
+    exclude_bias_n_norm: bool = True  # LARS
+    grad_clip: float | None = None
+    grad_clip_mode: str = "global"  # global | per_parameter (DINO's clip_gradients)
+    freeze_last_layer_steps: int = 0  # parameters named "last_layer" get no update this long (DINO)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16
-    grad_clip: float | None = None
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only the final checkpoint
 
@@ -63,11 +75,11 @@ class TrainResult:
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, epoch, stream=1)))
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
@@ -78,8 +90,11 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
 
 
 def training_state(method: Method, optimizer, scaler, step: int, config: TrainConfig) -> dict:
+    """Everything to resume, plus what the run was given: the loop's config, the method's
+    hyper-parameters and its views."""
     return {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config)}
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config),
+            "hparams": dict(getattr(method, "hparams", {})), "views": asdict(method.views.config)}
 
 
 def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, device: str | torch.device = "cpu",
@@ -92,7 +107,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if not streamed and config.batch_size > len(images):
         raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} items)")
     method.to(device).train()
-    optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay)
+    optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
+                                betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
+                                exclude_bias_n_norm=config.exclude_bias_n_norm)
+    last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
     start = 0
@@ -114,10 +132,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if reason:
             callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
             return TrainResult(step, reason, logs)
-        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout etc. replay on resume
-        lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
+        lr, weight_decay = apply_schedules(optimizer, config, step)
         if streamed:
             batch = next(stream).to(device, non_blocking=True)
         else:
@@ -127,12 +143,15 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             loss, extra = method.training_step(batch, gen, step, config.steps)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if config.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+        grad_norm = clip_gradients(method, optimizer, scaler, config)
+        if step < config.freeze_last_layer_steps:
+            for p in last_layer:  # DINO's cancel_gradients_last_layer
+                p.grad = None
+        scale_before = scaler.get_scale() if scaler.is_enabled() else None
         scaler.step(optimizer)
         scaler.update()
-        method.after_step(step, config.steps)
+        if scale_before is None or scaler.get_scale() >= scale_before:
+            method.after_step(step, config.steps)  # the scaler skips a step with inf/NaN grads by lowering its scale
         step += 1
         window_steps += 1
         if step % config.log_every == 0 or step == config.steps:
@@ -140,7 +159,9 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - window_start
-            logs = {"loss": value, "lr": lr, "img_per_s": window_steps * config.batch_size / max(elapsed, 1e-9),
+            logs = {"loss": value, "lr": lr, "weight_decay": weight_decay,
+                    "img_per_s": window_steps * config.batch_size / max(elapsed, 1e-9),
+                    **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}),
                     **{k: float(v) for k, v in extra.items()}}
             callbacks.on_log(step, logs)
             window_start, window_steps = time.perf_counter(), 0
@@ -150,3 +171,33 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
     callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
     return TrainResult(step, "completed", logs)
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> tuple[float, float]:
+    """Set this step's LR (linear warm-up, then cosine to final_lr) and weight decay (constant,
+    or cosine to final_weight_decay) on every parameter group; groups excluded from decay
+    (biases, norms) keep 0."""
+    lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
+    weight_decay = config.weight_decay
+    if config.final_weight_decay is not None:
+        weight_decay = cosine(step, config.steps, config.weight_decay, config.final_weight_decay)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if group.get("decay", True):
+            group["weight_decay"] = weight_decay
+    return lr, weight_decay
+
+
+def clip_gradients(method: Method, optimizer, scaler, config: TrainConfig) -> Tensor | None:
+    """Clip to config.grad_clip: one norm over all gradients ("global", torch's
+    clip_grad_norm_), or each parameter's own norm ("per_parameter", DINO's clip_gradients).
+    Returns the total gradient norm before clipping (global mode), else None."""
+    if not config.grad_clip:
+        return None
+    scaler.unscale_(optimizer)
+    if config.grad_clip_mode == "per_parameter":
+        for p in method.parameters():
+            if p.grad is not None:
+                torch.nn.utils.clip_grad_norm_([p], config.grad_clip)
+        return None
+    return torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)

@@ -9,6 +9,7 @@ from core.backbones import backbone_names
 from core.evaluate.protocols import check_options
 from core.index import faiss_available
 from core.methods import method_info, method_names
+from core.recipes import OPTIMIZER_OPTIONS, OVERRIDABLE, resolve
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 BASELINES = ("raw-pixels", "random-init")
@@ -36,16 +37,28 @@ class PretrainSpec(Strict):
     kind: Literal["pretrain"] = "pretrain"
     method: str = Field(description="a registered method name (GET /v1/methods)")
     dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist)")
-    backbone: str | None = Field(None, description="default: the method's default backbone")
+    scale: Literal["small", "large"] | None = Field(
+        None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size")
+    backbone: str | None = Field(None, description="default: the recipe's backbone")
     backbone_options: dict = Field(default_factory=dict)
     method_options: dict = Field(default_factory=dict)
-    epochs: int | None = Field(None, gt=0, le=10_000)
+    epochs: int | None = Field(None, gt=0, le=10_000, description="default: the recipe's epochs")
     steps: int | None = Field(None, gt=0, le=10_000_000)
-    batch_size: int = Field(256, gt=1, le=65_536)
-    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
-    lr: float = Field(1e-3, gt=0, le=100)
-    weight_decay: float = Field(1e-4, ge=0, le=10)
-    warmup_steps: int = Field(0, ge=0)
+    # Training settings: None takes the method's recipe; a value given here wins.
+    batch_size: int | None = Field(None, gt=1, le=65_536)
+    optimizer: Literal["adamw", "sgd", "lars"] | None = None
+    optimizer_options: dict = Field(default_factory=dict,
+                                    description="momentum, betas, eta, clip_lr, exclude_bias_n_norm")
+    base_lr: float | None = Field(None, gt=0, le=100, description="scaled by batch_size / 256 (linear rule)")
+    lr: float | None = Field(None, gt=0, le=100, description="the peak LR itself, unscaled (wins over base_lr)")
+    final_lr: float | None = Field(None, ge=0, le=100)
+    weight_decay: float | None = Field(None, ge=0, le=10)
+    final_weight_decay: float | None = Field(None, ge=0, le=10, description="cosine weight-decay schedule end")
+    warmup_epochs: float | None = Field(None, ge=0, le=10_000)
+    warmup_steps: int | None = Field(None, ge=0, description="wins over warmup_epochs")
+    grad_clip: float | None = Field(None, gt=0, le=1e6)
+    grad_clip_mode: Literal["global", "per_parameter"] | None = None
+    freeze_last_layer_epochs: float | None = Field(None, ge=0, le=10_000)
     augment: dict = Field(default_factory=dict, description="overrides of the method's view defaults")
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -78,19 +91,29 @@ class PretrainSpec(Strict):
 
     @model_validator(mode="after")
     def budget(self) -> "PretrainSpec":
-        if self.epochs is None and self.steps is None:
-            self.epochs = 10
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give epochs or steps, not both")
         unknown = set(self.method_options) - set(method_info(self.method).options())
         if unknown:
             raise ValueError(f"unknown method_options for {self.method}: {', '.join(sorted(unknown))}")
+        unknown = set(self.optimizer_options) - set(OPTIMIZER_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(OPTIMIZER_OPTIONS)}")
         return self
 
-    def total_steps(self, n_items: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        return self.epochs * max(1, n_items // self.batch_size)
+    def overrides(self) -> dict:
+        """The recipe fields this spec sets explicitly (everything else comes from the recipe)."""
+        names = ("scale", "epochs", "steps", "optimizer_options", "backbone_options", "method_options", "augment")
+        return {k: v for k in names + OVERRIDABLE if (v := getattr(self, k, None)) not in (None, {})}
+
+    def resolve(self, image_size: int, n_items: int) -> dict:
+        """The resolved recipe for a dataset of `n_items` images of side `image_size` (the
+        spec's own image_size wins). Raises ValueError when it cannot run."""
+        recipe = resolve(self.method, self.image_size or image_size, n_items, self.overrides())
+        recipe["train"].update(seed=self.seed, precision=self.precision, log_every=self.log_every,
+                               checkpoint_every=self.checkpoint_every)
+        return recipe
 
 
 class EvaluateSpec(Strict):
@@ -146,5 +169,11 @@ JobSpec = Annotated[Union[Annotated[PretrainSpec, Tag("pretrain")], Annotated[Ev
 
 def available_methods() -> list[dict]:
     return [{"name": n, "family": method_info(n).family, "default_backbone": method_info(n).default_backbone,
-             "modality": method_info(n).modality, "paper": method_info(n).paper, "options": method_info(n).options()}
+             "modality": method_info(n).modality, "paper": method_info(n).paper, "options": method_info(n).options(),
+             "scales": sorted(method_info(n).recipes)}
             for n in method_names()]
+
+
+def method_detail(name: str) -> dict:
+    """A method with its recipes; ValueError names the known methods."""
+    return method_info(name).describe()

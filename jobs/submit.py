@@ -8,7 +8,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.methods import build
+from core.methods import build_resolved
 from jobs import datasets
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
@@ -34,25 +34,25 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
     if (dataset.stats or {}).get("modality") == "text":
         raise SpecRejected(f"dataset {dataset.id} is text: training on text datasets is not available yet")
-    if spec.batch_size > (dataset.n_items or 0):
-        raise SpecRejected(f"batch_size {spec.batch_size} is larger than the dataset ({dataset.n_items} items)")
-    try_build(spec, dataset)
-    spec_dict = spec.model_dump(mode="json")
+    stats = dataset.stats or {}
+    try:
+        recipe = spec.resolve(stats.get("image_size", 32), dataset.n_items or 0)
+    except ValueError as exc:
+        raise SpecRejected(str(exc)) from exc
+    try_build(spec.method, recipe, stats.get("channels", 3))
+    spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
-    return spec_dict, spec.total_steps(dataset.n_items)
+    return spec_dict, recipe
 
 
-def try_build(spec: PretrainSpec, dataset) -> None:
+def try_build(method: str, recipe: dict, channels: int) -> None:
     """Build the method on the meta device (no memory, no compute) so that bad augmentation,
     backbone or method options are a 422 now rather than a failed job later."""
-    stats = dataset.stats or {}
-    size = spec.image_size or stats.get("image_size", 32)
     try:
         with torch.device("meta"):
-            build(spec.method, spec.backbone, in_channels=stats.get("channels", 3), image_size=size,
-                  augment=spec.augment, backbone_options=spec.backbone_options, **spec.method_options)
+            build_resolved(recipe, channels)
     except (TypeError, ValueError) as exc:
-        raise SpecRejected(f"cannot build {spec.method}: {exc}") from exc
+        raise SpecRejected(f"cannot build {method}: {exc}") from exc
 
 
 class CheckpointNotFound(LookupError):
@@ -110,14 +110,15 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
             if existing.request_hash != digest:
                 raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
             return existing, False
-    total = 0
+    total, recipe = 0, None
     if isinstance(spec, PretrainSpec):
-        spec_dict, total = check_pretrain(session, project_id, spec)
+        spec_dict, recipe = check_pretrain(session, project_id, spec)
+        total = recipe["train"]["steps"]
     elif isinstance(spec, EmbedIndexSpec):
         spec_dict = check_embed_index(session, project_id, spec)
     else:
         spec_dict = check_evaluate(session, project_id, spec)
-    job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, queue=spec.queue,
+    job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, recipe=recipe, queue=spec.queue,
               method=getattr(spec, "method", None), max_attempts=spec.max_attempts, total_steps=total,
               idempotency_key=idempotency_key, request_hash=digest, state="queued", result={})
     session.add(job)

@@ -60,6 +60,7 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(20))  # pretrain | evaluate | embed-index
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     spec: Mapped[dict] = mapped_column()
+    recipe: Mapped[dict | None] = mapped_column(nullable=True)  # pretrain: every value the run uses
     queue: Mapped[str] = mapped_column(String(64))
     method: Mapped[str | None] = mapped_column(String(64), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)

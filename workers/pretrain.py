@@ -9,7 +9,7 @@ import torch
 
 from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
-from core.methods import build
+from core.methods import build_resolved
 from core.train import Callbacks, TrainConfig, train
 from jobs import checkpoints, datasets, lifecycle, retention
 from jobs.specs import PretrainSpec
@@ -69,16 +69,26 @@ class ServiceCallbacks(Callbacks):
             self.final_checkpoint = checkpoint_id
 
 
-def build_method(spec: PretrainSpec, channels: int, image_size: int, mean, std):
-    torch.manual_seed(spec.seed)  # the initial weights too are a function of the spec's seed
-    return build(spec.method, spec.backbone, in_channels=channels, image_size=image_size, mean=mean, std=std,
-                 augment=spec.augment, backbone_options=spec.backbone_options, **spec.method_options)
+def build_method(recipe: dict, channels: int, mean, std, seed: int):
+    torch.manual_seed(seed)  # the initial weights too are a function of the spec's seed
+    return build_resolved(recipe, channels, mean, std)
 
 
-def train_config(spec: PretrainSpec, total: int) -> TrainConfig:
-    return TrainConfig(steps=total, batch_size=spec.batch_size, optimizer=spec.optimizer, lr=spec.lr,
-                       weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps, seed=spec.seed,
-                       precision=spec.precision, log_every=spec.log_every, checkpoint_every=spec.checkpoint_every)
+def train_config(recipe: dict) -> TrainConfig:
+    return TrainConfig(**recipe["train"])
+
+
+def job_recipe(ctx: JobContext, spec: PretrainSpec, image_size: int, n_items: int) -> dict:
+    """The recipe resolved when the job was submitted (jobs.recipe); a job queued before
+    recipes were recorded resolves it now and records it."""
+
+    def read_or_record(session):
+        job = session.get(Job, ctx.job_id)
+        if job.recipe is None:
+            job.recipe = spec.resolve(image_size, n_items)
+        return job.recipe
+
+    return ctx.write(read_or_record)
 
 
 def run_pretrain(ctx: JobContext, raw_spec: dict):
@@ -96,14 +106,15 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
             train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
         source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
-    method = build_method(spec, channels, image_size, mean, std)
-    total = spec.total_steps(n_items)
-    config = train_config(spec, total)
+    recipe = job_recipe(ctx, spec, image_size, n_items)
+    method = build_method(recipe, channels, mean, std, spec.seed)
+    config = train_config(recipe)
+    total = config.steps
     encoder = method.downstream_encoder()
     manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "backbone": encoder.config,
                 "feature_dim": encoder.feature_dim, "normalization": {"mean": mean, "std": std},
                 "input_size": [channels, image_size, image_size],
-                "spec": raw_spec, "code_version": code_version(),
+                "spec": raw_spec, "recipe": recipe, "code_version": code_version(),
                 "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, total)
     if spec.health_every:

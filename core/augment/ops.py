@@ -1,4 +1,7 @@
-"""Batched image ops on float tensors in [0, 1] of shape (B, C, H, W); randomness from a generator."""
+"""Batched image ops on float tensors in [0, 1] of shape (B, C, H, W); randomness from a generator.
+
+Each random op takes an optional `trace` dict and, when given one, stores what it sampled there
+(per-image tensors, under the names ViewMaker.trace documents); tracing draws nothing extra."""
 from __future__ import annotations
 
 import math
@@ -17,18 +20,29 @@ def coin(n: int, p: float, gen: torch.Generator, device) -> Tensor:
 
 
 def resized_crop_flip(x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      flip_p: float, gen: torch.Generator) -> Tensor:
-    """Random resized crop (area fraction in `scale`, aspect in `ratio`) plus horizontal flip,
-    done for the whole batch with one affine grid_sample."""
+                      flip_p: float, gen: torch.Generator, trace: dict | None = None) -> Tensor:
+    """Random resized crop (area fraction uniform in `scale`, log-aspect uniform in `ratio`) plus
+    horizontal flip, done for the whole batch with one affine grid_sample.
+
+    Unlike torchvision's RandomResizedCrop (10 tries, then a central fallback) nothing is
+    resampled: the aspect is drawn in the part of `ratio` where a crop of the drawn area fits
+    (w, h <= 1 needs area <= aspect <= 1 / area), so the realised area is always the drawn one.
+    Where no aspect in `ratio` fits (a ratio range excluding 1 with a large area), the nearest
+    aspect that fits is used: the area stays in `scale`, the aspect leaves `ratio`."""
     b, device = x.shape[0], x.device
     area = uniform(b, *scale, gen, device)
-    log_ratio = uniform(b, math.log(ratio[0]), math.log(ratio[1]), gen, device)
-    aspect = torch.exp(log_ratio)
-    w = torch.sqrt(area * aspect).clamp(max=1.0)
+    fits = -torch.log(area)  # the crop fits where |log aspect| <= -log area
+    low = torch.full_like(area, math.log(ratio[0])).clamp(-fits, fits)
+    high = torch.full_like(area, math.log(ratio[1])).clamp(-fits, fits)
+    aspect = torch.exp(low + torch.rand(b, generator=gen, device=device) * (high - low))
+    w = torch.sqrt(area * aspect).clamp(max=1.0)  # the clamp only absorbs rounding
     h = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = uniform(b, 0, 1, gen, device) * (1 - w) + w / 2
     cy = uniform(b, 0, 1, gen, device) * (1 - h) + h / 2
-    sign = torch.where(coin(b, flip_p, gen, device), -1.0, 1.0)
+    flip = coin(b, flip_p, gen, device)
+    if trace is not None:
+        trace.update(area=w * h, aspect=w / h, flip=flip)
+    sign = torch.where(flip, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3, device=device)
     theta[:, 0, 0] = w * sign
     theta[:, 0, 2] = cx * 2 - 1
@@ -61,31 +75,46 @@ def rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
 
 
 def color_jitter(x: Tensor, p: float, brightness: float, contrast: float, saturation: float, hue: float,
-                 gen: torch.Generator) -> Tensor:
+                 gen: torch.Generator, trace: dict | None = None) -> Tensor:
+    """With probability p per image: brightness, contrast, saturation factors uniform in
+    [1 - s, 1 + s] and a hue shift uniform in [-hue, hue] turns, in that order. Factors are drawn
+    for every image (applied or not) so the random stream does not depend on the coin."""
     b, device = x.shape[0], x.device
-    apply = coin(b, p, gen, device).view(-1, 1, 1, 1)
+    apply = coin(b, p, gen, device)
+    factors = {}
     out = x
     if brightness > 0:
-        out = blend(out, torch.zeros_like(out), uniform(b, 1 - brightness, 1 + brightness, gen, device))
+        factors["brightness"] = uniform(b, 1 - brightness, 1 + brightness, gen, device)
+        out = blend(out, torch.zeros_like(out), factors["brightness"])
     if contrast > 0:
         mean = gray(out).mean((1, 2, 3), keepdim=True).expand_as(out)
-        out = blend(out, mean, uniform(b, 1 - contrast, 1 + contrast, gen, device))
+        factors["contrast"] = uniform(b, 1 - contrast, 1 + contrast, gen, device)
+        out = blend(out, mean, factors["contrast"])
     if saturation > 0 and x.shape[1] == 3:
-        out = blend(out, gray(out).expand_as(out), uniform(b, 1 - saturation, 1 + saturation, gen, device))
+        factors["saturation"] = uniform(b, 1 - saturation, 1 + saturation, gen, device)
+        out = blend(out, gray(out).expand_as(out), factors["saturation"])
     if hue > 0 and x.shape[1] == 3:
-        out = rotate_hue(out, uniform(b, -hue, hue, gen, device))
-    return torch.where(apply, out, x)
+        factors["hue"] = uniform(b, -hue, hue, gen, device)
+        out = rotate_hue(out, factors["hue"])
+    if trace is not None:
+        trace.update(jitter=apply, **factors)
+    return torch.where(apply.view(-1, 1, 1, 1), out, x)
 
 
-def random_grayscale(x: Tensor, p: float, gen: torch.Generator) -> Tensor:
+def random_grayscale(x: Tensor, p: float, gen: torch.Generator, trace: dict | None = None) -> Tensor:
     if x.shape[1] == 1 or p <= 0:
         return x
-    apply = coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
-    return torch.where(apply, gray(x).expand_as(x), x)
+    apply = coin(x.shape[0], p, gen, x.device)
+    if trace is not None:
+        trace["grayscale"] = apply
+    return torch.where(apply.view(-1, 1, 1, 1), gray(x).expand_as(x), x)
 
 
-def gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float], gen: torch.Generator) -> Tensor:
-    """Per-sample Gaussian blur (kernel ~10 % of the image side, as in SimCLR), one grouped conv."""
+def gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float], gen: torch.Generator,
+                  trace: dict | None = None) -> Tensor:
+    """Per-sample Gaussian blur (kernel ~10 % of the image side, as in SimCLR), one grouped conv.
+    The kernel is truncated at that radius, so on small images a large sigma blurs less than its
+    value says (at 32 px the kernel has 3 taps)."""
     if p <= 0:
         return x
     b, c, h, w = x.shape
@@ -97,12 +126,17 @@ def gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float], gen: torch.Ge
     flat = x.reshape(1, b * c, h, w)
     flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(b * c, 1, 1, -1), groups=b * c)
     flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(b * c, 1, -1, 1), groups=b * c)
-    apply = coin(b, p, gen, x.device).view(-1, 1, 1, 1)
-    return torch.where(apply, flat.view(b, c, h, w), x)
+    apply = coin(b, p, gen, x.device)
+    if trace is not None:
+        trace.update(blur=apply, sigma=sig)
+    return torch.where(apply.view(-1, 1, 1, 1), flat.view(b, c, h, w), x)
 
 
-def solarize(x: Tensor, p: float, gen: torch.Generator, threshold: float = 0.5) -> Tensor:
+def solarize(x: Tensor, p: float, gen: torch.Generator, threshold: float = 0.5,
+             trace: dict | None = None) -> Tensor:
     if p <= 0:
         return x
-    apply = coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
-    return torch.where(apply & (x >= threshold), 1 - x, x)
+    apply = coin(x.shape[0], p, gen, x.device)
+    if trace is not None:
+        trace["solarize"] = apply
+    return torch.where(apply.view(-1, 1, 1, 1) & (x >= threshold), 1 - x, x)

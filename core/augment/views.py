@@ -58,28 +58,41 @@ def normalize(x: Tensor, mean: list[float], std: list[float]) -> Tensor:
 
 
 class ViewMaker:
-    """Turns a batch of uint8 images into augmented, normalised views, on the batch's device."""
+    """Turns a batch of uint8 images into augmented, normalised views, on the batch's device.
+
+    Set `trace` to a list to observe what was sampled: each view then appends a dict with `spec`
+    (index into config.crops), `size` (output side) and per-image tensors `area` (the crop's area
+    fraction as used), `aspect` (its w / h), and the bool masks `flip`, `jitter`, `grayscale`,
+    `blur`, `solarize`; plus the jitter factors that were drawn (`brightness`, `contrast`,
+    `saturation`, `hue`) and `sigma` when blur was drawn. Tracing changes no random draw."""
 
     def __init__(self, config: ViewConfig, mean: list[float], std: list[float]):
         self.config, self.mean, self.std = config, mean, std
+        self.trace: list[dict] | None = None
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> list[Tensor]:
         x = images.float() / 255 if images.dtype == torch.uint8 else images
         side = x.shape[-1]
         views = []
-        for crop in self.config.crops:
+        for index, crop in enumerate(self.config.crops):
             size = int(round(crop.size * side)) if crop.size <= 1 else int(crop.size)
             for _ in range(crop.count):
-                views.append(normalize(self.one_view(x, crop, size, gen), self.mean, self.std))
+                record = None if self.trace is None else {}
+                views.append(normalize(self.one_view(x, crop, size, gen, record), self.mean, self.std))
+                if record is not None:
+                    off = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # ops skipped at p = 0
+                    self.trace.append({"spec": index, "size": size, "grayscale": off, "blur": off, "solarize": off,
+                                       **record})
         return views
 
-    def one_view(self, x: Tensor, crop: CropSpec, size: int, gen: torch.Generator) -> Tensor:
+    def one_view(self, x: Tensor, crop: CropSpec, size: int, gen: torch.Generator,
+                 trace: dict | None = None) -> Tensor:
         c = self.config
-        v = ops.resized_crop_flip(x, size, crop.scale, c.ratio, c.flip_p, gen)
-        v = ops.color_jitter(v, c.jitter_p, c.brightness, c.contrast, c.saturation, c.hue, gen)
-        v = ops.random_grayscale(v, c.grayscale_p, gen)
-        v = ops.gaussian_blur(v, crop.blur_p, c.blur_sigma, gen)
-        return ops.solarize(v, crop.solarize_p, gen)
+        v = ops.resized_crop_flip(x, size, crop.scale, c.ratio, c.flip_p, gen, trace)
+        v = ops.color_jitter(v, c.jitter_p, c.brightness, c.contrast, c.saturation, c.hue, gen, trace)
+        v = ops.random_grayscale(v, c.grayscale_p, gen, trace)
+        v = ops.gaussian_blur(v, crop.blur_p, c.blur_sigma, gen, trace)
+        return ops.solarize(v, crop.solarize_p, gen, trace=trace)
 
     def plain(self, images: Tensor) -> Tensor:
         """The un-augmented, normalised input (for evaluation and embeddings)."""

@@ -23,6 +23,8 @@ def build_backbone(name: str, in_channels: int = 3, image_size: int = 32, **opti
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
     model = BACKBONES[name](in_channels=in_channels, image_size=image_size, **options)
     model.config = {"name": name, "in_channels": in_channels, "image_size": image_size, **options}
+    if isinstance(getattr(model, "pool", None), str):  # a ViT's readout, recorded even when defaulted
+        model.config["pool"] = model.pool
     return model
 
 

@@ -35,13 +35,23 @@ def sincos_2d(grid: int, dim: int) -> Tensor:
     return torch.cat([torch.sin(parts[0]), torch.cos(parts[0]), torch.sin(parts[1]), torch.cos(parts[1])], 1)
 
 
-class VisionTransformer(nn.Module):
-    """forward(x) -> (B, dim) class-token features; `tokens(x, keep)` runs on visible patches only."""
+POOLS = ("cls", "mean")
 
-    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int, depth: int, heads: int):
+
+class VisionTransformer(nn.Module):
+    """forward(x) -> (B, dim) features read out by `pool`: "cls", the class token after the final
+    norm, or "mean", the mean of the patch tokens after the final norm (the class token left
+    out; the readout MAE, I-JEPA and data2vec evaluate). `tokens(x, keep)` runs on visible
+    patches only."""
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int, depth: int, heads: int,
+                 pool: str = "cls"):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        self.pool = pool
         self.patch_size, self.grid = patch_size, image_size // patch_size
         self.num_patches = self.grid**2
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
@@ -83,7 +93,8 @@ class VisionTransformer(nn.Module):
         return (out, layers) if return_layers else out
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.tokens(x)[:, 0]
+        tokens = self.tokens(x)
+        return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(1)
 
 
 def _init(m: nn.Module) -> None:
@@ -98,12 +109,12 @@ def _init(m: nn.Module) -> None:
 
 @register_backbone("vit_tiny")
 def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 12,
-             heads: int = 3) -> VisionTransformer:
+             heads: int = 3, pool: str = "cls") -> VisionTransformer:
     """ViT-Ti/patch (Touvron et al., 2021); dim/depth/heads may be shrunk for CPU-sized runs."""
-    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads)
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool)
 
 
 @register_backbone("vit_small")
 def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 384, depth: int = 12,
-              heads: int = 6) -> VisionTransformer:
-    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads)
+              heads: int = 6, pool: str = "cls") -> VisionTransformer:
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool)

@@ -19,6 +19,7 @@ import torch
 from core.data.archives import UnsafeArchive, member_path
 from core.data.arrays import ArrayDataset, DatasetUnavailable
 from core.data.images import IMAGE_SUFFIXES, UnreadableImage, decode, resize_array
+from core.seeds import step_seed
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
 Opener = Callable[[str], io.BufferedIOBase]
@@ -144,7 +145,7 @@ class WebDatasetStream:
         seeded shuffle buffer; samples without an image are skipped."""
         epoch = 0
         while True:
-            rng = random.Random(seed * 7919 + epoch)
+            rng = random.Random(step_seed(seed, epoch, stream=2))
             order = list(self.shards)
             rng.shuffle(order)
             buffer: list[tuple[bytes, int]] = []

@@ -15,15 +15,17 @@ class NormedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
         nn.init.trunc_normal_(self.weight, std=0.02)
 
-    def forward(self, x: Tensor, frozen: bool = False) -> Tensor:
-        weight = self.weight.detach() if frozen else self.weight
-        return F.linear(x, F.normalize(weight, dim=1))
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, F.normalize(self.weight, dim=1))
 
 
 class DINOHead(nn.Module):
-    """3-layer MLP (GELU; batch norm only if asked, as DINO's `use_bn_in_head`) -> bottleneck -> L2-normalise -> weight-normed
-    linear to `out_dim` logits. `forward(x, freeze_last=True)` lets no gradient reach the
-    last layer (the paper keeps it fixed during the first epoch)."""
+    """3-layer MLP (GELU; batch norm only if asked, as DINO's `use_bn_in_head`, off for its ViTs)
+    -> bottleneck -> L2-normalise -> weight-normed linear `last_layer` to `out_dim` logits.
+
+    The official code keeps `last_layer` fixed during the first epoch by dropping its gradient
+    (`cancel_gradients_last_layer`); here the training loop does that for every parameter whose
+    name contains "last_layer", so the name is part of the interface."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, out_dim: int = 65536,
                  layers: int = 3, batch_norm: bool = False):
@@ -32,18 +34,15 @@ class DINOHead(nn.Module):
         dim = in_dim
         for _ in range(layers - 1):
             norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
-            blocks += [nn.Linear(dim, hidden_dim, bias=not batch_norm), *norm, nn.GELU()]
+            blocks += [nn.Linear(dim, hidden_dim), *norm, nn.GELU()]
             dim = hidden_dim
         blocks.append(nn.Linear(dim, bottleneck_dim))
         self.mlp = nn.Sequential(*blocks)
         self.last_layer = NormedLinear(bottleneck_dim, out_dim)
         for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                # Xavier normal is ~0.02 at the paper's widths (its trunc_normal(0.02)) and keeps
-                # the signal above the biases' first updates in narrow heads
-                nn.init.xavier_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Linear):  # the official DINOHead._init_weights
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, freeze_last: bool = False) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1), frozen=freeze_last)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))

@@ -4,15 +4,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core.losses.precision import fp32
+
 
 def standardize(z: Tensor, eps: float = 1e-5) -> Tensor:
     """Batch normalisation without affine parameters: zero mean, unit (biased) variance per dim."""
     return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
 
 
+@fp32
 def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
-    """(D, D) cross-correlation of the batch-standardised projections z1, z2: (N, D)."""
-    return standardize(z1.float()).T @ standardize(z2.float()) / len(z1)
+    """(D, D) float32 cross-correlation of the batch-standardised projections z1, z2: (N, D).
+    An fp32 island: in bf16 the off-diagonal terms (~1/sqrt(N)) drown in rounding error."""
+    return standardize(z1).T @ standardize(z2) / len(z1)
 
 
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:

@@ -5,6 +5,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.losses.precision import fp32
+
+
+@fp32
+@torch.no_grad()
+def teacher_targets(teacher_logits: list[Tensor], center: Tensor, teacher_temp: float = 0.04) -> list[Tensor]:
+    """softmax((t - center) / teacher_temp) of each teacher crop's logits (B, K), in float32 with
+    autocast off and without gradient (Alg. 1): centring subtracts nearly equal numbers and the
+    low temperature magnifies what is left, so bf16 would distort the sharpened targets."""
+    return [F.softmax((t - center) / teacher_temp, dim=-1) for t in teacher_logits]
+
 
 def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center: Tensor,
               student_temp: float = 0.1, teacher_temp: float = 0.04) -> Tensor:
@@ -14,7 +25,7 @@ def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center
     teacher_logits (G tensors (B, K)) also saw, so pairs with the same index are skipped.
     center: (K,). Targets are softmax((t - center) / teacher_temp) and carry no gradient.
     Returns the mean over pairs of the batch-mean cross-entropy."""
-    targets = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_logits]
+    targets = teacher_targets(teacher_logits, center, teacher_temp)
     log_probs = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
     total, pairs = 0.0, 0
     for g, target in enumerate(targets):
@@ -25,8 +36,9 @@ def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center
     return total / pairs
 
 
+@fp32
 @torch.no_grad()
 def updated_center(center: Tensor, teacher_logits: list[Tensor], momentum: float = 0.9) -> Tensor:
     """center <- m * center + (1 - m) * mean of the teacher outputs over batch and crops (eq. 4)."""
-    batch_center = torch.cat(teacher_logits).float().mean(0)
+    batch_center = torch.cat(teacher_logits).mean(0)
     return center * momentum + batch_center * (1 - momentum)

@@ -1,10 +1,12 @@
 """Regression onto teacher latents: I-JEPA's layer-normed targets (arXiv:2301.08243) and data2vec's
-average of the top-K instance-normalised blocks (arXiv:2202.03555)."""
+layer-normed average of the top-K blocks (arXiv:2202.03555)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from core.losses.precision import fp32
 
 
 def feature_norm(x: Tensor) -> Tensor:
@@ -12,12 +14,15 @@ def feature_norm(x: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:])
 
 
+@fp32
 def top_k_average(layers: list[Tensor], k: int) -> Tensor:
-    """data2vec targets: each of the last k block outputs (B, N, D) normalised over its features
-    without affine parameters, then averaged."""
+    """data2vec targets: the average of the raw outputs (B, N, D) of the last k blocks, then ONE
+    layer norm over the features without affine parameters, in float32 (fairseq data2vec_vision
+    with layer_norm_targets=True and no per-layer norm, the vision config; the data2vec_vision
+    code's --post_target_layer_norm)."""
     if not 1 <= k <= len(layers):
         raise ValueError(f"top_k must be in 1..{len(layers)}, got {k}")
-    return torch.stack([feature_norm(layer) for layer in layers[-k:]]).mean(0)
+    return feature_norm(torch.stack(layers[-k:]).mean(0))
 
 
 def latent_regression(pred: Tensor, target: Tensor, loss: str = "smooth_l1", beta: float = 1.0) -> Tensor:

@@ -5,15 +5,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.losses.precision import fp32
 
+
+@fp32
+@torch.no_grad()
+def prototype_scores(z: Tensor, prototypes: Tensor) -> Tensor:
+    """(B, K) float32 scores of embeddings z: (B, D) against prototypes: (K, D), no gradient: the
+    scores Sinkhorn-Knopp turns into codes, computed outside autocast (exp(score / 0.05)
+    magnifies bf16 rounding ~20-fold)."""
+    return z @ prototypes.T
+
+
+@fp32
 @torch.no_grad()
 def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
     """Soft codes Q for scores (B, K) under an equipartition constraint (sec. 3.1, eq. 3-4).
 
     Alternately normalises prototype rows to 1/K and sample columns to 1/B of Q^T, starting
-    from exp(scores / epsilon). Returns (B, K) codes without gradient: each sample's codes sum
-    to 1, and each prototype gets about B/K of the mass (exactly in the limit of iterations)."""
-    q = torch.exp((scores.float() - scores.max().float()) / epsilon).T  # (K, B); the shift cancels below
+    from exp(scores / epsilon), in float32 with autocast off. Returns (B, K) codes without
+    gradient: each sample's codes sum to 1, and each prototype gets about B/K of the mass
+    (exactly in the limit of iterations)."""
+    q = torch.exp((scores - scores.max()) / epsilon).T  # (K, B); the shift cancels below
     q = q / q.sum()
     k, b = q.shape
     for _ in range(iterations):

@@ -5,21 +5,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.losses.precision import fp32
+
 
 def invariance(z1: Tensor, z2: Tensor) -> Tensor:
     """Mean squared distance between paired embeddings (eq. 5), z1, z2: (N, D)."""
     return F.mse_loss(z1.float(), z2.float())
 
 
+@fp32
 def variance(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
-    """Hinge on the per-dimension std: mean_j max(0, gamma - sqrt(Var(z_j) + eps)) (eq. 1)."""
-    std = torch.sqrt(z.float().var(0) + eps)
+    """Hinge on the per-dimension std: mean_j max(0, gamma - sqrt(Var(z_j) + eps)) (eq. 1), in fp32."""
+    std = torch.sqrt(z.var(0) + eps)
     return F.relu(gamma - std).mean()
 
 
+@fp32
 def covariance(z: Tensor) -> Tensor:
-    """Sum of squared off-diagonal covariances divided by D (eq. 3-4)."""
-    z = z.float() - z.float().mean(0)
+    """Sum of squared off-diagonal covariances divided by D (eq. 3-4), in fp32 (the D x D matmul
+    would otherwise run in bf16 under autocast)."""
+    z = z - z.mean(0)
     n, d = z.shape
     cov = z.T @ z / (n - 1)
     return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d

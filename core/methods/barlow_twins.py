@@ -2,15 +2,60 @@
 batch-normalised projections is pushed to the identity."""
 from __future__ import annotations
 
-from core.augment import BYOL_VIEWS
+from core.augment import BYOL_VIEWS, CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.barlow_twins import barlow_twins_loss
 from core.methods.base import Method
 from core.methods.registry import register
+from core.recipes import Recipe
 
 
-@register("barlow_twins", family="redundancy-reduction", default_backbone="resnet18", views=BYOL_VIEWS,
-          paper="arXiv:2103.03230", optimizer="lars", weight_decay=1.5e-6)
+SOLO = "solo-learn scripts/pretrain/cifar/barlow"
+OFFICIAL = "facebookresearch/barlowtwins main.py"
+RECIPES = {
+    "small": Recipe(
+        backbone="resnet18", backbone_options={"small_stem": True},
+        optimizer="lars", base_lr=0.3, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-4,
+        eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "lambd": 0.0051},
+        # solo-learn's asymmetric CIFAR pair: solarisation 0.2 on the second view only, no blur at 32 px
+        views=ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0)),
+                                CropSpec(count=1, scale=(0.08, 1.0), solarize_p=0.2)],
+                         jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2),
+        sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
+                 "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
+                 "base_lr": f"{SOLO}.yaml (lr 0.3, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
+                 "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
+                 "weight_decay": f"{SOLO}.yaml (1e-4)",
+                 "method_options": f"{SOLO}.yaml (proj 2048-2048-2048); solo-learn barlow_twins.py lamb 0.0051",
+                 "views": "solo-learn cifar augmentations/asymmetric.yaml (crop 0.08-1, jitter 0.4/0.4/0.2/0.1 "
+                          f"p 0.8, grey 0.2, blur 0, solarisation 0 / 0.2); {SOLO}.sh gaussian_prob 0.0 0.0"},
+        notes="solo-learn multiplies the loss by scale_loss 0.1, which this loss does not have; under LARS the "
+              "scale shifts the trust ratio's balance between gradient and weight decay."),
+    "large": Recipe(
+        backbone="resnet50", backbone_options={"small_stem": False},
+        optimizer="lars", base_lr=0.2, batch_size=256, epochs=1000, warmup_epochs=10, final_lr=2e-4,
+        weight_decay=1.5e-6, eta=0.001, clip_lr=False, exclude_bias_n_norm=True,
+        method_options={"proj_hidden_dim": 8192, "proj_dim": 8192, "lambd": 0.0051},
+        views=BYOL_VIEWS,
+        sources={"backbone": f"{OFFICIAL} (torchvision resnet50)",
+                 "optimizer": f"{OFFICIAL} LARS (eta 0.001, no clipping; biases and BN excluded from decay and "
+                              "adaptation)",
+                 "base_lr": f"{OFFICIAL} --learning-rate-weights 0.2, x batch/256",
+                 "batch_size": "256 here; the paper's is 2048 (sec. 4)",
+                 "epochs": f"{OFFICIAL} --epochs 1000", "warmup_epochs": f"{OFFICIAL} adjust_learning_rate (10)",
+                 "final_lr": f"{OFFICIAL} adjust_learning_rate (end_lr = 0.001 x peak)",
+                 "weight_decay": "paper sec. 4 (1.5e-6)",
+                 "method_options": f"{OFFICIAL} --projector 8192-8192-8192, --lambd 0.0051",
+                 "views": f"{OFFICIAL} Transform (BYOL's pair: blur 1.0 / 0.1, solarisation 0 / 0.2, crop 0.08-1)"},
+        notes="Batch 256 instead of the paper's 2048 (one accelerator); the LR follows the linear rule and the "
+              "final LR keeps the code's 0.001 x peak. The code gives biases and BN a 42x smaller LR (0.0048); "
+              "here they take the weights' LR with plain momentum SGD. Weight decay is the paper's 1.5e-6 (the "
+              "code's default is 1e-6)."),
+}
+
+
+@register("barlow_twins", family="redundancy-reduction", recipes=RECIPES, paper="arXiv:2103.03230")
 class BarlowTwins(Method):
     """Projector: three linear layers (8192 wide in the paper), batch norm and ReLU between."""
 

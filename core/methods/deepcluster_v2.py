@@ -3,33 +3,92 @@ implementation): spherical k-means over a memory bank of embeddings gives centro
 fixed prototypes; every crop's prototype scores are trained with cross-entropy against the
 image's cluster.
 
-Choice for this library: `training_step` receives only images (no dataset indices), so instead
-of a bank indexed by item the memory bank is a ring buffer of the last `queue_size` global-crop
-embeddings. Each time the ring has been completely refreshed (one "epoch" of the bank, as the
-paper re-clusters once per epoch) k-means runs on it, once per prototype set, from centroids
-sampled from the bank. An image's assignment is its nearest centroid, taken from the mean of
-its global crops' (detached) embeddings under the current centroids; both global and local
-crops predict it. Until the bank is first full there are no clusters: the prototypes are zero,
-so the loss is the constant log K and trains nothing (solo-learn's first epoch has no
-assignments either). Bank, write position and centroids are buffers, so resume is exact."""
+The memory bank is indexed by image, as in the official code (facebookresearch/swav
+main_deepclusterv2.py), where it is indexed by dataset index: k-means runs over the bank once per
+pass over the data, and each image's target is the k-means label of ITS OWN entry. `training_step`
+receives only the uint8 batch, so an image is identified by a key computed from its raw pixels
+(core/methods/memory_bank.py); the same image gets the same slot in every epoch. The bank
+holds one embedding per global crop and head h clusters the bank of crop h % G (official
+`crops_for_assign`). The first pass fills the bank (the official `init_memory`) with the loss at
+its constant log K; with more images than `queue_size` the least recently written entries are
+evicted and such images fall back to their nearest centroid (logged). Bank, keys, labels and
+centroids are buffers, so resume is exact."""
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn.functional as F
 
+from core.augment import CropSpec, ViewConfig
 from core.heads import mlp
-from core.losses.deepcluster import deepcluster_loss, spherical_kmeans
+from core.losses.deepcluster import UNASSIGNED, deepcluster_loss, nearest_centroid, spherical_kmeans
 from core.methods.base import Method
-from core.methods.multicrop import forward_crops, split_crops
+from core.methods.memory_bank import KeyedMemoryBank, image_keys
+from core.methods.multicrop import forward_crops, global_crop_count, split_crops
 from core.methods.registry import register
-from core.methods.swav import SWAV_VIEWS
+from core.recipes import Recipe
+
+log = logging.getLogger(__name__)
 
 
-@register("deepcluster_v2", family="clustering", default_backbone="resnet18", views=SWAV_VIEWS,
-          paper="arXiv:2006.09882", optimizer="lars", weight_decay=1e-6)
+SOLO = "solo-learn scripts/pretrain/cifar/deepclusterv2"
+OFFICIAL = "facebookresearch/swav scripts/deepclusterv2_800ep_pretrain.sh"
+RECIPES = {
+    "small": Recipe(
+        backbone="resnet18", backbone_options={"small_stem": True},
+        optimizer="lars", base_lr=0.6, batch_size=256, epochs=1000, warmup_epochs=11, final_lr=6e-4,
+        weight_decay=1e-6, eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
+                        "temperature": 0.1, "kmeans_iterations": 10},
+        # two 32-px crops, SwAV's colour distortion (s = 1), no blur, no small crops
+        views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0))], jitter_p=0.8, brightness=0.8,
+                         contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2),
+        sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
+                 "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
+                 "base_lr": f"{SOLO}.yaml (lr 0.6, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
+                 "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": f"{SOLO}.yaml (warmup_epochs 11)",
+                 "final_lr": f"{SOLO}.yaml (min_lr 0.0006)", "weight_decay": f"{SOLO}.yaml (1e-6)",
+                 "method_options": f"{SOLO}.yaml (proj 2048 -> 128, prototypes 3 x 3000); solo-learn "
+                                   "deepclusterv2.py defaults (temperature 0.1, kmeans_iters 10)",
+                 "views": f"{SOLO}.sh (jitter 0.8/0.8/0.8/0.2, gaussian_prob 0.0 0.0, 2 crops of 32 px); "
+                          "crop scale and p from solo-learn cifar augmentations/symmetric.yaml"},
+        notes="No blur, as solo-learn's deepclusterv2.sh (the later symmetric.yaml has p 0.5)."),
+    "large": Recipe(
+        backbone="resnet50", backbone_options={"small_stem": False},
+        optimizer="lars", base_lr=0.3, batch_size=256, epochs=800, warmup_epochs=10, final_lr=3e-4,
+        weight_decay=1e-6, eta=0.001, clip_lr=False, exclude_bias_n_norm=False,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
+                        "temperature": 0.1, "kmeans_iterations": 10},
+        # 2 x 224 crops of 14-100 % and 6 x 96 of 5-14 %, colour distortion s = 1, blur p 0.5 on every crop
+        views=ViewConfig(crops=[CropSpec(count=2, size=1.0, scale=(0.14, 1.0), blur_p=0.5),
+                                CropSpec(count=6, size=96 / 224, scale=(0.05, 0.14), blur_p=0.5)],
+                         jitter_p=0.8, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2),
+        sources={"backbone": f"{OFFICIAL} (--arch resnet50)",
+                 "optimizer": "facebookresearch/swav main_deepclusterv2.py (SGD momentum 0.9 in LARC, "
+                              "trust_coefficient 0.001, clip False, on every parameter)",
+                 "base_lr": f"{OFFICIAL} (--base_lr 4.8 at batch 64 x 64 = 4096, i.e. 0.3 x batch/256)",
+                 "batch_size": "256 here; the script's is 4096",
+                 "epochs": f"{OFFICIAL} (--epochs 800)", "warmup_epochs": f"{OFFICIAL} (--warmup_epochs 10)",
+                 "final_lr": f"{OFFICIAL} (--final_lr 0.0048 = peak / 1000)",
+                 "weight_decay": f"{OFFICIAL} (--wd 1e-6)",
+                 "method_options": f"{OFFICIAL} (--feat_dim 128, --nmb_prototypes 3000 3000 3000, --temperature "
+                                   "0.1); main_deepclusterv2.py (hidden_mlp 2048, nmb_kmeans_iters 10)",
+                 "views": f"{OFFICIAL} (--nmb_crops 2 6, --size_crops 224 96, --min/max_scale_crops); swav "
+                          "src/multicropdataset.py (colour distortion s = 1 p 0.8, grey 0.2, blur p 0.5, flip)"},
+        notes="Batch 256 instead of 4096 (one accelerator): the LR follows the linear rule and the final LR keeps "
+              "the script's peak / 1000. The warm-up starts at 0 (the script: --start_warmup 0.3). The 96-px local "
+              "crops are 96/224 of the input side. The memory bank holds queue_size images (the class default), "
+              "fewer than ImageNet's 1.28 M: raise queue_size to the dataset size for the paper's whole-dataset "
+              "bank."),
+}
+
+
+@register("deepcluster_v2", family="clustering", recipes=RECIPES, paper="arXiv:2006.09882")
 class DeepClusterV2(Method):
-    """`num_heads` prototype sets of `num_prototypes` each (3 x 3000 in the paper); `queue_size`
-    embeddings in the memory bank."""
+    """`num_heads` prototype sets of `num_prototypes` each (3 x 3000 in the paper); a memory bank
+    of `queue_size` images (at least the number of training images, as the official bank holds
+    the whole dataset)."""
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128,
                  num_prototypes: int = 3000, num_heads: int = 3, temperature: float = 0.1,
@@ -38,46 +97,80 @@ class DeepClusterV2(Method):
         if num_prototypes > queue_size:
             raise ValueError(f"num_prototypes ({num_prototypes}) must not exceed queue_size ({queue_size})")
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim)
-        # no clusters before the bank is first full: zero prototypes give the constant loss log K
-        # and no gradient, like solo-learn's first epoch without assignments
+        # no clusters before the first k-means: zero prototypes give the constant loss log K
+        # and no gradient, like the official code's memory initialisation pass
         self.register_buffer("centroids", torch.zeros(num_heads, num_prototypes, proj_dim))
-        self.register_buffer("bank", torch.zeros(queue_size, proj_dim))
-        self.register_buffer("bank_position", torch.zeros((), dtype=torch.long))
+        # one bank per global crop, as the official `crops_for_assign` [0, 1]
+        self.memory = KeyedMemoryBank(queue_size, global_crop_count(views.config), proj_dim)
+        self.register_buffer("labels", torch.full((num_heads, queue_size), UNASSIGNED, dtype=torch.long))
+        self.register_buffer("writes", torch.zeros((), dtype=torch.long))  # since the last k-means
+        self.register_buffer("rewrites", torch.zeros((), dtype=torch.long))  # of images already in the bank
         self.temperature, self.kmeans_iterations = temperature, kmeans_iterations
+        self.warned_eviction = False
 
     def training_step(self, images, gen, step, total_steps):
         global_crops, local_crops = split_crops(self.views(images, gen))
         embeddings = [F.normalize(z, dim=1) for z in forward_crops(
             lambda x: self.projector(self.backbone(x)), global_crops + local_crops)]
-        anchors = [z.detach().float() for z in embeddings[: len(global_crops)]]
+        anchors = torch.stack([z.detach().float() for z in embeddings[: len(global_crops)]])  # (G, B, D)
+        keys = image_keys(images)
+        targets, own = self.assignments(self.memory.lookup(keys), anchors)
         prototypes = self.centroids.clone()  # re-clustering below rewrites the buffer in place
-        with torch.no_grad():
-            image_embedding = F.normalize(torch.stack(anchors).mean(0), dim=1)
-            assignments = (image_embedding @ prototypes.transpose(1, 2)).argmax(-1)  # (heads, B)
+        # every crop predicts its image's cluster; heads averaged (official `train`)
         loss = sum(deepcluster_loss([z @ centroids.T for z in embeddings], target, self.temperature)
-                   for centroids, target in zip(prototypes, assignments)) / len(prototypes)
-        refreshed = self.remember(torch.cat(anchors))
-        if refreshed:
+                   for centroids, target in zip(prototypes, targets)) / len(prototypes)
+        self.remember(keys, anchors, step)
+        due = self.clustering_due()
+        if due:
             self.recluster(gen)
-        return loss, {"reclustered": float(refreshed)}
+        return loss, {"reclustered": float(due), "own_label_fraction": own.float().mean().detach()}
 
     @torch.no_grad()
-    def remember(self, embeddings):
-        """Write embeddings into the ring buffer; True when the write completed a full pass."""
-        size = len(self.bank)
-        embeddings = embeddings[-size:]
-        position = int(self.bank_position)
-        slots = (position + torch.arange(len(embeddings), device=self.bank.device)) % size
-        self.bank[slots] = embeddings
-        self.bank_position.fill_((position + len(embeddings)) % size)
-        return position + len(embeddings) >= size
+    def assignments(self, slots, anchors):
+        """(targets (heads, B), own (B,) bool). An image with a labelled bank entry takes the
+        k-means label of ITS entry (official: `assignments[h][idx]`). One without (no k-means yet,
+        or evicted because the dataset outgrew the bank) takes the centroid nearest to the mean of
+        its global crops, so training never stalls; `own_label_fraction` logs how many did not."""
+        labels = self.labels[:, slots.clamp(min=0)]
+        own = (slots >= 0) & (labels[0] != UNASSIGNED)
+        nearest = nearest_centroid(F.normalize(anchors.mean(0), dim=1), self.centroids)
+        return torch.where(own, labels, nearest), own
+
+    @torch.no_grad()
+    def remember(self, keys, anchors, step):
+        slots, new, evicted = self.memory.write(keys, anchors, step)
+        self.labels[:, slots[new]] = UNASSIGNED  # a slot taken over keeps no label of its old image
+        self.writes += len(keys)
+        self.rewrites += (~new).sum()
+        if not self.warned_eviction and bool(evicted > 0):
+            self.warned_eviction = True
+            log.warning("deepcluster_v2: more images than queue_size=%d; evicted images lose their cluster "
+                        "label until re-clustered (raise queue_size to the dataset size)", len(self.memory))
+
+    def clustering_due(self) -> bool:
+        """Once per pass over the data, as the official code clusters at every epoch start: when
+        the bank has taken as many writes as it holds images, and at least one write was to an
+        image already in it (the first pass fills the bank, like the official `init_memory`) or
+        the bank is full."""
+        occupied = self.memory.occupied().sum()
+        return bool((self.writes >= occupied) & ((self.rewrites > 0) | (occupied == len(self.memory))))
 
     @torch.no_grad()
     def recluster(self, gen):
+        """k-means per head on the bank of global crop h % G, from centroids drawn among the entries
+        (official `cluster_memory`); every entry gets its label, the centroids become the prototypes."""
+        filled = torch.nonzero(self.memory.occupied()).squeeze(1)
+        if len(filled) < self.centroids.shape[1]:
+            raise ValueError(f"deepcluster_v2 has seen {len(filled)} distinct images, fewer than num_prototypes "
+                             f"({self.centroids.shape[1]}); lower num_prototypes")
         for head in range(len(self.centroids)):
-            start = torch.randperm(len(self.bank), generator=gen, device=gen.device)[: self.centroids.shape[1]]
-            self.centroids[head] = spherical_kmeans(self.bank, self.bank[start.to(self.bank.device)],
-                                                    self.kmeans_iterations)[0]
+            bank = self.memory.embeddings[head % len(self.memory.embeddings), filled]
+            start = torch.randperm(len(bank), generator=gen, device=gen.device)[: self.centroids.shape[1]]
+            self.centroids[head], assigned = spherical_kmeans(bank, bank[start.to(bank.device)], self.kmeans_iterations)
+            self.labels[head].fill_(UNASSIGNED)
+            self.labels[head, filled] = assigned
+        self.writes.zero_()
+        self.rewrites.zero_()
 
     def parts(self):
         return {"backbone": self.backbone, "heads": self.projector}

@@ -6,16 +6,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.augment import MOCO_V2_VIEWS
+from core.augment import MOCO_V2_VIEWS, CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.infonce import info_nce
 from core.methods.base import Method
 from core.methods.feature_queue import FeatureQueue
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
+from core.recipes import Recipe
 
 
-@register("moco_v2", family="contrastive", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2003.04297")
+SOLO = "solo-learn scripts/pretrain/cifar/mocov2plus"
+RECIPES = {
+    "small": Recipe(
+        backbone="resnet18", backbone_options={"small_stem": True},
+        optimizer="sgd", base_lr=0.3, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-4,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 256, "queue_size": 32768, "temperature": 0.2,
+                        "momentum": 0.99, "head_batch_norm": False},
+        # MoCo v2's jitter (saturation 0.4); no blur at 32 px
+        views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0), blur_p=0.0)], jitter_p=0.8, brightness=0.4,
+                         contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2),
+        sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)", "optimizer": f"{SOLO}.yaml (sgd, momentum 0.9)",
+                 "base_lr": f"{SOLO}.yaml (lr 0.3, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
+                 "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
+                 "weight_decay": f"{SOLO}.yaml (1e-4)",
+                 "method_options": f"{SOLO}.yaml (proj 2048 -> 256 without BN, queue 32768, temperature 0.2, "
+                                   "base_tau 0.99)",
+                 "views": f"solo-learn cifar augmentations/symmetric_weak.yaml; blur 0.0 from {SOLO}.sh"},
+        notes="solo-learn's key-encoder momentum goes 0.99 -> 0.999 on a cosine; here it rises to 1 (the class's "
+              "schedule). No blur as in mocov2plus.sh (symmetric_weak.yaml has p 0.5). Projector without BatchNorm "
+              "as solo-learn's: the loss sits near chance for the first few hundred steps."),
+    "large": Recipe(
+        backbone="resnet50", backbone_options={"small_stem": False},
+        optimizer="sgd", base_lr=0.03, batch_size=256, epochs=200, warmup_epochs=0, weight_decay=1e-4,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "queue_size": 65536, "temperature": 0.2,
+                        "momentum": 0.999, "head_batch_norm": False},
+        views=MOCO_V2_VIEWS,
+        sources={"backbone": "facebookresearch/moco README (ResNet-50)",
+                 "optimizer": "moco main_moco.py (SGD, momentum 0.9)",
+                 "base_lr": "moco README, MoCo v2 (--lr 0.03 --batch-size 256 --cos)",
+                 "batch_size": "moco README (256 on 8 GPUs)", "epochs": "moco README / paper table 1 (200 epochs)",
+                 "warmup_epochs": "paper sec. 2 / main_moco.py --cos (cosine, no warm-up)",
+                 "weight_decay": "moco main_moco.py (1e-4)",
+                 "method_options": "main_moco.py (--moco-k 65536, --moco-m 0.999, --moco-dim 128, --mlp 2048 "
+                                   "without BN); paper sec. 2 (--moco-t 0.2)",
+                 "views": "paper sec. 2 / main_moco.py --aug-plus (crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p 0.8, "
+                          "grey 0.2, blur p 0.5)"},
+        notes="MoCo keeps the key momentum at 0.999; here it rises from 0.999 to 1 on a cosine (the class's "
+              "schedule; at most 0.001 apart)."),
+}
+
+
+@register("moco_v2", family="contrastive", recipes=RECIPES, paper="arXiv:2003.04297")
 class MoCoV2(Method):
     """The loss is symmetrised (each view is a query for the other's key) and both views' keys
     are enqueued; the key encoder's momentum rises from `momentum` to 1 on a cosine.

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.augment import BYOL_VIEWS
+from core.augment import BYOL_VIEWS, CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.infonce import info_nce
 from core.methods.base import Method
 from core.methods.feature_queue import FeatureQueue
 from core.methods.registry import register
+from core.recipes import Recipe
 
 
 def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:
@@ -19,7 +20,48 @@ def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:
     return support[(z @ support.T).argmax(dim=1)]
 
 
-@register("nnclr", family="contrastive", default_backbone="resnet18", views=BYOL_VIEWS, paper="arXiv:2104.14548")
+SOLO = "solo-learn scripts/pretrain/cifar/nnclr"
+RECIPES = {
+    "small": Recipe(
+        backbone="resnet18", backbone_options={"small_stem": True},
+        optimizer="lars", base_lr=0.4, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-5,
+        eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 256, "pred_hidden_dim": 4096, "support_size": 65536,
+                        "temperature": 0.2},
+        # BYOL's asymmetric pair without blur (32 px): solarisation 0.2 on the second view only
+        views=ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0),
+                                CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0, solarize_p=0.2)],
+                         jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2),
+        sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
+                 "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
+                 "base_lr": f"{SOLO}.yaml (lr 0.4, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
+                 "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
+                 "weight_decay": f"{SOLO}.yaml (1e-5)",
+                 "method_options": f"{SOLO}.yaml (proj 2048 -> 256, pred 4096, queue_size 65536, temperature 0.2)",
+                 "views": "solo-learn cifar augmentations/asymmetric.yaml"},
+        notes="Temperature 0.2 and a 65,536-entry support set (solo-learn's CIFAR values; the paper: 0.1 and "
+              "98,304 at batch 4096)."),
+    "large": Recipe(
+        backbone="resnet50", backbone_options={"small_stem": False},
+        optimizer="lars", base_lr=0.3, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-6,
+        eta=0.001, clip_lr=False, exclude_bias_n_norm=True,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 256, "pred_hidden_dim": 4096, "support_size": 98304,
+                        "temperature": 0.1},
+        views=BYOL_VIEWS,
+        sources={"backbone": "paper sec. 4 (ResNet-50)",
+                 "optimizer": "paper sec. 4 (LARS, cosine schedule); eta 0.001 as in the SimCLR / BYOL code",
+                 "base_lr": "SimCLR's ImageNet setting (0.3 x BatchSize/256), not checked against NNCLR's text",
+                 "epochs": "paper sec. 4 (1000 epochs, batch 4096)", "warmup_epochs": "paper sec. 4 (10 epochs)",
+                 "weight_decay": "SimCLR's ImageNet setting (1e-6), not checked against NNCLR's text",
+                 "method_options": "paper sec. 3-4 (3-layer projector 2048 -> 256, 2-layer predictor 4096, "
+                                   "support set 98,304, temperature 0.1)",
+                 "views": "paper sec. 4 (BYOL's augmentations)"},
+        notes="Batch 256 instead of 4096 (one accelerator), LR by the linear rule. NNCLR has no public reference "
+              "code: LR and weight decay are SimCLR's ImageNet values, which NNCLR builds on."),
+}
+
+
+@register("nnclr", family="contrastive", recipes=RECIPES, paper="arXiv:2104.14548")
 class NNCLR(Method):
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 256, pred_hidden_dim: int = 4096,
                  support_size: int = 98304, temperature: float = 0.1):

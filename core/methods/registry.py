@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.augment import ViewConfig, ViewMaker
 from core.backbones import build_backbone
+from core.recipes import Recipe, scale_for
 
 
 @dataclass
@@ -13,27 +14,34 @@ class MethodInfo:
     name: str
     family: str
     cls: type
-    default_backbone: str
-    views: ViewConfig
+    recipes: dict[str, Recipe]
     modality: str = "image"
     paper: str = ""
-    train_defaults: dict = field(default_factory=dict)
+
+    @property
+    def default_backbone(self) -> str:
+        """The backbone of the paper's own (large-scale) recipe."""
+        return self.recipes["large"].backbone
 
     def options(self) -> dict:
         """Method hyper-parameters with their defaults (from the class signature)."""
         params = list(inspect.signature(self.cls.__init__).parameters.values())[3:]
         return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
+    def describe(self) -> dict:
+        """JSON-able: the method with its recipes, each value with its source."""
+        return {"name": self.name, "family": self.family, "modality": self.modality, "paper": self.paper,
+                "default_backbone": self.default_backbone, "options": self.options(),
+                "recipes": {scale: recipe.describe() for scale, recipe in sorted(self.recipes.items())}}
+
 
 METHODS: dict[str, MethodInfo] = {}
 
 
-def register(name: str, family: str, default_backbone: str = "resnet18", views: ViewConfig | None = None,
-             modality: str = "image", paper: str = "", **train_defaults):
+def register(name: str, family: str, recipes: dict[str, Recipe], modality: str = "image", paper: str = ""):
     def wrap(cls):
         cls.name = name
-        METHODS[name] = MethodInfo(name, family, cls, default_backbone, views or ViewConfig(), modality, paper,
-                                   train_defaults)
+        METHODS[name] = MethodInfo(name, family, cls, dict(recipes), modality, paper)
         return cls
 
     return wrap
@@ -64,16 +72,35 @@ def method_info(name: str) -> MethodInfo:
 
 def build(name: str, backbone: str | None = None, in_channels: int = 3, image_size: int = 32,
           mean: list[float] | None = None, std: list[float] | None = None, augment: dict | None = None,
-          backbone_options: dict | None = None, **options):
-    """Build a method with a fresh backbone. `augment` overrides the method's view defaults;
-    `options` its hyper-parameters (unknown names raise ValueError)."""
+          backbone_options: dict | None = None, scale: str | None = None, **options):
+    """Build a method with a fresh backbone, from its recipe for the image scale (`scale`, or
+    chosen from `image_size`): the recipe's backbone, views and method options, with the
+    arguments on top. `augment` overrides views; `options` hyper-parameters (unknown names raise
+    ValueError)."""
     info = method_info(name)
     unknown = set(options) - set(info.options())
     if unknown:
         raise ValueError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(sorted(info.options())) or 'none'}")
-    net = build_backbone(backbone or info.default_backbone, in_channels, image_size, **(backbone_options or {}))
+    scale = scale or scale_for(image_size)
+    if scale not in info.recipes:
+        raise ValueError(f"{name} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
+    recipe = info.recipes[scale]
+    if backbone is None or backbone == recipe.backbone:
+        backbone, backbone_options = recipe.backbone, {**recipe.backbone_options, **(backbone_options or {})}
+    net = build_backbone(backbone, in_channels, image_size, **(backbone_options or {}))
     mean = mean or [0.5] * in_channels
     std = std or [0.25] * in_channels
-    views = ViewMaker(ViewConfig.from_dict(augment, base=info.views), mean, std)
-    return info.cls(net, views, **options)
+    views = ViewMaker(ViewConfig.from_dict(augment, base=recipe.views), mean, std)
+    hparams = {**info.options(), **recipe.method_options, **options}
+    method = info.cls(net, views, **hparams)
+    method.hparams = hparams  # what it was built with: recorded in every full checkpoint
+    return method
+
+
+def build_resolved(recipe: dict, in_channels: int, mean: list[float] | None = None, std: list[float] | None = None):
+    """The method exactly as a resolved recipe (core.recipes.resolve) says: backbone, its
+    options, views and every method option explicit."""
+    return build(recipe["method"], recipe["backbone"], in_channels=in_channels, image_size=recipe["image_size"],
+                 mean=mean, std=std, augment=recipe["views"], backbone_options=recipe["backbone_options"],
+                 scale=recipe["scale"], **recipe["method_options"])

@@ -4,14 +4,51 @@ from __future__ import annotations
 
 from torch import nn
 
-from core.augment import MOCO_V2_VIEWS
+from core.augment import MOCO_V2_VIEWS, CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.simsiam import negative_cosine
 from core.methods.base import Method
 from core.methods.registry import register
+from core.recipes import Recipe
 
 
-@register("simsiam", family="self-distillation", default_backbone="resnet18", views=MOCO_V2_VIEWS, paper="arXiv:2011.10566")
+SOLO = "solo-learn scripts/pretrain/cifar/simsiam"
+RECIPES = {
+    "small": Recipe(
+        backbone="resnet18", backbone_options={"small_stem": True},
+        optimizer="sgd", base_lr=0.5, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-5,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "pred_hidden_dim": 512},
+        # MoCo v2's jitter (saturation 0.4); no blur at 32 px
+        views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0), blur_p=0.0)], jitter_p=0.8, brightness=0.4,
+                         contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2),
+        sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)", "optimizer": f"{SOLO}.yaml (sgd, momentum 0.9)",
+                 "base_lr": f"{SOLO}.yaml (lr 0.5, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
+                 "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
+                 "weight_decay": f"{SOLO}.yaml (1e-5)",
+                 "method_options": f"{SOLO}.yaml (proj 2048 -> 2048, pred 512)",
+                 "views": f"solo-learn cifar augmentations/symmetric_weak.yaml; blur 0.0 from {SOLO}.sh"},
+        notes="The predictor follows the cosine LR like everything else (solo-learn and the reference keep its LR "
+              "fixed, --fix-pred-lr). No blur as in simsiam.sh (symmetric_weak.yaml has p 0.5)."),
+    "large": Recipe(
+        backbone="resnet50", backbone_options={"small_stem": False},
+        optimizer="sgd", base_lr=0.05, batch_size=256, epochs=100, warmup_epochs=0, weight_decay=1e-4,
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "pred_hidden_dim": 512},
+        views=MOCO_V2_VIEWS,
+        sources={"backbone": "facebookresearch/simsiam README (ResNet-50)",
+                 "optimizer": "paper sec. 3, baseline settings / main_simsiam.py (SGD, momentum 0.9)",
+                 "base_lr": "paper sec. 3 (lr x BatchSize/256, base lr 0.05); main_simsiam.py --lr 0.05",
+                 "epochs": "paper sec. 3, baseline settings / main_simsiam.py (100 epochs)",
+                 "warmup_epochs": "paper sec. 3 / main_simsiam.py (cosine decay, no warm-up)",
+                 "weight_decay": "paper sec. 3, baseline settings / main_simsiam.py (1e-4)",
+                 "method_options": "paper sec. 3 (projector 3 layers of 2048, predictor 2048 -> 512 -> 2048)",
+                 "views": "main_simsiam.py (MoCo v2's: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p 0.8, grey 0.2, "
+                          "blur p 0.5)"},
+        notes="Batch 256 instead of 512, LR by the linear rule. The predictor follows the cosine LR (the reference "
+              "keeps it fixed, --fix-pred-lr)."),
+}
+
+
+@register("simsiam", family="self-distillation", recipes=RECIPES, paper="arXiv:2011.10566")
 class SimSiam(Method):
     """A 3-layer projector ending in BatchNorm and a bottleneck predictor (2048-512-2048)."""
 

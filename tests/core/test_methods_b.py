@@ -64,12 +64,13 @@ def test_dino_teacher_gets_no_gradient_and_student_does():
     assert method.head.last_layer.weight.grad is not None
 
 
-def test_dino_last_layer_is_frozen_at_the_start():
-    method = tiny("dino", freeze_last_layer_frac=0.5)
-    loss, _ = method.training_step(images(), gen(), 0, 10)
-    loss.backward()
-    assert method.head.last_layer.weight.grad is None
-    assert method.head.mlp[0].weight.grad is not None
+def test_dino_last_layer_is_named_for_the_training_loop_to_freeze():
+    """The loop drops the gradient of parameters named "last_layer" during the recipe's first
+    steps (DINO's cancel_gradients_last_layer); the method itself has no freeze option."""
+    method = tiny("dino")
+    assert "freeze_last_layer_frac" not in method_info("dino").options()
+    trainable = [name for name, p in method.named_parameters() if "last_layer" in name and p.requires_grad]
+    assert trainable == ["head.last_layer.weight"]
 
 
 def test_dino_center_update_equals_the_formula():
@@ -143,17 +144,19 @@ def test_swav_codes_carry_no_gradient_into_the_prototypes_through_targets():
     assert not sinkhorn(method.prototypes(x)).requires_grad
 
 
-def test_deepcluster_clusters_the_bank_each_time_it_is_refreshed():
+def test_deepcluster_clusters_the_bank_once_per_pass_over_the_data():
     method = tiny("deepcluster_v2", queue_size=32, num_prototypes=4, num_heads=2)
-    assert method.centroids.abs().sum() == 0  # no clusters before the bank is full
+    assert method.centroids.abs().sum() == 0  # no clusters before the first pass is over
+    dataset = images(16)
     refreshed = []
-    for step in range(3):  # 8 images x 2 global crops = 16 embeddings a step
-        loss, logs = method.training_step(images(seed=step), gen(step), step, 10)
+    for step in range(5):  # batches of 8 over 16 images: a pass every 2 steps
+        batch = dataset[(step % 2) * 8:(step % 2) * 8 + 8]
+        loss, logs = method.training_step(batch, gen(step), step, 10)
         refreshed.append(logs["reclustered"])
-    assert refreshed == [0.0, 1.0, 0.0]
-    assert int(method.bank_position) == 16
+    assert refreshed == [0.0, 0.0, 1.0, 0.0, 1.0]
+    assert int(method.memory.occupied().sum()) == 16  # one entry per image, both global crops
     torch.testing.assert_close(method.centroids.norm(dim=-1), torch.ones(2, 4))
-    torch.testing.assert_close(method.bank.norm(dim=-1), torch.ones(32))
+    torch.testing.assert_close(method.memory.embeddings[:, :16].norm(dim=-1), torch.ones(2, 16))
     loss, _ = method.training_step(images(seed=9), gen(9), 3, 10)
     loss.backward()
     assert all(p.grad is not None for p in method.projector.parameters())

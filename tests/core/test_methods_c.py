@@ -48,13 +48,12 @@ def test_masked_mse_matches_numpy(norm_pix):
     assert float(got) == pytest.approx(np.mean(expected), rel=1e-10)
 
 
-def test_top_k_average_of_feature_normed_layers_matches_numpy():
+def test_top_k_average_is_one_layer_norm_of_the_raw_average_matching_numpy():
     rng = np.random.default_rng(1)
     layers = [rng.normal(i, 1 + i, size=(2, 3, 6)) for i in range(4)]
-    expected = np.zeros((2, 3, 6))
-    for layer in layers[-3:]:
-        mu, var = layer.mean(-1, keepdims=True), layer.var(-1, keepdims=True)
-        expected += (layer - mu) / np.sqrt(var + 1e-5) / 3
+    average = np.mean(layers[-3:], axis=0)
+    mu, var = average.mean(-1, keepdims=True), average.var(-1, keepdims=True)
+    expected = (average - mu) / np.sqrt(var + 1e-5)
     got = top_k_average([torch.tensor(layer) for layer in layers], 3)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-8, atol=1e-10)
     with pytest.raises(ValueError):

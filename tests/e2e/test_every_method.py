@@ -2,22 +2,48 @@
 and its downloadable parts rebuild with core alone."""
 from __future__ import annotations
 
-import io
+import json
+from dataclasses import asdict
 
+import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from core.checkpoint import load_backbone
+from core.checkpoint import load_backbone, load_tree
+from core.methods import method_info
 from tests.conftest import WorkerProcess, wait_for
 from tests.core.test_all_methods import IMAGE_METHODS
 from tests.core.tiny import IMAGE_SIZE, tiny_backbone, tiny_options
 
 
 def spec_for(name: str) -> dict:
+    """Silent on every training setting: only tiny networks, a batch and a budget for the CPU."""
     backbone, options = tiny_backbone(name)
     return {"method": name, "backbone": backbone, "backbone_options": options, "method_options": tiny_options(name),
             "dataset": "digits", "image_size": IMAGE_SIZE, "steps": 3, "batch_size": 32, "log_every": 1,
             "evaluations": []}
+
+
+def assert_trained_with_its_recipe(name: str, state: dict) -> None:
+    """The config the loop received, the method's hyper-parameters and its views (read back from
+    the full training state of the final checkpoint) are the method's small recipe."""
+    recipe = method_info(name).recipes["small"]
+    config, spec = state["config"], spec_for(name)
+    lr = recipe.base_lr * spec["batch_size"] / 256 if recipe.lr_scaling == "linear" else recipe.base_lr
+    assert config["lr"] == pytest.approx(lr), name
+    expected = {"optimizer": recipe.optimizer, "final_lr": recipe.final_lr,
+                "weight_decay": recipe.weight_decay, "final_weight_decay": recipe.final_weight_decay,
+                "momentum": recipe.momentum, "betas": list(recipe.betas), "eta": recipe.eta,
+                "clip_lr": recipe.clip_lr, "exclude_bias_n_norm": recipe.exclude_bias_n_norm,
+                "grad_clip": recipe.grad_clip, "grad_clip_mode": recipe.grad_clip_mode, "steps": 3, "batch_size": 32}
+    assert {k: config[k] for k in expected} == expected, name
+    assert config["warmup_steps"] == (1 if recipe.warmup_epochs else 0), name  # 3 steps: the schedule's share
+    assert config["freeze_last_layer_steps"] == (1 if recipe.freeze_last_layer_epochs else 0), name
+    tiny = tiny_options(name)
+    for key, value in recipe.method_options.items():
+        if key not in tiny:
+            assert state["hparams"][key] == (list(value) if isinstance(value, tuple) else value), (name, key)
+    assert state["views"] == json.loads(json.dumps(asdict(recipe.views))), name
 
 
 def test_every_method_trains_through_the_service(sqlite_service, tmp_path):
@@ -50,5 +76,8 @@ def test_every_method_trains_through_the_service(sqlite_service, tmp_path):
                     assert teacher.content == body, name
                 full = api.get(f"/v1/checkpoints/{checkpoint}/download", params={"part": "full"})
                 assert full.status_code == 200 and st_load(full.content), name
+                (tmp_path / f"{name}-full.safetensors").write_bytes(full.content)
+                state, _ = load_tree(tmp_path / f"{name}-full.safetensors")
+                assert_trained_with_its_recipe(name, state)
         finally:
             proc.stop()

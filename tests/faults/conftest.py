@@ -110,36 +110,35 @@ def final_state(settings, job_id: str) -> dict:
 
 
 @lru_cache(maxsize=4)
-def _reference(spec_json: str, dataset_uri: str, dataset_format: str, stats_json: str, storage_url: str) -> dict:
+def _reference(recipe_json: str, dataset_uri: str, dataset_format: str, stats_json: str, storage_url: str) -> dict:
     from core.data.transforms import resize
     from core.train import train
     from jobs import datasets
-    from jobs.specs import PretrainSpec
     from jobs.storage import ArtifactStore
     from workers.pretrain import build_method, train_config
 
-    spec = PretrainSpec.model_validate(json.loads(spec_json))
+    recipe = json.loads(recipe_json)
     row = Dataset(id="ds_ref", uri=dataset_uri, format=dataset_format, stats=json.loads(stats_json))
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # as in the worker's child
     try:
         train_set, _ = datasets.load(row, ArtifactStore(storage_url))
-        if spec.image_size:
-            train_set = resize(train_set, spec.image_size)
-        method = build_method(spec, train_set.channels, train_set.image_size, row.stats["mean"], row.stats["std"])
-        train(method, train_set.images, train_config(spec, spec.total_steps(len(train_set))))
+        if recipe["image_size"] != train_set.image_size:
+            train_set = resize(train_set, recipe["image_size"])
+        method = build_method(recipe, train_set.channels, row.stats["mean"], row.stats["std"], recipe["train"]["seed"])
+        train(method, train_set.images, train_config(recipe))
     finally:
         torch.set_num_threads(threads)
     return {k: v.clone() for k, v in method.state_dict().items()}
 
 
 def uninterrupted_weights(settings, job_id: str) -> dict:
-    """The method's weights after the job's spec trained in one go, in this process."""
+    """The method's weights after the job's resolved recipe trained in one go, in this process."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.spec["dataset"])
-        spec = dict(job.spec)
-    return _reference(json.dumps(spec, sort_keys=True), dataset.uri, dataset.format, json.dumps(dataset.stats, sort_keys=True),
+        recipe = dict(job.recipe)
+    return _reference(json.dumps(recipe, sort_keys=True), dataset.uri, dataset.format, json.dumps(dataset.stats, sort_keys=True),
                       settings.storage_url)
 
 

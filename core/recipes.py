@@ -1,0 +1,146 @@
+"""Recipes: each method's published training settings per image scale, and the one resolver that
+turns (method, dataset, spec overrides) into every value a run uses.
+
+A method file declares `RECIPES = {"small": Recipe(...), "large": Recipe(...)}`: `small` for
+images of at most 64 px (CIFAR, Fashion-MNIST; solo-learn's `scripts/pretrain/cifar/*.yaml`),
+`large` for 224 px ImageNet-like data. Each value cites its source in `sources`."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from core.augment import ViewConfig
+
+SCALES = ("small", "large")
+SMALL_MAX_SIDE = 64
+OPTIMIZERS = ("lars", "sgd", "adamw")
+CLIP_MODES = ("global", "per_parameter")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Epoch-denominated schedule points (warm-up, frozen last layer) are converted to steps by
+    `resolve`. The LR follows the linear scaling rule, lr = base_lr * batch_size / 256, unless
+    `lr_scaling` is "none" (then base_lr is the LR itself)."""
+
+    backbone: str
+    optimizer: str = "lars"
+    base_lr: float = 0.3
+    lr_scaling: str = "linear"  # linear | none
+    batch_size: int = 256
+    epochs: int = 1000
+    warmup_epochs: float = 10.0
+    final_lr: float = 0.0  # where the cosine ends (absolute, e.g. DINO's min_lr 1e-6)
+    weight_decay: float = 1e-5
+    final_weight_decay: float | None = None  # a cosine weight-decay schedule to this value (DINO 0.4)
+    momentum: float = 0.9  # SGD and LARS
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    eta: float = 0.02  # LARS trust coefficient
+    clip_lr: bool = True  # LARS: the effective LR never exceeds the scheduled one
+    exclude_bias_n_norm: bool = True  # LARS: biases and norms take plain SGD
+    grad_clip: float | None = None
+    grad_clip_mode: str = "global"  # global: one norm over all grads; per_parameter: each tensor (DINO)
+    freeze_last_layer_epochs: float = 0.0  # DINO: the head's last layer gets no update this long
+    backbone_options: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    sources: dict = field(default_factory=dict)  # field name -> where the value comes from
+    notes: str = ""  # where and why the recipe deviates from the paper
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"recipe optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.grad_clip_mode not in CLIP_MODES:
+            raise ValueError(f"grad_clip_mode {self.grad_clip_mode!r}: choose one of {', '.join(CLIP_MODES)}")
+
+    def describe(self) -> dict:
+        """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        out["views"] = views_dict(self.views)
+        return out
+
+
+def views_dict(views: ViewConfig) -> dict:
+    out = asdict(views)
+    out["crops"] = [{**c, "scale": list(c["scale"])} for c in out["crops"]]
+    out["ratio"], out["blur_sigma"] = list(views.ratio), list(views.blur_sigma)
+    return out
+
+
+def scale_for(image_size: int) -> str:
+    return "small" if image_size <= SMALL_MAX_SIDE else "large"
+
+
+# The fields a spec may override, beyond the budget (epochs / steps) and the views.
+OVERRIDABLE = ("backbone", "optimizer", "base_lr", "lr", "batch_size", "warmup_epochs", "warmup_steps", "final_lr",
+               "weight_decay", "final_weight_decay", "grad_clip", "grad_clip_mode", "freeze_last_layer_epochs")
+OPTIMIZER_OPTIONS = ("momentum", "betas", "eta", "clip_lr", "exclude_bias_n_norm")
+
+
+def resolve(method: str, image_size: int, n_items: int, overrides: dict | None = None) -> dict:
+    """Every value a run uses: the method's recipe for the image scale, with the spec's explicit
+    fields on top. `overrides` holds only what the user set (None values are ignored):
+    scale, epochs | steps, any OVERRIDABLE name, optimizer_options, backbone_options,
+    method_options, augment. Returns a JSON-able dict; `train` holds TrainConfig's fields."""
+    from core.methods.registry import method_info
+
+    info = method_info(method)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    scale = given.get("scale") or scale_for(image_size)
+    if scale not in info.recipes:
+        raise ValueError(f"{method} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
+    recipe = info.recipes[scale]
+    unknown = set(given.get("optimizer_options", {})) - set(OPTIMIZER_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; known: {', '.join(OPTIMIZER_OPTIONS)}")
+    recipe = replace(recipe, **{k: given[k] for k in OVERRIDABLE if k in given and hasattr(recipe, k)},
+                     **given.get("optimizer_options", {}))
+    backbone_options = dict(recipe.backbone_options) if recipe.backbone == info.recipes[scale].backbone else {}
+    backbone_options.update(given.get("backbone_options", {}))
+    method_options = {**info.options(), **recipe.method_options, **given.get("method_options", {})}
+    views = ViewConfig.from_dict(given.get("augment"), base=recipe.views)
+
+    batch = recipe.batch_size
+    if batch > n_items:
+        raise ValueError(f"batch_size {batch} is larger than the dataset ({n_items} items)")
+    steps_per_epoch = max(1, n_items // batch)
+    if "steps" in given and "epochs" in given:
+        raise ValueError("give epochs or steps, not both")
+    total = given["steps"] if "steps" in given else given.get("epochs", recipe.epochs) * steps_per_epoch
+    lr = given["lr"] if "lr" in given else (
+        recipe.base_lr * batch / 256 if recipe.lr_scaling == "linear" else recipe.base_lr)
+    return {
+        "method": method, "scale": scale, "image_size": image_size, "n_items": n_items,
+        "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
+        "views": views_dict(views),
+        "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
+        "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,
+        "train": {
+            "steps": total, "batch_size": batch, "optimizer": recipe.optimizer, "lr": lr,
+            "final_lr": recipe.final_lr, "weight_decay": recipe.weight_decay,
+            "final_weight_decay": recipe.final_weight_decay,
+            "warmup_steps": given["warmup_steps"] if "warmup_steps" in given else epoch_point(
+                recipe.warmup_epochs, recipe.epochs, total, steps_per_epoch),
+            "momentum": recipe.momentum, "betas": list(recipe.betas), "eta": recipe.eta, "clip_lr": recipe.clip_lr,
+            "exclude_bias_n_norm": recipe.exclude_bias_n_norm, "grad_clip": recipe.grad_clip,
+            "grad_clip_mode": recipe.grad_clip_mode,
+            "freeze_last_layer_steps": epoch_point(recipe.freeze_last_layer_epochs, recipe.epochs, total,
+                                                   steps_per_epoch),
+        },
+        "sources": dict(recipe.sources), "notes": recipe.notes,
+    }
+
+
+def epoch_point(epochs: float, recipe_epochs: int, total_steps: int, steps_per_epoch: int) -> int:
+    """A schedule point given in epochs, in steps. A run shorter than the recipe keeps the
+    point's fraction of the schedule (10 warm-up epochs of 1000 stay 1 % of a 50-epoch run)."""
+    if epochs <= 0:
+        return 0
+    absolute = epochs * steps_per_epoch
+    proportional = epochs / recipe_epochs * total_steps
+    return max(1, math.ceil(min(absolute, proportional)))
+
+
+def recipe_fields() -> list[str]:
+    return [f.name for f in fields(Recipe)]

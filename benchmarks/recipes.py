@@ -229,29 +229,18 @@ def guard_s(budget_s: float) -> float:
     return 3 * budget_s + 300
 
 
-def evaluate_spec(dataset_id: str, sources: list[str], backbone: tuple[str, dict] | None,
-                  with_options: bool = True) -> dict:
+def evaluate_spec(dataset_id: str, sources: list[str], backbone: tuple[str, dict] | None) -> dict:
+    """A random-init is built with the trained architecture's options, so it is the same network."""
     spec = {"kind": "evaluate", "dataset": dataset_id, "checkpoints": sources, "protocols": PROTOCOLS}
     if backbone:
-        spec["backbone"] = backbone[0]
-        if with_options:
-            spec["backbone_options"] = backbone[1]
+        spec["backbone"], spec["backbone_options"] = backbone
     return spec
 
 
 def evaluate(client: Client, dataset_id: str, sources: list[str], backbone: tuple[str, dict] | None,
              timeout_s: float) -> tuple[dict, str]:
-    """Run one evaluate job; returns (job, note). A random-init needs the trained architecture's options;
-    where EvaluateSpec does not take backbone_options, the service's defaults are used and the note says so."""
-    try:
-        return run_job(client, evaluate_spec(dataset_id, sources, backbone), timeout_s), ""
-    except JobFailed as exc:
-        if not backbone or "backbone_options" not in str(exc):
-            raise
-    note = (f"random-init built with the service's default {backbone[0]} options: EvaluateSpec takes no "
-            f"backbone_options (trained with {json.dumps(backbone[1])})")
-    log.warning(note)
-    return run_job(client, evaluate_spec(dataset_id, sources, backbone, with_options=False), timeout_s), note
+    """Run one evaluate job; returns (job, note)."""
+    return run_job(client, evaluate_spec(dataset_id, sources, backbone), timeout_s), ""
 
 
 # ------------------------------------------------------------------------------------------------- scores

@@ -93,7 +93,8 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     recipe = info.recipes[scale]
     unknown = set(given.get("optimizer_options", {})) - set(OPTIMIZER_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; known: {', '.join(OPTIMIZER_OPTIONS)}")
+        raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(OPTIMIZER_OPTIONS)}")
     recipe = replace(recipe, **{k: given[k] for k in OVERRIDABLE if k in given and hasattr(recipe, k)},
                      **given.get("optimizer_options", {}))
     backbone_options = dict(recipe.backbone_options) if recipe.backbone == info.recipes[scale].backbone else {}
@@ -110,6 +111,12 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     total = given["steps"] if "steps" in given else given.get("epochs", recipe.epochs) * steps_per_epoch
     lr = given["lr"] if "lr" in given else (
         recipe.base_lr * batch / 256 if recipe.lr_scaling == "linear" else recipe.base_lr)
+
+    def schedule_point(name: str) -> int:
+        # a value the spec gives counts epochs of this run; only the recipe's own scales with the run's length
+        horizon = total / steps_per_epoch if name in given else recipe.epochs
+        return epoch_point(getattr(recipe, name), horizon, total, steps_per_epoch)
+
     return {
         "method": method, "scale": scale, "image_size": image_size, "n_items": n_items,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
@@ -120,26 +127,24 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
             "steps": total, "batch_size": batch, "optimizer": recipe.optimizer, "lr": lr,
             "final_lr": recipe.final_lr, "weight_decay": recipe.weight_decay,
             "final_weight_decay": recipe.final_weight_decay,
-            "warmup_steps": given["warmup_steps"] if "warmup_steps" in given else epoch_point(
-                recipe.warmup_epochs, recipe.epochs, total, steps_per_epoch),
+            "warmup_steps": given["warmup_steps"] if "warmup_steps" in given else schedule_point("warmup_epochs"),
             "momentum": recipe.momentum, "betas": list(recipe.betas), "eta": recipe.eta, "clip_lr": recipe.clip_lr,
             "exclude_bias_n_norm": recipe.exclude_bias_n_norm, "grad_clip": recipe.grad_clip,
             "grad_clip_mode": recipe.grad_clip_mode,
-            "freeze_last_layer_steps": epoch_point(recipe.freeze_last_layer_epochs, recipe.epochs, total,
-                                                   steps_per_epoch),
+            "freeze_last_layer_steps": schedule_point("freeze_last_layer_epochs"),
         },
         "sources": dict(recipe.sources), "notes": recipe.notes,
     }
 
 
-def epoch_point(epochs: float, recipe_epochs: int, total_steps: int, steps_per_epoch: int) -> int:
+def epoch_point(epochs: float, recipe_epochs: float, total_steps: int, steps_per_epoch: int) -> int:
     """A schedule point given in epochs, in steps. A run shorter than the recipe keeps the
     point's fraction of the schedule (10 warm-up epochs of 1000 stay 1 % of a 50-epoch run)."""
     if epochs <= 0:
         return 0
     absolute = epochs * steps_per_epoch
     proportional = epochs / recipe_epochs * total_steps
-    return max(1, math.ceil(min(absolute, proportional)))
+    return max(1, math.ceil(round(min(absolute, proportional), 6)))  # 1/300 * 2100 is 7.000000000000001
 
 
 def recipe_fields() -> list[str]:

@@ -137,7 +137,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if streamed:
             batch = next(stream).to(device, non_blocking=True)
         else:
-            batch = pinned[batch_indices(len(images), config.batch_size, config.seed, step)].to(device, non_blocking=True)
+            indices = batch_indices(len(images), config.batch_size, config.seed, step)
+            batch = pinned[indices].to(device, non_blocking=True)
         gen = step_generator(config.seed, step, device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss, extra = method.training_step(batch, gen, step, config.steps)

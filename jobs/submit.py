@@ -8,6 +8,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.backbones import build_backbone
 from core.methods import build_resolved
 from jobs import datasets
 from jobs.ids import new_id
@@ -80,6 +81,13 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dic
                            "evaluation needs a ready image dataset held in memory")
     if not (dataset.stats or {}).get("labelled"):
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
+    if "random-init" in spec.sources():
+        try:
+            with torch.device("meta"):
+                build_backbone(spec.backbone or "resnet18", in_channels=(dataset.stats or {}).get("channels", 3),
+                               image_size=(dataset.stats or {}).get("image_size", 32), **spec.backbone_options)
+        except (TypeError, ValueError) as exc:
+            raise SpecRejected(f"cannot build the random-init backbone: {exc}") from exc
     for source in spec.sources():
         if source not in BASELINES:
             check_channels(check_checkpoint(session, project_id, source), dataset)

@@ -3,6 +3,8 @@ when an earlier evaluation computed them), then each protocol; every result is w
 `scores` rows carrying the checkpoint's pretraining compute seconds."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,8 @@ def labelled(data):
     return data.subset(keep.nonzero().squeeze(1)) if not bool(keep.all()) else data
 
 
-def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, backbone: str | None) -> Source:
+def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, backbone: str | None,
+                backbone_options: dict | None = None) -> Source:
     stats = dataset_row.stats or {}
     if ref == "raw-pixels":
         return Source("raw-pixels", None, who={"baseline": ref, "method": ref})
@@ -46,9 +49,11 @@ def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, back
         torch.manual_seed(seed)
         name = backbone or "resnet18"
         size = stats["image_size"]
-        encoder = build_backbone(name, in_channels=stats["channels"], image_size=size)
-        return Source(f"random-init-{name}-s{seed}-{size}", encoder, stats["mean"], stats["std"], size,
-                      {"baseline": ref, "method": ref, "backbone": name})
+        options = dict(backbone_options or {})
+        encoder = build_backbone(name, in_channels=stats["channels"], image_size=size, **options)
+        tag = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8] if options else ""
+        return Source(f"random-init-{name}{'-' + tag if tag else ''}-s{seed}-{size}", encoder, stats["mean"],
+                      stats["std"], size, {"baseline": ref, "method": ref, "backbone": name})
     row = ctx.write(lambda s: s.get(Checkpoint, ref))
     if row is None:
         raise LookupError(f"checkpoint {ref!r} not found")
@@ -162,7 +167,7 @@ def run_evaluate(ctx: JobContext, raw_spec: dict):
             reason = ctx.stop_reason()
             if reason:
                 break
-            source = open_source(ctx, ref, dataset_row, spec.seed, spec.backbone)
+            source = open_source(ctx, ref, dataset_row, spec.seed, spec.backbone, spec.backbone_options)
             results[ref], reason = evaluate_source(ctx, source, dataset_row, train_set, test_set, protocols,
                                                    spec.seed, device, progress)
             if reason:

@@ -108,3 +108,10 @@ BYOL_VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=1.0),
 # MoCo v2's (Chen et al. 2020b): two crops of 20-100 % with blur p=0.5, stronger saturation; SimSiam's too.
 MOCO_V2_VIEWS = ViewConfig(crops=[CropSpec(count=2, scale=(0.2, 1.0), blur_p=0.5)], brightness=0.4, contrast=0.4,
                            saturation=0.4, hue=0.1)
+# solo-learn's CIFAR asymmetric pair (scripts/pretrain/cifar/augmentations/asymmetric.yaml with the
+# 32-px change): BYOL's jitter and solarisation 0.2 on the second view, crops of 8-100 %, no blur
+# (a 3-tap kernel at 32 px). BYOL, NNCLR, MoCo v3, DINO and Barlow Twins use it at the small scale.
+CIFAR_ASYMMETRIC_VIEWS = ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0)),
+                                           CropSpec(count=1, scale=(0.08, 1.0), solarize_p=0.2)],
+                                    jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                                    grayscale_p=0.2)

@@ -2,7 +2,7 @@
 batch-normalised projections is pushed to the identity."""
 from __future__ import annotations
 
-from core.augment import BYOL_VIEWS, CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS, CIFAR_ASYMMETRIC_VIEWS
 from core.heads import mlp
 from core.losses.barlow_twins import barlow_twins_loss
 from core.methods.base import Method
@@ -19,9 +19,7 @@ RECIPES = {
         eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
         method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "lambd": 0.0051},
         # solo-learn's asymmetric CIFAR pair: solarisation 0.2 on the second view only, no blur at 32 px
-        views=ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0)),
-                                CropSpec(count=1, scale=(0.08, 1.0), solarize_p=0.2)],
-                         jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2),
+        views=CIFAR_ASYMMETRIC_VIEWS,
         sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
                  "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
                  "base_lr": f"{SOLO}.yaml (lr 0.3, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",

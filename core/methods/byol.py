@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.augment import BYOL_VIEWS, CropSpec, ViewConfig
+from core.augment import BYOL_VIEWS, CIFAR_ASYMMETRIC_VIEWS
 from core.heads import mlp
 from core.losses.byol import normalized_mse
 from core.methods.base import Method
@@ -22,9 +22,7 @@ RECIPES = {
         eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
         method_options={"proj_hidden_dim": 4096, "proj_dim": 256, "pred_hidden_dim": 4096, "momentum": 0.99},
         # the paper's asymmetric pair without blur (32 px): solarisation 0.2 on the second view only
-        views=ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0),
-                                CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0, solarize_p=0.2)],
-                         jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2),
+        views=CIFAR_ASYMMETRIC_VIEWS,
         sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
                  "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
                  "base_lr": f"{SOLO}.yaml (lr 1.0, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",

@@ -41,22 +41,24 @@ SOURCES = {"optimizer": f"{VISION} (--opt adamw, torch default betas)",
                     "crop 0.08-1)"}
 RECIPES = {
     "small": Recipe(
-        backbone="vit_tiny", backbone_options={"patch_size": 4},
+        backbone="vit_tiny", backbone_options={"patch_size": 4, "pool": "mean"},
         optimizer="adamw", base_lr=2.5e-4, batch_size=256, epochs=800, warmup_epochs=10, final_lr=1.25e-6,
         weight_decay=0.05, betas=(0.9, 0.999), grad_clip=3.0,
         method_options=dict(OPTIONS), views=DATA2VEC_VIEWS,
-        sources={**SOURCES, "backbone": "derived: vit_tiny with 4-px patches (an 8 x 8 grid at 32 px)",
+        sources={"backbone_options": "pool mean: data2vec probes mean-pooled patch tokens (no [CLS] loss)",
+                 **SOURCES, "backbone": "derived: vit_tiny with 4-px patches (an 8 x 8 grid at 32 px)",
                  "base_lr": f"derived: {VISION} --lr 2e-3 at batch 128 x 16 = 2048, x 256/2048",
                  "final_lr": "derived: data2vec_vision run_cyclical.py --min_lr 1e-5 = peak / 200, kept as a ratio"},
         notes="No published small-image data2vec recipe: derived from the paper's ViT-B one (schedule, masking, "
               "targets and EMA unchanged, LR linearly scaled from batch 2048 to 256) for a ViT-Tiny/4. The "
               "warm-up starts at 0 (the code: warmup_lr 1e-6)."),
     "large": Recipe(
-        backbone="vit_small", backbone_options={"patch_size": 16},
+        backbone="vit_small", backbone_options={"patch_size": 16, "pool": "mean"},
         optimizer="adamw", base_lr=2.5e-4, batch_size=256, epochs=800, warmup_epochs=10, final_lr=1.25e-6,
         weight_decay=0.05, betas=(0.9, 0.999), grad_clip=3.0,
         method_options=dict(OPTIONS), views=DATA2VEC_VIEWS,
-        sources={**SOURCES, "backbone": f"{VISION} (beit_base_patch16_224); vit_small/16 here",
+        sources={"backbone_options": "pool mean: data2vec probes mean-pooled patch tokens (no [CLS] loss)",
+                 **SOURCES, "backbone": f"{VISION} (beit_base_patch16_224); vit_small/16 here",
                  "base_lr": f"{VISION} (--lr 2e-3 at batch 128 x 16 = 2048, not scaled), x 256/2048",
                  "batch_size": "256 here; the paper's is 2048",
                  "final_lr": "data2vec_vision run_cyclical.py (--min_lr 1e-5 = peak / 200, kept as a ratio)"},

@@ -145,7 +145,7 @@ class DeepClusterV2(Method):
         if not self.warned_eviction and bool(evicted > 0):
             self.warned_eviction = True
             log.warning("deepcluster_v2: more images than queue_size=%d; evicted images lose their cluster "
-                        "label until re-clustered (raise queue_size to the dataset size)", len(self.memory))
+                        "label until re-clustered (raise queue_size to the dataset size)", self.memory.size)
 
     def clustering_due(self) -> bool:
         """Once per pass over the data, as the official code clusters at every epoch start: when
@@ -153,7 +153,7 @@ class DeepClusterV2(Method):
         image already in it (the first pass fills the bank, like the official `init_memory`) or
         the bank is full."""
         occupied = self.memory.occupied().sum()
-        return bool((self.writes >= occupied) & ((self.rewrites > 0) | (occupied == len(self.memory))))
+        return bool((self.writes >= occupied) & ((self.rewrites > 0) | (occupied == self.memory.size)))
 
     @torch.no_grad()
     def recluster(self, gen):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.augment import CropSpec, ViewConfig
+from core.augment import CIFAR_ASYMMETRIC_VIEWS, CropSpec, ViewConfig
 from core.heads.dino import DINOHead
 from core.losses.dino import dino_loss, updated_center
 from core.methods.base import Method
@@ -40,9 +40,7 @@ RECIPES = {
                         "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_frac": 0.0,
                         "momentum": 0.9995, "center_momentum": 0.9, "head_batch_norm": False},
         # two 32-px crops, BYOL's asymmetric pair without blur (32 px); no local crops
-        views=ViewConfig(crops=[CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0),
-                                CropSpec(count=1, scale=(0.08, 1.0), blur_p=0.0, solarize_p=0.2)],
-                         jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, grayscale_p=0.2),
+        views=CIFAR_ASYMMETRIC_VIEWS,
         sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
                  "optimizer": f"{SOLO}.yaml (lars, eta 0.02, clip_lr, exclude_bias_n_norm)",
                  "base_lr": f"{SOLO}.yaml (lr 0.3, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",

@@ -25,13 +25,14 @@ IJEPA_VIEWS = ViewConfig(crops=[CropSpec(count=1, size=1.0, scale=(0.3, 1.0))], 
 CONFIG = "facebookresearch/ijepa configs/in1k_vith14_ep300.yaml"
 RECIPES = {
     "small": Recipe(
-        backbone="vit_tiny", backbone_options={"patch_size": 4},
+        backbone="vit_tiny", backbone_options={"patch_size": 4, "pool": "mean"},
         optimizer="adamw", base_lr=1.25e-4, batch_size=256, epochs=300, warmup_epochs=40, final_lr=1.25e-7,
         weight_decay=0.04, final_weight_decay=0.4, betas=(0.9, 0.999),
         method_options={"predictor_dim": 192, "predictor_depth": 6, "num_targets": 4, "momentum": 0.996,
                         "loss": "smooth_l1"},
         views=IJEPA_VIEWS,
-        sources={"backbone": "derived: vit_tiny with 4-px patches (an 8 x 8 grid at 32 px)",
+        sources={"backbone_options": "pool mean: I-JEPA probes average-pooled patch tokens (no [CLS] loss)",
+                 "backbone": "derived: vit_tiny with 4-px patches (an 8 x 8 grid at 32 px)",
                  "optimizer": f"{CONFIG} (AdamW, torch default betas)",
                  "base_lr": f"derived: {CONFIG} lr 1e-3 at batch 2048, x 256/2048",
                  "epochs": f"{CONFIG} (300)", "warmup_epochs": f"{CONFIG} (warmup 40)",
@@ -45,13 +46,14 @@ RECIPES = {
               "predictor is narrowed to the encoder's width and 6 blocks (the paper: 384 wide, 12 blocks, for "
               "ViT-H). The warm-up starts at 0 (the paper: start_lr 2e-4)."),
     "large": Recipe(
-        backbone="vit_small", backbone_options={"patch_size": 16},
+        backbone="vit_small", backbone_options={"patch_size": 16, "pool": "mean"},
         optimizer="adamw", base_lr=1.25e-4, batch_size=256, epochs=300, warmup_epochs=40, final_lr=1.25e-7,
         weight_decay=0.04, final_weight_decay=0.4, betas=(0.9, 0.999),
         method_options={"predictor_dim": 384, "predictor_depth": 12, "num_targets": 4, "momentum": 0.996,
                         "loss": "smooth_l1"},
         views=IJEPA_VIEWS,
-        sources={"backbone": f"{CONFIG} (vit_huge, patch 14); vit_small/16 here",
+        sources={"backbone_options": "pool mean: I-JEPA probes average-pooled patch tokens (no [CLS] loss)",
+                 "backbone": f"{CONFIG} (vit_huge, patch 14); vit_small/16 here",
                  "optimizer": f"{CONFIG} (AdamW, torch default betas)",
                  "base_lr": f"{CONFIG} (lr 1e-3 at batch 2048 = 128 x 16 GPUs), x 256/2048",
                  "batch_size": "256 here; the paper's is 2048",

@@ -22,13 +22,14 @@ SOLO = "solo-learn scripts/pretrain/cifar/mae.yaml"
 OFFICIAL = "facebookresearch/mae PRETRAIN.md"
 RECIPES = {
     "small": Recipe(
-        backbone="vit_tiny", backbone_options={"patch_size": 4},
+        backbone="vit_tiny", backbone_options={"patch_size": 4, "pool": "mean"},
         optimizer="adamw", base_lr=2e-4, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=0.05,
         betas=(0.9, 0.95),
         method_options={"mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8, "norm_pix_loss": True},
         # solo-learn's reconstruction views: crops of 8-100 % and flip, nothing else
         views=ViewConfig(crops=[CropSpec(count=1, size=1.0, scale=(0.08, 1.0))], jitter_p=0.0, grayscale_p=0.0),
-        sources={"backbone": f"{SOLO} (vit_small, patch_size 4, img_size 32); vit_tiny here",
+        sources={"backbone_options": "pool mean: MAE probes average-pooled patch tokens (global_pool)",
+                 "backbone": f"{SOLO} (vit_small, patch_size 4, img_size 32); vit_tiny here",
                  "optimizer": f"{SOLO} (adamw, betas 0.9 / 0.95)",
                  "base_lr": f"{SOLO} (lr 2e-4, scaled by batch/256)", "batch_size": SOLO,
                  "epochs": f"{SOLO} (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
@@ -39,12 +40,13 @@ RECIPES = {
         notes="ViT-Tiny/4 instead of solo-learn's ViT-Small/4 (the library's small-image ViT). Crops of 8-100 % "
               "as solo-learn's CIFAR run; the paper uses 20-100 % at 224 px."),
     "large": Recipe(
-        backbone="vit_small", backbone_options={"patch_size": 16},
+        backbone="vit_small", backbone_options={"patch_size": 16, "pool": "mean"},
         optimizer="adamw", base_lr=1.5e-4, batch_size=256, epochs=800, warmup_epochs=40, weight_decay=0.05,
         betas=(0.9, 0.95),
         method_options={"mask_ratio": 0.75, "decoder_dim": 512, "decoder_depth": 8, "norm_pix_loss": True},
         views=MAE_VIEWS,
-        sources={"backbone": f"{OFFICIAL} (mae_vit_large_patch16; ViT-B/16 and ViT-H/14 also); vit_small/16 here",
+        sources={"backbone_options": "pool mean: MAE probes average-pooled patch tokens (global_pool)",
+                 "backbone": f"{OFFICIAL} (mae_vit_large_patch16; ViT-B/16 and ViT-H/14 also); vit_small/16 here",
                  "optimizer": "facebookresearch/mae main_pretrain.py (AdamW, betas 0.9 / 0.95)",
                  "base_lr": f"{OFFICIAL} (--blr 1.5e-4; lr = blr x batch/256)",
                  "batch_size": f"256 here; {OFFICIAL}'s effective batch is 4096",

@@ -45,7 +45,8 @@ class KeyedMemoryBank(nn.Module):
         self.register_buffer("keys", torch.full((size, 2), EMPTY, dtype=torch.long))
         self.register_buffer("written_at", torch.full((size,), -1, dtype=torch.long))
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
         return self.keys.shape[0]
 
     def occupied(self) -> Tensor:
@@ -67,6 +68,9 @@ class KeyedMemoryBank(nn.Module):
         new = slots < 0
         self.written_at[slots[~new]] = step  # refreshed first, so the choice below never evicts them
         distinct, inverse = torch.unique(keys[new], dim=0, return_inverse=True)  # a key twice: one slot
+        if len(distinct) > self.size:
+            raise ValueError(f"a batch of {len(distinct)} new images does not fit the memory bank of {self.size}; "
+                             "raise queue_size or lower batch_size")
         position = torch.arange(len(inverse), device=keys.device)
         first = torch.full((len(distinct),), len(inverse), device=keys.device)
         first.scatter_reduce_(0, inverse, position, "amin")  # where each distinct key first appears

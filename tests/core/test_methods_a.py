@@ -237,7 +237,7 @@ def test_simsiam_target_branch_gets_no_gradient():
 
 def test_paper_defaults_are_registered():
     byol = method_info("byol")
-    assert [(c.blur_p, c.solarize_p) for c in byol.views.crops] == [(1.0, 0.0), (0.1, 0.2)]
+    assert [(c.blur_p, c.solarize_p) for c in byol.recipes["large"].views.crops] == [(1.0, 0.0), (0.1, 0.2)]
     assert byol.options()["momentum"] == 0.996
     assert method_info("moco_v3").default_backbone == "vit_small"
     assert method_info("moco_v2").options()["temperature"] == 0.2

@@ -17,14 +17,14 @@ SMALL = {"proj_hidden_dim": 16, "proj_dim": 8, "out_dim": 12, "bottleneck_dim": 
          "queue_size": 32}
 
 
-def tiny(name: str, **options):
+def tiny(name: str, scale: str | None = None, **options):
     torch.manual_seed(0)
     backbone, backbone_options = ("vit_tiny", {"dim": 16, "depth": 1, "heads": 2, "patch_size": 4}) \
         if name == "dino" else ("small_cnn", {"width": 4})
     known = method_info(name).options()
     small = {k: v for k, v in SMALL.items() if k in known}
     return build(name, backbone=backbone, in_channels=1, image_size=16, backbone_options=backbone_options,
-                 **{**small, **options})
+                 scale=scale, **{**small, **options})
 
 
 def images(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_registered_with_standard_option_names_and_paper(name):
 
 
 def test_dino_views_are_two_global_and_several_local_crops():
-    method = tiny("dino")
+    method = tiny("dino", scale="large")  # the paper's multi-crop (the small recipe has none, as solo-learn's)
     global_crops, local_crops = split_crops(method.views(images(), gen()))
     assert len(global_crops) == 2 and len(local_crops) >= 2
     assert global_crops[0].shape[-1] == 16 and local_crops[0].shape[-1] == 8
@@ -87,7 +87,7 @@ def test_dino_center_update_equals_the_formula():
 
 
 def test_dino_teacher_is_an_ema_of_the_student_with_cosine_momentum():
-    method = tiny("dino")
+    method = tiny("dino", scale="large")  # the paper's momentum 0.996
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(1.0)

@@ -73,6 +73,8 @@ def test_an_explicit_lr_wins_unscaled():
     (10, 1000, 150, 3, 2),  # proportional 1.5 steps, rounded up
     (10, 1000, 5, 1, 1),  # at least one step
     (0, 100, 1000, 10, 0),  # none
+    (1, 300, 2100, 10, 7),  # 1/300 of 2100 is 7 exactly (not 7.000000000000001, rounded up to 8)
+    (1.1, 100, 10_000, 10, 11),  # absolute 1.1 epochs of 10 steps
 ])
 def test_epoch_point_is_absolute_for_long_runs_and_proportional_for_short_ones(
         epochs, recipe_epochs, total_steps, steps_per_epoch, expected):
@@ -98,6 +100,18 @@ def test_warmup_epochs_become_steps():
 def test_explicit_warmup_wins():
     assert resolve("toy", 32, 1000, {"warmup_steps": 5})["train"]["warmup_steps"] == 5
     assert resolve("toy", 32, 1000, {"warmup_epochs": 2})["train"]["warmup_steps"] == 14
+    assert resolve("toy", 32, 1000, {"warmup_steps": 5, "warmup_epochs": 2})["train"]["warmup_steps"] == 5
+
+
+def test_explicit_epoch_points_count_epochs_of_the_run_itself():
+    # a 20-epoch run of the 100-epoch recipe: the recipe's own points shrink to 20 % ...
+    short = resolve("toy", 32, 1000, {"epochs": 20})["train"]
+    assert (short["warmup_steps"], short["freeze_last_layer_steps"]) == (14, 2)
+    # ... but 2 warm-up epochs asked for in the spec are 2 epochs of this run (14 steps), not 20 % of them
+    given = resolve("toy", 32, 1000, {"epochs": 20, "warmup_epochs": 2, "freeze_last_layer_epochs": 1})["train"]
+    assert (given["warmup_steps"], given["freeze_last_layer_steps"]) == (14, 7)
+    by_steps = resolve("toy", 32, 1000, {"steps": 33, "warmup_epochs": 2})["train"]
+    assert by_steps["warmup_steps"] == 14
 
 
 def test_spec_overrides_win():

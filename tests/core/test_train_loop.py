@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from core.augment import ViewConfig, ViewMaker
 from core.methods.base import Method
 from core.seeds import step_seed
 from core.train import Callbacks, TrainConfig, step_generator, train
@@ -34,7 +35,7 @@ class Regression(Method):
         torch.manual_seed(seed)
         backbone = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(8, 4))
-        super().__init__(backbone, views=None)
+        super().__init__(backbone, ViewMaker(ViewConfig(), mean=[0.5], std=[0.5]))  # recorded, not used
         self.register_buffer("target_map", torch.randn(16, 4, generator=torch.Generator().manual_seed(99)) / 4)
         self.loss_scale = loss_scale
         self.current_step: int | None = None
@@ -151,8 +152,9 @@ def test_lr_warms_up_linearly_then_follows_cosine_to_final_lr(optimizer):
         assert [g["lr"] for g in record["groups"]] == pytest.approx([want] * len(record["groups"]), rel=1e-12)
         assert recorder.logs[record["step"] + 1]["lr"] == pytest.approx(want, rel=1e-12)
     lrs = [r["groups"][0]["lr"] for r in spy.records]
-    assert lrs[2] == pytest.approx(0.1) and lrs[0] < lrs[1] < lrs[2]  # the peak at the end of warm-up
-    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then strictly down
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1)  # the peak at the end of warm-up,
+    assert lrs[3] == pytest.approx(0.1)  # where the cosine starts (as in DINO's cosine_scheduler),
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))  # then strictly down
     assert lrs[-1] > 0.01  # the last step is one step short of final_lr
 
 

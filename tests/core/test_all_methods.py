@@ -9,10 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from core.methods import method_info, method_names
+from core.recipes import resolve
 from core.train import Callbacks, TrainConfig, train
-from tests.core.tiny import build_tiny, digits_16
+from tests.core.tiny import build_tiny, digits_16, tiny_backbone
 
 IMAGE_METHODS = [n for n in method_names() if method_info(n).modality == "image"]
+# Methods whose loss target itself moves early in a run, so their loss need not fall in 40 steps:
+# MoCo v2's queue fills with negatives (the loss rises towards log(queue size)), DeepCluster-v2's
+# clusters appear after the first pass, and DINO's centred teacher starts near uniform and moves
+# with momentum 0.9995. For them the test asserts that the encoder learns and does not collapse.
+MOVING_TARGET = {"moco_v2", "deepcluster_v2", "dino"}
 
 
 class Recorder(Callbacks):
@@ -28,8 +34,11 @@ class Recorder(Callbacks):
             self.kept = copy.deepcopy(state)
 
 
-def config(steps: int, **overrides) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=32, lr=overrides.pop("lr", 2e-3), log_every=1, seed=0, **overrides)
+def config(name: str, steps: int, n_items: int, **overrides) -> TrainConfig:
+    """The method's small recipe, resolved for a short run at batch 32 (the LR scaled to it)."""
+    backbone, _ = tiny_backbone(name)
+    train_settings = resolve(name, 16, n_items, {"steps": steps, "batch_size": 32, "backbone": backbone})["train"]
+    return TrainConfig(**{**train_settings, "log_every": 1, "seed": 0, **overrides})
 
 
 def embedding_std(method, images: torch.Tensor) -> float:
@@ -46,12 +55,16 @@ def test_trains_on_real_data_without_collapse(name):
     images, _ = digits_16(512)
     method = build_tiny(name)
     initial_spread = embedding_std(method, images[:256])
+    initial = {k: v.clone() for k, v in method.backbone.state_dict().items() if v.is_floating_point()}
     recorder = Recorder()
-    result = train(method, images, config(40), callbacks=recorder)
+    result = train(method, images, config(name, 40, len(images)), callbacks=recorder)
     losses = torch.tensor([recorder.losses[s] for s in sorted(recorder.losses)])
     assert result.reason == "completed"
     assert torch.isfinite(losses).all()
-    assert losses[-10:].mean() < losses[:10].mean(), f"{name} loss did not decrease: {losses.tolist()}"
+    if name not in MOVING_TARGET:
+        assert losses[-10:].mean() < losses[:10].mean(), f"{name} loss did not decrease: {losses.tolist()}"
+    moved = max(float((method.backbone.state_dict()[k] - v).abs().max()) for k, v in initial.items())
+    assert moved > 1e-3, f"{name}: the encoder did not learn"
     # Collapse drives the spread to 0; MAE legitimately shrinks it (a large shared component,
     # which is why its paper's linear probe starts with a BatchNorm), so the floor is relative.
     spread = embedding_std(method, images[:256])
@@ -62,7 +75,7 @@ def test_trains_on_real_data_without_collapse(name):
 def test_resume_replays_the_uninterrupted_run(name):
     images, _ = digits_16(256)
     whole = Recorder(keep_at=3)
-    cfg = config(6, checkpoint_every=3)
+    cfg = config(name, 6, len(images), checkpoint_every=3)
     straight = build_tiny(name)
     train(straight, images, cfg, callbacks=whole)
     assert whole.kept is not None, "no checkpoint at step 3"

@@ -16,15 +16,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from client import processes
 from client.sdk import ApiError, Client
 
+# Silent on every training setting: SimCLR's `small` recipe (LARS, lr 0.4 x batch/256, warm-up and
+# cosine, temperature 0.2, SimCLR's views). Only the backbone (the CPU-sized CNN instead of ResNet-18)
+# and the budget are the demo's own; digits also turn off the flip (a mirrored digit is another digit).
 SPECS = {
-    "fashion-mnist": {"method": "simclr", "backbone": "small_cnn", "dataset": "fashion-mnist", "steps": 600,
-                      "batch_size": 256, "lr": 2e-3, "weight_decay": 1e-4, "warmup_steps": 30, "log_every": 20,
-                      "augment": {"crops": [{"count": 2, "scale": [0.3, 1.0]}], "hue": 0.0, "saturation": 0.0},
-                      "method_options": {"proj_hidden_dim": 512, "temperature": 0.2}},
-    "digits": {"method": "simclr", "backbone": "small_cnn", "dataset": "digits", "steps": 300, "batch_size": 256,
-               "lr": 2e-3, "warmup_steps": 20, "log_every": 20,
-               "augment": {"crops": [{"count": 2, "scale": [0.5, 1.0]}], "flip_p": 0.0},
-               "method_options": {"proj_hidden_dim": 512, "temperature": 0.2}},
+    "fashion-mnist": {"method": "simclr", "backbone": "small_cnn", "dataset": "fashion-mnist", "steps": 1000,
+                      "log_every": 20},
+    "digits": {"method": "simclr", "backbone": "small_cnn", "dataset": "digits", "steps": 300, "log_every": 20,
+               "augment": {"flip_p": 0.0}},
 }
 
 

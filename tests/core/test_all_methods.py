@@ -57,14 +57,15 @@ def test_trains_on_real_data_without_collapse(name):
     initial_spread = embedding_std(method, images[:256])
     initial = {k: v.clone() for k, v in method.backbone.state_dict().items() if v.is_floating_point()}
     recorder = Recorder()
-    result = train(method, images, config(name, 40, len(images)), callbacks=recorder)
+    cfg = config(name, 40, len(images))
+    result = train(method, images, cfg, callbacks=recorder)
     losses = torch.tensor([recorder.losses[s] for s in sorted(recorder.losses)])
     assert result.reason == "completed"
     assert torch.isfinite(losses).all()
     if name not in MOVING_TARGET:
         assert losses[-10:].mean() < losses[:10].mean(), f"{name} loss did not decrease: {losses.tolist()}"
     moved = max(float((method.backbone.state_dict()[k] - v).abs().max()) for k, v in initial.items())
-    assert moved > 1e-3, f"{name}: the encoder did not learn"
+    assert moved > min(1e-3, 5 * cfg.lr), f"{name}: the encoder did not learn"  # AdamW moves ~lr per step
     # Collapse drives the spread to 0; MAE legitimately shrinks it (a large shared component,
     # which is why its paper's linear probe starts with a BatchNorm), so the floor is relative.
     spread = embedding_std(method, images[:256])

@@ -133,7 +133,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
             "grad_clip_mode": recipe.grad_clip_mode,
             "freeze_last_layer_steps": schedule_point("freeze_last_layer_epochs"),
         },
-        "sources": dict(recipe.sources), "notes": recipe.notes,
+        "overridden": sorted(given), "sources": dict(recipe.sources), "notes": recipe.notes,
     }
 
 

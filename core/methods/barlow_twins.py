@@ -17,7 +17,7 @@ RECIPES = {
         backbone="resnet18", backbone_options={"small_stem": True},
         optimizer="lars", base_lr=0.3, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-4,
         eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
-        method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "lambd": 0.0051},
+        method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "lambd": 0.0051, "scale_loss": 0.1},
         # solo-learn's asymmetric CIFAR pair: solarisation 0.2 on the second view only, no blur at 32 px
         views=CIFAR_ASYMMETRIC_VIEWS,
         sources={"backbone": f"{SOLO}.yaml (resnet18, CIFAR stem)",
@@ -25,11 +25,12 @@ RECIPES = {
                  "base_lr": f"{SOLO}.yaml (lr 0.3, scaled by batch/256)", "batch_size": f"{SOLO}.yaml",
                  "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
                  "weight_decay": f"{SOLO}.yaml (1e-4)",
-                 "method_options": f"{SOLO}.yaml (proj 2048-2048-2048); solo-learn barlow_twins.py lamb 0.0051",
+                 "method_options": f"{SOLO}.yaml (proj 2048-2048-2048, scale_loss 0.1); solo-learn "
+                                   "barlow_twins.py lamb 0.0051",
                  "views": "solo-learn cifar augmentations/asymmetric.yaml (crop 0.08-1, jitter 0.4/0.4/0.2/0.1 "
                           f"p 0.8, grey 0.2, blur 0, solarisation 0 / 0.2); {SOLO}.sh gaussian_prob 0.0 0.0"},
-        notes="solo-learn multiplies the loss by scale_loss 0.1, which this loss does not have; under LARS the "
-              "scale shifts the trust ratio's balance between gradient and weight decay."),
+        notes="As solo-learn's CIFAR run: the loss is scaled by 0.1 (scale_loss), which under LARS sets the "
+              "step of the biases and norms (plain momentum SGD) and the balance between gradient and decay."),
     "large": Recipe(
         backbone="resnet50", backbone_options={"small_stem": False},
         optimizer="lars", base_lr=0.2, batch_size=256, epochs=1000, warmup_epochs=10, final_lr=2e-4,
@@ -55,17 +56,19 @@ RECIPES = {
 
 @register("barlow_twins", family="redundancy-reduction", recipes=RECIPES, paper="arXiv:2103.03230")
 class BarlowTwins(Method):
-    """Projector: three linear layers (8192 wide in the paper), batch norm and ReLU between."""
+    """Projector: three linear layers (8192 wide in the paper), batch norm and ReLU between.
+    `scale_loss` multiplies the loss (solo-learn's CIFAR recipe uses 0.1; 1 is the paper's eq. 1)."""
 
-    def __init__(self, backbone, views, proj_hidden_dim: int = 8192, proj_dim: int = 8192, lambd: float = 5e-3):
+    def __init__(self, backbone, views, proj_hidden_dim: int = 8192, proj_dim: int = 8192, lambd: float = 5e-3,
+                 scale_loss: float = 1.0):
         super().__init__(backbone, views)
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, layers=3)
-        self.lambd = lambd
+        self.lambd, self.scale_loss = lambd, scale_loss
 
     def training_step(self, images, gen, step, total_steps):
         v1, v2 = self.views(images, gen)[:2]
         z1, z2 = self.projector(self.backbone(v1)), self.projector(self.backbone(v2))
-        return barlow_twins_loss(z1, z2, self.lambd), {}
+        return self.scale_loss * barlow_twins_loss(z1, z2, self.lambd), {}
 
     def parts(self):
         return {"backbone": self.backbone, "heads": self.projector}

@@ -12,12 +12,7 @@ from torch import nn
 from core.optim import LARS, build_optimizer, param_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lars_reference(params, grads_by_step, lr, momentum, weight_decays, eta, clip_lr, exclude_bias_n_norm, eps=1e-8):

@@ -101,13 +101,7 @@ class StepSpy:
         return [r["step"] for r in self.records]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP barrier waits (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = 64, seed: int = 0) -> torch.Tensor:

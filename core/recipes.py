@@ -57,15 +57,8 @@ class Recipe:
         """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
         out = asdict(self)
         out["betas"] = list(self.betas)
-        out["views"] = views_dict(self.views)
+        out["views"] = self.views.to_dict()
         return out
-
-
-def views_dict(views: ViewConfig) -> dict:
-    out = asdict(views)
-    out["crops"] = [{**c, "scale": list(c["scale"])} for c in out["crops"]]
-    out["ratio"], out["blur_sigma"] = list(views.ratio), list(views.blur_sigma)
-    return out
 
 
 def scale_for(image_size: int) -> str:
@@ -120,7 +113,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     return {
         "method": method, "scale": scale, "image_size": image_size, "n_items": n_items,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
-        "views": views_dict(views),
+        "views": views.to_dict(),
         "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
         "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,
         "train": {

@@ -1,7 +1,7 @@
 """View generation: a list of crop specs, each producing some views of every image in a batch."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -51,6 +51,13 @@ class ViewConfig:
                 values[key] = tuple(values[key])
         current = {f.name: getattr(config, f.name) for f in fields(cls)}
         return cls(**{**current, **values})
+
+    def to_dict(self) -> dict:
+        """JSON-able (tuples as lists); `from_dict` reads it back."""
+        out = asdict(self)
+        out["crops"] = [{**c, "scale": list(c["scale"])} for c in out["crops"]]
+        out["ratio"], out["blur_sigma"] = list(self.ratio), list(self.blur_sigma)
+        return out
 
 
 def normalize(x: Tensor, mean: list[float], std: list[float]) -> Tensor:

@@ -1,18 +1,27 @@
 """The one training loop: step-based schedules, AMP, grad clipping, callbacks, exact resume.
 
 Randomness is derived from (seed, step), so a run resumed from a checkpoint at step s replays
-steps s+1.. exactly as an uninterrupted run would."""
+steps s+1.. exactly as an uninterrupted run would.
+
+Under torch.distributed (launched by torchrun) each rank trains on its slice of the same global
+(seed, step) batch, wrapped in DistributedDataParallel; only rank 0 calls on_log and
+on_checkpoint, and rank 0's should_stop decides for every rank. Checkpoints hold the method's own
+tensors, the same whatever the world size, so a run can resume on a different one."""
 from __future__ import annotations
 
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Iterator, Protocol
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from core import distributed
 from core.methods.base import Method
 from core.optim import build_optimizer
 from core.schedules import cosine, warmup_cosine
@@ -46,6 +55,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only the final checkpoint
+    sync_batchnorm: bool | None = None  # across ranks; None: on when the method has batch norm
 
 
 class Callbacks:
@@ -97,16 +107,60 @@ def training_state(method: Method, optimizer, scaler, step: int, config: TrainCo
             "hparams": dict(getattr(method, "hparams", {})), "views": method.views.config.to_dict()}
 
 
+class _Step(nn.Module):
+    """What DistributedDataParallel runs as forward(): one training step of the method."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch, gen, step, total_steps):
+        return self.method.training_step(batch, gen, step, total_steps)
+
+
+def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
+    return distributed.has_batchnorm(method) if config.sync_batchnorm is None else config.sync_batchnorm
+
+
+def _agree(reason: str | None) -> str | None:
+    """Rank 0's stop reason, on every rank."""
+    if not distributed.active():
+        return reason
+    box = [reason]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _reduced_logs(loss: Tensor, extra: dict) -> tuple[float, dict[str, float]]:
+    """The loss and the method's logs averaged over ranks (one collective, on log steps only)."""
+    names = list(extra)
+    values = torch.stack([loss.detach().float().reshape(())] +
+                         [torch.as_tensor(extra[k], dtype=torch.float32, device=loss.device).detach().reshape(())
+                          for k in names])
+    values = distributed.mean_detached(values).tolist()
+    return values[0], dict(zip(names, values[1:]))
+
+
 def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, device: str | torch.device = "cpu",
           callbacks: Callbacks | None = None, resume: dict | None = None) -> TrainResult:
     """Train `method` on uint8 `images` (N, C, H, W), or on a BatchStream, for config.steps
-    optimiser steps."""
+    optimiser steps. config.batch_size is the global batch, split evenly over the ranks."""
     callbacks = callbacks or Callbacks()
     device = torch.device(device)
     streamed = not isinstance(images, Tensor)
     if not streamed and config.batch_size > len(images):
         raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} items)")
+    rank, world = distributed.rank(), distributed.world_size()
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} does not split evenly over {world} processes")
+    local = config.batch_size // world
+    if world > 1 and uses_sync_batchnorm(method, config):
+        distributed.convert_batchnorm(method, device)
     method.to(device).train()
+    step_fn = method.training_step
+    if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
+        step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=True, broadcast_buffers=False)
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
                                 exclude_bias_n_norm=config.exclude_bias_n_norm)
@@ -128,20 +182,24 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     window_start, window_steps = time.perf_counter(), 0
     step = start
     while step < config.steps:
-        reason = callbacks.should_stop(step)
+        reason = _agree(callbacks.should_stop(step) if rank == 0 else None)
         if reason:
-            callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+            if rank == 0:
+                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
             return TrainResult(step, reason, logs)
         torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
         lr, weight_decay = apply_schedules(optimizer, config, step)
+        mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
         if streamed:
-            batch = next(stream).to(device, non_blocking=True)
+            batch = next(stream)[mine].to(device, non_blocking=True)
         else:
-            indices = batch_indices(len(images), config.batch_size, config.seed, step)
+            indices = batch_indices(len(images), config.batch_size, config.seed, step)[mine]
             batch = pinned[indices].to(device, non_blocking=True)
         gen = step_generator(config.seed, step, device)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            loss, extra = method.training_step(batch, gen, step, config.steps)
+        window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
+        with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+            loss, extra = step_fn(batch, gen, step, config.steps)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         grad_norm = clip_gradients(method, optimizer, scaler, config)
@@ -156,21 +214,22 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         step += 1
         window_steps += 1
         if step % config.log_every == 0 or step == config.steps:
-            value = float(loss.detach())
+            value, extra_logs = _reduced_logs(loss, extra)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - window_start
             logs = {"loss": value, "lr": lr, "weight_decay": weight_decay,
                     "img_per_s": window_steps * config.batch_size / max(elapsed, 1e-9),
-                    **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}),
-                    **{k: float(v) for k, v in extra.items()}}
-            callbacks.on_log(step, logs)
+                    **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}), **extra_logs}
+            if rank == 0:
+                callbacks.on_log(step, logs)
             window_start, window_steps = time.perf_counter(), 0
             if not math.isfinite(value):
                 return TrainResult(step, "nan", logs)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps and rank == 0:
             callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
-    callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+    if rank == 0:
+        callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
     return TrainResult(step, "completed", logs)
 
 

@@ -12,12 +12,14 @@ import math
 import torch
 from torch import Tensor
 
+from core.distributed import per_item_rand
+
 
 def random_keep(batch: int, num_patches: int, mask_ratio: float, gen: torch.Generator, device) -> Tensor:
     """(batch, K) sorted indices of the visible patches, K = round((1 - mask_ratio) * num_patches),
     drawn uniformly without replacement per sample (MAE's argsort of per-sample noise)."""
     keep = max(1, min(num_patches, round((1 - mask_ratio) * num_patches)))
-    noise = torch.rand(batch, num_patches, generator=gen, device=device)
+    noise = per_item_rand((batch, num_patches), gen, device)
     return noise.argsort(1)[:, :keep].sort(1).values
 
 
@@ -38,7 +40,7 @@ def _rect(top: Tensor, left: Tensor, h: Tensor, w: Tensor, grid: int) -> Tensor:
 
 def _randint(high: Tensor, gen: torch.Generator) -> Tensor:
     """Uniform integers in [0, high) elementwise (high >= 1)."""
-    return (torch.rand(high.shape, generator=gen, device=high.device) * high).long().clamp(max=high - 1)
+    return (per_item_rand(high.shape, gen, high.device) * high).long().clamp(max=high - 1)
 
 
 def block_mask(batch: int, grid: int, mask_ratio: float, gen: torch.Generator, device,
@@ -56,8 +58,8 @@ def block_mask(batch: int, grid: int, mask_ratio: float, gen: torch.Generator, d
     for _ in range(rounds):
         remaining = (target - mask.sum(1)).clamp(min=0).float()
         high = remaining.clamp(min=min_patches)
-        area = min_patches + torch.rand(batch, generator=gen, device=device) * (high - min_patches)
-        ratio = torch.exp(log_lo + torch.rand(batch, generator=gen, device=device) * (log_hi - log_lo))
+        area = min_patches + per_item_rand((batch,), gen, device) * (high - min_patches)
+        ratio = torch.exp(log_lo + per_item_rand((batch,), gen, device) * (log_hi - log_lo))
         h = torch.sqrt(area * ratio).round().long().clamp(1, grid)
         w = torch.sqrt(area / ratio).round().long().clamp(1, grid)
         top, left = _randint(grid - h + 1, gen), _randint(grid - w + 1, gen)
@@ -110,5 +112,5 @@ def jepa_blocks(batch: int, grid: int, gen: torch.Generator, device, num_targets
     context = block & ~covered
     context = torch.where((context.sum(1) < min_context)[:, None], ~covered, context)
     k = int(context.sum(1).min())
-    noise = torch.rand(batch, n, generator=gen, device=device) + (~context).float() * 2
+    noise = per_item_rand((batch, n), gen, device) + (~context).float() * 2
     return noise.argsort(1)[:, :k].sort(1).values, targets

@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.distributed import per_item_rand
+
 
 def uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> Tensor:
-    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+    return per_item_rand((n,), gen, device) * (high - low) + low
 
 
 def coin(n: int, p: float, gen: torch.Generator, device) -> Tensor:
-    return torch.rand(n, generator=gen, device=device) < p
+    return per_item_rand((n,), gen, device) < p
 
 
 def resized_crop_flip(x: Tensor, size: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -34,7 +36,7 @@ def resized_crop_flip(x: Tensor, size: int, scale: tuple[float, float], ratio: t
     fits = -torch.log(area)  # the crop fits where |log aspect| <= -log area
     low = torch.full_like(area, math.log(ratio[0])).clamp(-fits, fits)
     high = torch.full_like(area, math.log(ratio[1])).clamp(-fits, fits)
-    aspect = torch.exp(low + torch.rand(b, generator=gen, device=device) * (high - low))
+    aspect = torch.exp(low + per_item_rand((b,), gen, device) * (high - low))
     w = torch.sqrt(area * aspect).clamp(max=1.0)  # the clamp only absorbs rounding
     h = torch.sqrt(area / aspect).clamp(max=1.0)
     cx = uniform(b, 0, 1, gen, device) * (1 - w) + w / 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core import distributed
 from core.losses.precision import fp32
 
 
@@ -20,8 +21,9 @@ def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
 
 
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
-    """sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2, for projections z1, z2: (N, D)."""
-    c = cross_correlation(z1, z2)
+    """sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2, for projections z1, z2: (N, D).
+    Across ranks C is that of the gathered global batch, with gradient."""
+    c = cross_correlation(distributed.gather(z1), distributed.gather(z2))
     on_diag = (torch.diagonal(c) - 1).pow(2).sum()
     off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diag + lambd * off_diag

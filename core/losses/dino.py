@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core import distributed
 from core.losses.precision import fp32
 
 
@@ -39,6 +40,8 @@ def dino_loss(student_logits: list[Tensor], teacher_logits: list[Tensor], center
 @fp32
 @torch.no_grad()
 def updated_center(center: Tensor, teacher_logits: list[Tensor], momentum: float = 0.9) -> Tensor:
-    """center <- m * center + (1 - m) * mean of the teacher outputs over batch and crops (eq. 4)."""
-    batch_center = torch.cat(teacher_logits).mean(0)
+    """center <- m * center + (1 - m) * mean of the teacher outputs over batch and crops (eq. 4);
+    across ranks the mean is over the global batch (the official all_reduce)."""
+    rows = torch.cat(teacher_logits)
+    batch_center = distributed.sum_detached(rows.sum(0)) / (len(rows) * distributed.world_size())
     return center * momentum + batch_center * (1 - momentum)

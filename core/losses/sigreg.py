@@ -11,17 +11,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core import distributed
+
 
 def epps_pulley(x: Tensor, t_max: float = 3.0, knots: int = 17) -> Tensor:
-    """x: (..., N, S) N samples of S one-dimensional variables. Returns (..., S) statistics."""
+    """x: (..., N, S) N samples of S one-dimensional variables. Returns (..., S) statistics.
+    Across ranks N is the global batch: the characteristic function is averaged over every
+    rank's samples, with gradient."""
     t = torch.linspace(0, t_max, knots, device=x.device, dtype=x.dtype)
     dt = t_max / (knots - 1)
     trapezoid = torch.full_like(t, 2 * dt)
     trapezoid[[0, -1]] = dt
     gauss = torch.exp(-t.square() / 2)  # the N(0,1) characteristic function, also the window
     xt = x[..., None] * t  # (..., N, S, knots)
-    err = (xt.cos().mean(-3) - gauss).square() + xt.sin().mean(-3).square()
-    return (err @ (trapezoid * gauss)) * x.shape[-2]
+    n = x.shape[-2] * distributed.world_size()
+    cos_mean = distributed.sum_across(xt.cos().sum(-3)) / n
+    sin_mean = distributed.sum_across(xt.sin().sum(-3)) / n
+    err = (cos_mean - gauss).square() + sin_mean.square()
+    return (err @ (trapezoid * gauss)) * n
 
 
 def random_directions(dim: int, num_slices: int, gen: torch.Generator, device) -> Tensor:

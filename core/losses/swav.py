@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core import distributed
 from core.losses.precision import fp32
 
 
@@ -25,12 +26,17 @@ def sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tens
     Alternately normalises prototype rows to 1/K and sample columns to 1/B of Q^T, starting
     from exp(scores / epsilon), in float32 with autocast off. Returns (B, K) codes without
     gradient: each sample's codes sum to 1, and each prototype gets about B/K of the mass
-    (exactly in the limit of iterations)."""
-    q = torch.exp((scores - scores.max()) / epsilon).T  # (K, B); the shift cancels below
-    q = q / q.sum()
-    k, b = q.shape
+    (exactly in the limit of iterations).
+
+    Across ranks B is the global batch: the total and the prototype rows are summed over ranks
+    (the official distributed_sinkhorn), so the codes are those of the whole batch."""
+    shift = distributed.max_detached(scores.max())
+    q = torch.exp((scores - shift) / epsilon).T  # (K, B); the shift cancels below
+    q = q / distributed.sum_detached(q.sum())
+    k = q.shape[0]
+    b = q.shape[1] * distributed.world_size()
     for _ in range(iterations):
-        q = q / q.sum(dim=1, keepdim=True) / k
+        q = q / distributed.sum_detached(q.sum(dim=1, keepdim=True)) / k
         q = q / q.sum(dim=0, keepdim=True) / b
     return (q * b).T
 

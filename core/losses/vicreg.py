@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core import distributed
 from core.losses.precision import fp32
 
 
@@ -33,11 +34,14 @@ def covariance(z: Tensor) -> Tensor:
 def vicreg_loss(z1: Tensor, z2: Tensor, inv_weight: float = 25.0, var_weight: float = 25.0,
                 cov_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum (eq. 6) for expander outputs z1, z2: (N, D). Returns (loss, the three terms);
-    variance and covariance are averaged over the two branches as in the official code."""
+    variance and covariance are averaged over the two branches as in the official code.
+    Across ranks, invariance is this rank's mean and the variance and covariance terms those of
+    the gathered global batch (the official FullGatherLayer)."""
+    g1, g2 = distributed.gather(z1), distributed.gather(z2)
     terms = {
         "invariance": invariance(z1, z2),
-        "variance": (variance(z1) + variance(z2)) / 2,
-        "covariance": covariance(z1) + covariance(z2),
+        "variance": (variance(g1) + variance(g2)) / 2,
+        "covariance": covariance(g1) + covariance(g2),
     }
     loss = inv_weight * terms["invariance"] + var_weight * terms["variance"] + cov_weight * terms["covariance"]
     return loss, {k: v.detach() for k, v in terms.items()}

@@ -20,6 +20,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from core import distributed
 from core.augment import CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.deepcluster import UNASSIGNED, deepcluster_loss, nearest_centroid, spherical_kmeans
@@ -119,7 +120,9 @@ class DeepClusterV2(Method):
         # every crop predicts its image's cluster; heads averaged (official `train`)
         loss = sum(deepcluster_loss([z @ centroids.T for z in embeddings], target, self.temperature)
                    for centroids, target in zip(prototypes, targets)) / len(prototypes)
-        self.remember(keys, anchors, step)
+        # every rank writes the global batch, so the banks, the k-means and the labels agree across ranks
+        self.remember(distributed.gather_detached(keys),
+                      distributed.gather_detached(anchors.transpose(0, 1)).transpose(0, 1), step)
         due = self.clustering_due()
         if due:
             self.recluster(gen)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core import distributed
+
 
 class FeatureQueue(nn.Module):
     """`items` (size, dim) holds the newest vectors, `ptr` the row the next push writes to.
@@ -20,9 +22,10 @@ class FeatureQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, batch: Tensor) -> None:
-        """Write `batch` (n, dim) over the oldest rows, wrapping around the end."""
+        """Write `batch` (n, dim), gathered from every rank, over the oldest rows, wrapping around
+        the end: every rank keeps the same queue (MoCo's keys gathered before enqueue)."""
         size = len(self.items)
-        batch = batch.detach()[-size:].to(self.items.dtype)
+        batch = distributed.gather_detached(batch.detach())[-size:].to(self.items.dtype)
         rows = (self.ptr + torch.arange(len(batch), device=self.items.device)) % size
         self.items[rows] = batch
         self.ptr.copy_((self.ptr + len(batch)) % size)

@@ -1,0 +1,34 @@
+"""Run a function in N real processes joined by torch.distributed (gloo over loopback)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, fn, args: tuple, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result = fn(*args)
+        save_file({k: v.detach().contiguous().clone() for k, v in result.items()}, f"{out}/{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn, world: int, out_dir: Path, *args) -> list[dict[str, torch.Tensor]]:
+    """fn(*args) -> dict of tensors, on every rank of a `world`-process gloo group; returns each
+    rank's dict. fn must be importable (a module-level function)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mp.start_processes(_entry, args=(world, free_port(), fn, args, str(out_dir)), nprocs=world, start_method="spawn")
+    return [load_file(out_dir / f"{r}.safetensors") for r in range(world)]

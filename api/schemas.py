@@ -27,6 +27,10 @@ class JobOut(Out):
     result: dict
     metrics: dict[str, float] = {}
     compute_seconds: float
+    nodes: int = 1
+    devices: int = 1
+    status: str | None = None  # e.g. "waiting for 1 of 2 nodes"
+    warnings: list[str] = []  # e.g. no live worker consumes the job's queue
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -43,9 +43,11 @@ def api_cmd(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> No
 
 
 @app.command()
-def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", help="queue(s) to consume")] = None) -> None:
-    """Start only a Celery worker (e.g. `--queue gpu` on a GPU machine)."""
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "workers"] + [a for q in queue or [] for a in ("--queue", q)]))
+def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", help="queue(s) to consume")] = None,
+           gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids this worker owns, e.g. 0,1")] = None) -> None:
+    """Start only a Celery worker (e.g. `--queue gpu --gpus 0,1` on a GPU machine)."""
+    args = [a for q in queue or [] for a in ("--queue", q)] + (["--gpus", gpus] if gpus else [])
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "workers"] + args))
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -37,7 +38,8 @@ def gather(x: Tensor) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), 0)
+    with _quiet():
+        return torch.cat(all_gather(x.contiguous()), 0)
 
 
 @torch.no_grad()
@@ -56,7 +58,17 @@ def sum_across(x: Tensor) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(x)
+    with _quiet():
+        return all_reduce(x)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.distributed.nn.functional warns that it will move to a private module; it is the
+    public API with gradients today."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 @torch.no_grad()

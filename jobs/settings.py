@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5
+    gang_timeout: float = 120.0  # a multi-node job's worker gives its node back after waiting this long
+    advertise_host: str = ""  # the address other nodes reach this worker at (default: its hostname)
+    gpus: str = ""  # the GPU ids this worker owns, e.g. "0,1" (default: CUDA_VISIBLE_DEVICES, else GPU 0)
     model_cache_size: int = 4
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files
     gc_min_age: float = 3600.0  # younger unregistered files may be a checkpoint being written now

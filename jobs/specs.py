@@ -71,6 +71,11 @@ class PretrainSpec(Strict):
                                               "default: keep all")
     log_every: int = Field(10, gt=0)
     max_attempts: int = Field(3, ge=1, le=20)
+    devices: int = Field(1, ge=1, le=64, description="processes per machine, one per GPU (gloo processes on a CPU "
+                                                       "worker): an elastic torchrun launch when more than one")
+    nodes: int = Field(1, ge=1, le=64, description="machines, each a worker of the job's queue, gang-scheduled")
+    sync_batchnorm: bool | None = Field(None, description="batch-norm statistics over the global batch; default: on "
+                                                          "when several processes train a method with batch norm")
     evaluations: list[EvaluationSpec] = Field(default_factory=default_evaluations,
                                               description="run on the final encoder when the dataset has labels")
     health_every: int = Field(0, ge=0, description="steps between representation-health metrics; 0: off")
@@ -112,7 +117,16 @@ class PretrainSpec(Strict):
         spec's own image_size wins). Raises ValueError when it cannot run."""
         recipe = resolve(self.method, self.image_size or image_size, n_items, self.overrides())
         recipe["train"].update(seed=self.seed, precision=self.precision, log_every=self.log_every,
-                               checkpoint_every=self.checkpoint_every)
+                               checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
+        world = self.nodes * self.devices
+        batch = recipe["train"]["batch_size"]
+        if batch % world:
+            raise ValueError(f"batch_size {batch} does not split evenly over {world} processes "
+                             f"({self.nodes} nodes x {self.devices} devices)")
+        recipe["distributed"] = {"nodes": self.nodes, "devices": self.devices, "world_size": world,
+                                 "global_batch": batch, "per_device_batch": batch // world,
+                                 "lr_scaling": "the recipe's rule on the global batch (batch_size is the sum "
+                                               "over all processes)"}
         return recipe
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
 from core.methods import build_resolved
-from jobs import datasets
+from jobs import datasets, gang
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
 from jobs.specs import BASELINES, EmbedIndexSpec, EvaluateSpec, PretrainSpec
@@ -128,8 +128,11 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
         spec_dict = check_evaluate(session, project_id, spec)
     job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, recipe=recipe, queue=spec.queue,
               method=getattr(spec, "method", None), max_attempts=spec.max_attempts, total_steps=total,
+              nodes=getattr(spec, "nodes", 1), devices=getattr(spec, "devices", 1),
               idempotency_key=idempotency_key, request_hash=digest, state="queued", result={})
     session.add(job)
     session.flush()
+    if job.nodes > 1:
+        gang.add_nodes(session, job.id, job.nodes)
     log_event(session, job.id, "state", "queued", state="queued")
     return job, True

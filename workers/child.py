@@ -1,24 +1,60 @@
-"""Entry point of the training child process: `python -m workers.child JOB_ID WORKER_ID`."""
+"""Entry point of the training child process: `python -m workers.child JOB_ID WORKER_ID`.
+
+Under torchrun (WORLD_SIZE > 1) it is one rank of a process group: every rank trains, rank 0
+alone writes (events, metrics, checkpoints, scores, the final state) under the job's lease,
+WORKER_ID being the worker that holds it."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import traceback
+
+import torch
+import torch.distributed as dist
 
 from jobs import lifecycle
 from jobs.db import retrying, session_scope
 from jobs.settings import get_settings
 from jobs.tables import Job
 from workers.context import JobContext
+from workers.launch import die_with_parent
 
 log = logging.getLogger("workers.child")
+LOST_GROUP = 4  # exit code: the process group broke (a rank died); the worker gives the job back
+
+
+def join_group() -> int:
+    """Join torchrun's process group (NCCL for CUDA tensors where there are GPUs, gloo for the
+    CPU); returns this process's rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    die_with_parent()  # torchrun's agent dying (its worker killed) takes the ranks with it
+    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank()
+
+
+def leave_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broken_group(exc: BaseException, ctx: JobContext) -> bool:
+    """Whether an exception in a rank comes from the process group breaking (a peer died, or the
+    agent is tearing the group down), not from the job itself."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    text = str(exc)
+    return ctx.shutdown or isinstance(exc, dist.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL"))
 
 
 def main(job_id: str, worker_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(message)s")
     settings = get_settings()
-    ctx = JobContext(settings, job_id, worker_id)
+    rank = join_group()
+    ctx = JobContext(settings, job_id, worker_id, rank=rank)
     signal.signal(signal.SIGTERM, lambda *_: ctx.request_shutdown())
     try:
         with session_scope(settings.database_url) as session:
@@ -39,9 +75,18 @@ def main(job_id: str, worker_id: str) -> int:
         else:
             state, result, error = lifecycle.FAILED, {}, f"unknown job kind {kind!r}"
     except Exception as exc:
+        if broken_group(exc, ctx):
+            log.warning("job %s: rank %d lost its process group: %s", job_id, rank, exc)
+            return LOST_GROUP
         log.exception("job %s failed", job_id)
+        if rank != 0:
+            return 1  # rank 0 meets the same error or a broken group; the agent tears the group down
         state, result, error = lifecycle.FAILED, {}, f"{type(exc).__name__}: {exc}"
         ctx.event("log", traceback.format_exc()[-4000:])
+    finally:
+        leave_group()
+    if rank != 0:
+        return 0
     if state is None:  # shutdown or lost lease: leave the job to the parent / sweeper
         return 3
 

@@ -1,6 +1,7 @@
 """What a running job's child process needs: settings, device, DB writes, cancel checks."""
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -14,16 +15,28 @@ from jobs.tables import Job, Metric
 
 
 def pick_device(requested: str) -> torch.device:
+    """The device to train on. Under torchrun each process takes the GPU of its LOCAL_RANK
+    (the worker's --gpus, renumbered from 0 by CUDA_VISIBLE_DEVICES)."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {requested} requested but no CUDA device is visible to this worker")
+    if requested.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        local = int(os.environ["LOCAL_RANK"])
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(f"process {local} has no GPU: this worker owns {torch.cuda.device_count()} "
+                               "(give it more with --gpus, or ask for fewer devices)")
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device(requested)
 
 
 class JobContext:
-    def __init__(self, settings: Settings, job_id: str, worker_id: str):
-        self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
+    """`rank` > 0: a non-zero rank of a distributed job, which reads but never writes the job's
+    rows (events, metrics and compute are rank 0's)."""
+
+    def __init__(self, settings: Settings, job_id: str, worker_id: str, rank: int = 0):
+        self.settings, self.job_id, self.worker_id, self.rank = settings, job_id, worker_id, rank
         self.store = store_for(settings)
         self.shutdown = False
         self._last_poll, self._last_state = 0.0, lifecycle.RUNNING
@@ -63,8 +76,12 @@ class JobContext:
         self.write(write)
 
     def event(self, kind: str, message: str, **data) -> None:
+        if self.rank != 0:
+            return
         self.write(lambda s: lifecycle.log_event(s, self.job_id, kind, message, **data))
 
     def add_compute(self, seconds: float) -> None:
+        if self.rank != 0:
+            return
         self.write(lambda s: s.execute(update(Job).where(Job.id == self.job_id)
                                        .values(compute_seconds=Job.compute_seconds + seconds)))

@@ -7,10 +7,11 @@ import time
 
 import torch
 
+from core import distributed
 from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build_resolved
-from core.train import Callbacks, TrainConfig, train
+from core.train import Callbacks, TrainConfig, train, uses_sync_batchnorm
 from jobs import checkpoints, datasets, lifecycle, retention
 from jobs.specs import PretrainSpec
 from jobs.tables import Dataset, Job
@@ -69,6 +70,14 @@ class ServiceCallbacks(Callbacks):
             self.final_checkpoint = checkpoint_id
 
 
+def distributed_release() -> None:
+    """After training, rank 0 evaluates alone: leave the process group so the others can exit."""
+    import torch.distributed as dist
+
+    if distributed.active():
+        dist.destroy_process_group()
+
+
 def build_method(recipe: dict, channels: int, mean, std, seed: int):
     torch.manual_seed(seed)  # the initial weights too are a function of the spec's seed
     return build_resolved(recipe, channels, mean, std)
@@ -111,11 +120,18 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     config = train_config(recipe)
     total = config.steps
     encoder = method.downstream_encoder()
+    world = distributed.world_size()
     manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "backbone": encoder.config,
                 "feature_dim": encoder.feature_dim, "normalization": {"mean": mean, "std": std},
                 "input_size": [channels, image_size, image_size],
                 "spec": raw_spec, "recipe": recipe, "code_version": code_version(),
-                "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
+                "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash},
+                "distributed": {"world_size": world, "global_batch": config.batch_size,
+                                "per_device_batch": config.batch_size // world, "lr": config.lr,
+                                "sync_batchnorm": world > 1 and uses_sync_batchnorm(method, config)}}
+    if ctx.rank != 0:  # the other ranks train and write nothing
+        train(method, source, config, device=device, callbacks=Callbacks(), resume=load_resume_state(ctx))
+        return None, None, None
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, total)
     if spec.health_every:
         probe = (train_set.images if train_set is not None  # streamed: a head sample of the shards
@@ -123,12 +139,13 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         callbacks.health = HealthMonitor(ctx, method, probe, mean, std, device, spec.health_every,
                                          spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
-    ctx.event("log", f"training {spec.method} on {device} for {total} steps"
-              + (f", resuming at step {resume['step']}" if resume else ""))
+    ctx.event("log", f"training {spec.method} on {device if world == 1 else f'{world} processes ({device.type})'} "
+              f"for {total} steps" + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
     result = train(method, source, config, device=device, callbacks=callbacks, resume=resume)
     elapsed = time.perf_counter() - started
-    ctx.add_compute(elapsed)
+    ctx.add_compute(elapsed * world)  # every device's time
+    distributed_release()
     if result.reason in ("shutdown", "lease-lost"):
         return None, None, None
     if result.reason == "cancelled":

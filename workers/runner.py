@@ -2,23 +2,29 @@
 
 The DB row is the truth: a claim is a conditional UPDATE, so a redelivered message finds the job
 taken and returns quietly. The child records metrics, checkpoints, scores and the final state;
-the parent only heartbeats, and gives the job back if the child dies without finishing it."""
+the parent only heartbeats, and gives the job back if the child dies without finishing it.
+
+A job of several devices runs its child as a torchrun launch (workers/launch.py); the parent's
+heartbeat covers the whole process group. A job of several nodes is gang-scheduled (jobs/gang.py):
+each worker claims a node rank, node 0's worker takes the lease once all ranks are held, and
+every node's torchrun joins the rendezvous node 0 published on the job row."""
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import subprocess
-import sys
 import threading
+import time
 import uuid
 
-from jobs import lifecycle, retention
+from jobs import gang, lifecycle, retention
 from jobs.db import retrying, session_scope
 from jobs.queue import enqueue
 from jobs.settings import Settings, get_settings
 from jobs.storage import store_for
 from jobs.tables import Job
+from workers import launch
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()  # set on worker shutdown: children are stopped and their jobs released
@@ -39,14 +45,110 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     worker_id = new_worker_id()
     with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        nodes, devices = (job.nodes, job.devices) if job is not None else (1, 1)
+    if nodes > 1:
+        return run_gang(settings, job_id, worker_id, nodes, devices)
+    with session_scope(settings.database_url) as session:
         if not lifecycle.claim(session, job_id, worker_id):
             log.info("job %s is not claimable (taken or finished); skipping", job_id)
             return "skipped"
     log.info("job %s claimed by %s", job_id, worker_id)
-    child = subprocess.Popen([sys.executable, "-m", "workers.child", job_id, worker_id], env=child_env(settings))
+    child = launch.start(launch.command(job_id, worker_id, devices=devices), child_env(settings))
     outcome = supervise(settings, job_id, worker_id, child)
     log.info("job %s: %s", job_id, outcome)
     return outcome
+
+
+def run_gang(settings: Settings, job_id: str, worker_id: str, nodes: int, devices: int) -> str:
+    """One node of a multi-node job: claim a node rank, wait (at most gang_timeout) until every
+    rank is held, then run this node's torchrun. Node 0's worker holds the job's lease."""
+    def db(fn):
+        def attempt():
+            with session_scope(settings.database_url) as session:
+                return fn(session)
+        return retrying(attempt)
+
+    rank = db(lambda s: gang.claim_node(s, job_id, worker_id, settings.heartbeat_timeout))
+    if rank is None:
+        log.info("job %s: no node rank to claim (taken, or the job is not waiting); skipping", job_id)
+        return "skipped"
+    if rank == 0:
+        host = settings.advertise_host or socket.gethostname()
+        endpoint = f"{host}:{launch.free_port()}"
+        db(lambda s: gang.publish_rendezvous(s, job_id, endpoint))
+    db(lambda s: lifecycle.log_event(s, job_id, "log", f"node {rank} of {nodes} claimed by {worker_id}"))
+    deadline = time.monotonic() + settings.gang_timeout
+    while True:
+        if not db(lambda s: gang.hold(s, job_id, worker_id)):
+            return "node-lost"
+        job = db(lambda s: s.get(Job, job_id))
+        if job.state in lifecycle.TERMINAL:
+            db(lambda s: gang.release_node(s, job_id, worker_id))
+            return job.state
+        if rank == 0 and job.state in lifecycle.WAITING and db(lambda s: gang.held(s, job_id, settings.heartbeat_timeout)) == nodes:
+            if db(lambda s: lifecycle.claim(s, job_id, worker_id)):
+                job = db(lambda s: s.get(Job, job_id))
+                break
+        if rank > 0 and job.state in lifecycle.ACTIVE and job.rendezvous:
+            break
+        if time.monotonic() > deadline or _stop.is_set():
+            return _give_back_node(settings, job_id, worker_id, rank, job.queue, db)
+        time.sleep(min(0.5, settings.heartbeat_interval))
+    lease_id, attempt = job.worker_id, job.attempt
+    log.info("job %s: node %d of %d starting (lease %s, attempt %d)", job_id, rank, nodes, lease_id, attempt)
+    cmd = launch.command(job_id, lease_id, nodes=nodes, devices=devices, rendezvous=job.rendezvous, node_rank=rank,
+                         attempt=attempt, join_timeout=settings.gang_timeout)
+    child = launch.start(cmd, child_env(settings))
+    if rank == 0:
+        outcome = supervise(settings, job_id, worker_id, child)
+    else:
+        outcome = supervise_node(settings, job_id, worker_id, lease_id, attempt, child)
+    db(lambda s: gang.release_node(s, job_id, worker_id))
+    log.info("job %s: node %d: %s", job_id, rank, outcome)
+    return outcome
+
+
+def _give_back_node(settings: Settings, job_id: str, worker_id: str, rank: int, queue: str, db) -> str:
+    """Waited too long for the other nodes: free the rank (and the devices) and ring the doorbell
+    again, so that this or another worker tries later, after the messages queued behind it."""
+    def give_back(session):
+        gang.release_node(session, job_id, worker_id)
+        if rank == 0:
+            gang.publish_rendezvous(session, job_id, None)
+        lifecycle.log_event(session, job_id, "log", f"node {rank} given back by {worker_id}: the other nodes "
+                                                    f"did not arrive within {settings.gang_timeout:.0f}s")
+
+    db(give_back)
+    enqueue(settings, job_id, queue)
+    return "waiting"
+
+
+def supervise_node(settings: Settings, job_id: str, worker_id: str, lease_id: str, attempt: int,
+                   child: subprocess.Popen) -> str:
+    """A node other than 0: hold the node claim while the child runs; stop the child when the
+    job leaves this attempt (finished, retried or taken by another lease)."""
+    while True:
+        try:
+            return f"child exited with code {child.wait(timeout=settings.heartbeat_interval)}"
+        except subprocess.TimeoutExpired:
+            pass
+        if _stop.is_set():
+            child.terminate()
+            return f"child stopped on shutdown (code {child.wait()})"
+        try:
+            with session_scope(settings.database_url) as session:
+                gang.hold(session, job_id, worker_id)
+                job = session.get(Job, job_id)
+                current = job is not None and job.state in lifecycle.ACTIVE and job.worker_id == lease_id \
+                    and job.attempt == attempt
+        except Exception:
+            log.warning("node heartbeat for %s failed; will retry", job_id, exc_info=True)
+            continue
+        if not current:
+            child.kill()
+            child.wait()
+            return "attempt-ended"
 
 
 def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen) -> str:
@@ -99,23 +201,29 @@ def _after_child(settings: Settings, job_id: str, worker_id: str, code: int) -> 
 
     state, queue = retrying(settle)
     if state == lifecycle.RETRYING:
-        enqueue(settings, job_id, queue)  # any worker resumes it from its last checkpoint
+        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))  # resumed from its last checkpoint
     return state or "released"
+
+
+def _nodes(settings: Settings, job_id: str) -> int:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        return job.nodes if job is not None else 1
 
 
 def sweep_once(settings: Settings) -> list[str]:
     """Re-queue jobs whose worker stopped heartbeating. Safe in any number of processes."""
     with session_scope(settings.database_url) as session:
         requeue = lifecycle.sweep_stale(session, settings.heartbeat_timeout)
-        queues = {job_id: session.get(Job, job_id).queue for job_id in requeue}
-    for job_id, queue in queues.items():
+        queues = {job_id: (session.get(Job, job_id).queue, session.get(Job, job_id).nodes) for job_id in requeue}
+    for job_id, (queue, nodes) in queues.items():
         log.warning("job %s lost its worker; re-enqueued", job_id)
-        enqueue(settings, job_id, queue)
+        enqueue(settings, job_id, queue, copies=nodes)
     with session_scope(settings.database_url) as session:
         due = lifecycle.doorbells_due(session, settings.requeue_after)
     for job_id, queue in due:  # duplicates are harmless: only one claim succeeds
         log.warning("job %s has waited %.0fs since its last doorbell; ringing again", job_id, settings.requeue_after)
-        enqueue(settings, job_id, queue)
+        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))
     return requeue
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import JobList, JobOut
 from core.data import DatasetUnavailable
-from jobs import lifecycle
+from jobs import fleet, lifecycle
 from jobs.datasets import DatasetNotFound
 from jobs.db import session_scope
 from jobs.queue import enqueue
@@ -30,8 +30,10 @@ def get_job(session, project: str, job_id: str) -> Job:
     return job
 
 
-def job_out(session, job: Job) -> JobOut:
+def job_out(session, job: Job, settings=None) -> JobOut:
     out = JobOut.model_validate(job)
+    if settings is not None:  # the single-job view: why a waiting job waits
+        out.status, out.warnings = fleet.job_status(session, settings, job)
     out.progress = min(1.0, job.step / job.total_steps) if job.total_steps else (1.0 if job.state == "succeeded" else 0.0)
     latest = session.execute(select(Metric.name, Metric.value).where(Metric.job_id == job.id).order_by(Metric.id.desc())
                              .limit(20)).all()
@@ -44,6 +46,9 @@ def job_out(session, job: Job) -> JobOut:
 @router.post("/jobs", status_code=201, response_model=JobOut)
 def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep, project: ProjectDep,
            idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+    if spec.queue not in settings.queue_list:
+        raise HTTPException(422, f"queue {spec.queue!r} is not configured; configured queues: "
+                                 f"{', '.join(settings.queue_list)} (DARKMATTER_QUEUES)")
     try:
         job, created = create_job(session, project, spec, idempotency_key)
     except IdempotencyConflict as exc:
@@ -54,8 +59,8 @@ def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: Sett
         raise HTTPException(422, str(exc))
     session.commit()
     if created:
-        enqueue(settings, job.id, job.queue)
-    return job_out(session, job)
+        enqueue(settings, job.id, job.queue, copies=job.nodes)
+    return job_out(session, job, settings)
 
 
 @router.get("/jobs", response_model=JobList)
@@ -73,8 +78,8 @@ def list_jobs(session: SessionDep, settings: SettingsDep, project: ProjectDep, s
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def read_job(job_id: str, session: SessionDep, project: ProjectDep) -> JobOut:
-    return job_out(session, get_job(session, project, job_id))
+def read_job(job_id: str, session: SessionDep, settings: SettingsDep, project: ProjectDep) -> JobOut:
+    return job_out(session, get_job(session, project, job_id), settings)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)

@@ -1,0 +1,60 @@
+"""Live workers: each worker process renews its row (queues, devices) every sweep interval, so
+the API can tell a user that no live worker consumes their job's queue."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from jobs import gang
+from jobs.lifecycle import WAITING
+from jobs.settings import Settings
+from jobs.tables import Job, WorkerRow, utcnow
+
+
+def beat(session: Session, worker_id: str, hostname: str, queues: list[str], devices: list[str]) -> None:
+    row = session.get(WorkerRow, worker_id)
+    if row is None:
+        session.add(WorkerRow(id=worker_id, hostname=hostname, queues=queues, devices=devices, heartbeat_at=utcnow()))
+    else:
+        row.heartbeat_at, row.queues, row.devices = utcnow(), queues, devices
+
+
+def leave(session: Session, worker_id: str) -> None:
+    session.execute(delete(WorkerRow).where(WorkerRow.id == worker_id))
+
+
+def live_window(settings: Settings) -> float:
+    """A worker is live while its row is younger than this (a few sweep intervals)."""
+    return max(3 * settings.sweep_interval, settings.heartbeat_timeout)
+
+
+def live_workers(session: Session, settings: Settings) -> list[WorkerRow]:
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=live_window(settings))
+    return list(session.scalars(select(WorkerRow).where(WorkerRow.heartbeat_at >= cutoff)))
+
+
+def forget_dead(session: Session, settings: Settings, older_than: float = 3600.0) -> None:
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=max(older_than, live_window(settings)))
+    session.execute(delete(WorkerRow).where(WorkerRow.heartbeat_at < cutoff))
+
+
+def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | None, list[str]]:
+    """(a status line for a waiting job, warnings): 'waiting for 1 of 2 nodes', and whether any
+    live worker consumes the job's queue."""
+    if job.state not in WAITING:
+        return None, []
+    warnings = []
+    consumers = sum(1 for w in live_workers(session, settings) if job.queue in (w.queues or []))
+    if consumers == 0:
+        warnings.append(f"no live worker consumes queue {job.queue!r}; start one with "
+                        f"`darkmatter worker --queue {job.queue}`")
+    elif consumers < job.nodes:
+        warnings.append(f"the job needs {job.nodes} workers on queue {job.queue!r}; {consumers} are live")
+    status = None
+    if job.nodes > 1:
+        missing = job.nodes - gang.held(session, job.id, settings.heartbeat_timeout)
+        status = f"waiting for {missing} of {job.nodes} nodes"
+    return status, warnings
+

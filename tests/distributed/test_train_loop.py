@@ -1,0 +1,45 @@
+"""The training loop on 2 gloo ranks against 1 process: same losses, same weights, the same
+checkpoint tensors, and a run started on 2 processes resumes on 1 exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.checkpoint import load_tree
+from tests.distributed import loop
+from tests.distributed.ranks import run_ranks
+
+TOLERANCE = 1e-4  # a few optimiser steps of float32 sums taken in another order
+
+
+def max_state_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a if k.startswith("state."))
+
+
+@pytest.fixture(scope="module")
+def single():
+    return loop.run()
+
+
+def test_two_ranks_train_like_one(single, tmp_path):
+    r0, r1 = run_ranks(loop.run, 2, tmp_path)
+    assert int(r0["world"]) == 2
+    logged = ~torch.isnan(single["losses"])
+    assert logged.sum() == loop.STEPS
+    assert torch.allclose(r0["losses"][logged], single["losses"][logged], atol=TOLERANCE), (r0["losses"], single["losses"])
+    assert max_state_diff(r0, single) <= TOLERANCE
+    assert max_state_diff(r1, r0) == 0  # every rank holds the same weights and buffers
+    assert torch.isnan(r1["losses"]).all()  # only rank 0 reports
+
+
+def test_resume_on_a_different_world_size(single, tmp_path):
+    saved = tmp_path / "step3.safetensors"
+    run_ranks(loop.run, 2, tmp_path / "ranks", "simclr", 3, str(saved))
+    state, _ = load_tree(saved)
+    assert state["step"] == 3
+    assert set(state["method"]) == set(loop.build_method().state_dict())  # no `module.` prefixes
+    resumed = loop.run(resume_path=str(saved))
+    assert max_state_diff(resumed, single) <= TOLERANCE
+    later = ~torch.isnan(resumed["losses"])
+    assert torch.allclose(resumed["losses"][later], single["losses"][later], atol=TOLERANCE)

@@ -142,10 +142,16 @@ def supervise_node(settings: Settings, job_id: str, worker_id: str, lease_id: st
                 job = session.get(Job, job_id)
                 current = job is not None and job.state in lifecycle.ACTIVE and job.worker_id == lease_id \
                     and job.attempt == attempt
+                ended = job is None or job.state in lifecycle.TERMINAL
         except Exception:
             log.warning("node heartbeat for %s failed; will retry", job_id, exc_info=True)
             continue
         if not current:
+            if ended:  # done: let torchrun pass its exit barrier with node 0's agent rather than kill it
+                try:
+                    return f"job ended; child exited with code {child.wait(timeout=max(30.0, settings.gang_timeout))}"
+                except subprocess.TimeoutExpired:
+                    pass
             child.kill()
             child.wait()
             return "attempt-ended"

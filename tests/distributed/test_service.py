@@ -92,9 +92,14 @@ def test_two_nodes_wait_give_back_and_run_together(service, api, worker):
     assert done["state"] == "succeeded" and done["nodes"] == 2, (done, first.output()[-2000:], second.output()[-2000:])
     with session_scope(service.database_url) as session:
         manifest = session.scalar(select(Checkpoint.manifest).where(Checkpoint.job_id == job_id, Checkpoint.final))
-        holders = session.scalars(select(JobNode.worker_id).where(JobNode.job_id == job_id)).all()
     assert manifest["distributed"]["world_size"] == 2 and manifest["recipe"]["distributed"]["nodes"] == 2
-    assert holders == [None, None]  # both nodes given back after the run
+    wait_until(lambda: node_holders(service, job_id), lambda held: held == [None, None], 60)  # both given back
+
+
+def node_holders(settings, job_id: str) -> list:
+    with session_scope(settings.database_url) as session:
+        return list(session.scalars(select(JobNode.worker_id).where(JobNode.job_id == job_id)
+                                    .order_by(JobNode.node_rank)))
 
 
 def wait_until(read, ok, timeout: float):

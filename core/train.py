@@ -72,9 +72,10 @@ class Callbacks:
 
 class BatchStream(Protocol):
     """A dataset too large for memory (e.g. WebDataset shards): uint8 (B, C, H, W) batches from
-    `start_step` on, the same batches for the same (seed, step) so that resume is exact."""
+    `start_step` on, the same batches for the same (seed, step) so that resume is exact. Under
+    torch.distributed it is asked for this rank's share (rank, world keywords, per-rank batch)."""
 
-    def batches(self, batch_size: int, seed: int, start_step: int) -> Iterator[Tensor]: ...
+    def batches(self, batch_size: int, seed: int, start_step: int, **rank_and_world) -> Iterator[Tensor]: ...
 
 
 @dataclass
@@ -175,7 +176,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
     if streamed:
-        stream = iter(images.batches(config.batch_size, config.seed, start))
+        stream = iter(images.batches(config.batch_size, config.seed, start) if world == 1
+                      else images.batches(local, config.seed, start, rank=rank, world=world))
     else:
         pinned = images.pin_memory() if device.type == "cuda" else images
     logs: dict[str, float] = {}
@@ -191,7 +193,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         lr, weight_decay = apply_schedules(optimizer, config, step)
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
         if streamed:
-            batch = next(stream)[mine].to(device, non_blocking=True)
+            batch = next(stream).to(device, non_blocking=True)
         else:
             indices = batch_indices(len(images), config.batch_size, config.seed, step)[mine]
             batch = pinned[indices].to(device, non_blocking=True)

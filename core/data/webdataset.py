@@ -167,8 +167,23 @@ class WebDatasetStream:
                 raise DatasetUnavailable("the shards hold no images")
             epoch += 1
 
-    def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """Batches from step `start_step` on; earlier samples are skipped without decoding."""
+    def batches(self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
+                world: int = 1) -> Iterator[torch.Tensor]:
+        """Batches from step `start_step` on; earlier samples are skipped without decoding.
+
+        With world > 1, this rank's batches of `batch_size` (its share of the global batch): the
+        shards are split by rank (rank r reads shards r, r + world, ..., each shard read by one
+        rank, with its own seeded shuffle) when there are at least `world` of them; with fewer,
+        every rank reads the global stream and decodes only its own slice of each batch. Resume is
+        exact at the same world size; another world size re-splits the shards."""
+        if world > 1 and len(self.shards) >= world:
+            mine = WebDatasetStream(self.shards[rank::world], self.image_size, self.channels, self.opener,
+                                    self.shuffle_buffer, self.max_pixels)
+            yield from mine.batches(batch_size, step_seed(seed, rank, stream=6), start_step)
+            return
+        if world > 1:
+            yield from self._sliced(batch_size, seed, start_step, rank, world)
+            return
         samples = self.raw_samples(seed)
         for _ in range(start_step * batch_size):
             next(samples)
@@ -183,6 +198,27 @@ class WebDatasetStream:
                     continue  # reported by the scan; skipped in training
                 batch[filled] = to_chw(image, self.image_size, self.channels)
                 filled += 1
+            yield torch.from_numpy(batch)
+
+
+    def _sliced(self, batch_size: int, seed: int, start_step: int, rank: int, world: int) -> Iterator[torch.Tensor]:
+        """This rank's rows rank*batch_size.. of each global batch, decoding no other rank's
+        samples. An unreadable sample (reported by the scan) repeats the rank's previous image, so
+        that every rank stays aligned on the global stream."""
+        samples = self.raw_samples(seed)
+        for _ in range(start_step * batch_size * world):
+            next(samples)
+        previous = np.zeros((self.channels, self.image_size, self.image_size), dtype=np.uint8)
+        while True:
+            raw = [next(samples)[0] for _ in range(batch_size * world)][rank * batch_size:(rank + 1) * batch_size]
+            batch = np.empty((batch_size, self.channels, self.image_size, self.image_size), dtype=np.uint8)
+            for i, data in enumerate(raw):
+                try:
+                    image, _ = decode(data, self.max_pixels)
+                    previous = to_chw(image, self.image_size, self.channels)
+                except UnreadableImage:
+                    pass
+                batch[i] = previous
             yield torch.from_numpy(batch)
 
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = 0.5
     gang_timeout: float = 120.0  # a multi-node job's worker gives its node back after waiting this long
     advertise_host: str = ""  # the address other nodes reach this worker at (default: its hostname)
+    rendezvous_port: int = 0  # node 0's torchrun rendezvous port (0: any free port; fix it to open a firewall)
     gpus: str = ""  # the GPU ids this worker owns, e.g. "0,1" (default: CUDA_VISIBLE_DEVICES, else GPU 0)
     model_cache_size: int = 4
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files

@@ -40,3 +40,19 @@ def test_dockerfiles_copy_existing_paths(name):
     for source in copies:
         assert (ROOT / source).exists(), f"{name} copies missing {source}"
     assert "torch==2.14.1" in text
+
+
+def test_each_gpu_worker_owns_its_own_device():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    per_gpu = {name: s for name, s in services.items() if name.startswith("worker") and name != "worker-multigpu"}
+    assert len(per_gpu) >= 2
+    owned = []
+    for name, service in per_gpu.items():
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert "count" not in device, f"{name} must not take every GPU"
+        owned += device["device_ids"]
+        assert service["command"][-2:] == ["--gpus", "0"]  # its one device, renumbered 0 in the container
+    assert len(owned) == len(set(owned)), owned
+    assert "multigpu" in services["worker-multigpu"]["command"]

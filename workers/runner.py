@@ -75,7 +75,7 @@ def run_gang(settings: Settings, job_id: str, worker_id: str, nodes: int, device
         return "skipped"
     if rank == 0:
         host = settings.advertise_host or socket.gethostname()
-        endpoint = f"{host}:{launch.free_port()}"
+        endpoint = f"{host}:{settings.rendezvous_port or launch.free_port()}"
         db(lambda s: gang.publish_rendezvous(s, job_id, endpoint))
     db(lambda s: lifecycle.log_event(s, job_id, "log", f"node {rank} of {nodes} claimed by {worker_id}"))
     deadline = time.monotonic() + settings.gang_timeout

@@ -15,6 +15,7 @@ from core.losses.nt_xent import nt_xent
 from core.losses.sigreg import random_directions, sigreg
 from core.losses.swav import prototype_scores, sinkhorn, swav_loss
 from core.losses.vicreg import vicreg_loss
+from core.methods.feature_queue import FeatureQueue
 
 BATCH, DIM_IN, DIM = 8, 12, 6
 
@@ -92,4 +93,9 @@ def run_cases() -> dict[str, torch.Tensor]:
         out[f"{name}.weight_grad"] = encoder.weight.grad
         out[f"{name}.input_grad"] = torch.cat([x1.grad, x2.grad], 1)
         out.update({f"{name}.{k}": v for k, v in extra.items()})
+    torch.manual_seed(0)
+    queue = FeatureQueue(12, DIM_IN)  # MoCo v2's negatives, NNCLR's support set: keys gathered before enqueue
+    queue.push(inp["x1"][mine])
+    queue.push(inp["x2"][mine])
+    out["queue.items"], out["queue.ptr"] = queue.items, queue.ptr.reshape(1)
     return out

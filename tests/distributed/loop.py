@@ -55,3 +55,18 @@ def run(method_name: str = "simclr", stop_at: int | None = None, save_path: str 
     out["losses"] = losses
     out["world"] = torch.tensor([distributed.world_size()])
     return out
+
+
+def run_every_method(steps: int = 2) -> dict[str, torch.Tensor]:
+    """Every registered method for a few steps (tiny sizes): each method's float tensors."""
+    from core.methods import method_names
+    from tests.core.tiny import build_tiny
+
+    torch.set_num_threads(1)
+    images, _ = digits_16(64)
+    out = {}
+    for name in method_names():
+        method = build_tiny(name, seed=2)
+        train(method, images, TrainConfig(steps=steps, batch_size=16, lr=1e-3, seed=5, log_every=1))
+        out.update({f"{name}.{k}": v for k, v in method.state_dict().items() if v.is_floating_point()})
+    return out

@@ -39,3 +39,4 @@ def test_global_statistics_match(single_and_pair):
         assert torch.allclose(rank["dino.center"], one["dino.center"], atol=1e-6)
         assert torch.allclose(rank["global_batchnorm.running_var"], one["global_batchnorm.running_var"], atol=1e-6)
         assert torch.allclose(rank["global_batchnorm.running_mean"], one["global_batchnorm.running_mean"], atol=1e-6)
+        assert torch.equal(rank["queue.items"], one["queue.items"]) and torch.equal(rank["queue.ptr"], one["queue.ptr"])

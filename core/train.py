@@ -54,7 +54,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16
     log_every: int = 10
-    checkpoint_every: int = 0  # 0: only the final checkpoint
+    checkpoint_every: int = 0  # steps; 0: none by step count
+    checkpoint_seconds: float = 0.0  # also checkpoint when this long has passed since the last one; 0: off
     sync_batchnorm: bool | None = None  # across ranks; None: on when the method has batch norm
 
 
@@ -123,11 +124,11 @@ def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
     return distributed.has_batchnorm(method) if config.sync_batchnorm is None else config.sync_batchnorm
 
 
-def _agree(reason: str | None) -> str | None:
-    """Rank 0's stop reason, on every rank."""
+def _agree(decision):
+    """Rank 0's decision (a stop reason, whether a timed checkpoint is due), on every rank."""
     if not distributed.active():
-        return reason
-    box = [reason]
+        return decision
+    box = [decision]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
@@ -182,13 +183,19 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         pinned = images.pin_memory() if device.type == "cuda" else images
     logs: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
+    last_checkpoint = time.monotonic()
     step = start
     while step < config.steps:
-        reason = _agree(callbacks.should_stop(step) if rank == 0 else None)
+        timed = bool(config.checkpoint_seconds) and time.monotonic() - last_checkpoint >= config.checkpoint_seconds
+        reason, timed = _agree((callbacks.should_stop(step), timed) if rank == 0 else None)  # rank 0 decides
         if reason:
             if rank == 0:
                 callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
             return TrainResult(step, reason, logs)
+        if timed and step > start:  # the checkpoint after step - 1, taken here so that one broadcast carries it
+            last_checkpoint = time.monotonic()
+            if rank == 0:
+                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
         torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
         lr, weight_decay = apply_schedules(optimizer, config, step)
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
@@ -228,8 +235,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             window_start, window_steps = time.perf_counter(), 0
             if not math.isfinite(value):
                 return TrainResult(step, "nan", logs)
-        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps and rank == 0:
-            callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            last_checkpoint = time.monotonic()
+            if rank == 0:
+                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
     if rank == 0:
         callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
     return TrainResult(step, "completed", logs)

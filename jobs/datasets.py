@@ -231,3 +231,22 @@ def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> 
     sample = head_sample(source, settings.stream_eval_items)
     options = dataset.stats.get("options", {})
     return split_by_fraction(sample, options.get("test_fraction", 0.2), options.get("seed", 0))
+
+
+def scans_due(session: Session, seconds: float) -> list[str]:
+    """Ids of datasets pending for longer than `seconds` since creation and since their scan was
+    last rung (stats.scan_rung_at): their scan message may have been lost. Each is marked rung."""
+    from datetime import datetime, timedelta
+
+    from jobs.db import db_now
+
+    now = db_now(session)
+    cutoff = now - timedelta(seconds=seconds)
+    due = []
+    for dataset in session.scalars(select(Dataset).where(Dataset.state == "pending", Dataset.created_at < cutoff)):
+        rung = (dataset.stats or {}).get("scan_rung_at")
+        if rung is not None and datetime.fromisoformat(rung) >= cutoff:
+            continue
+        dataset.stats = {**(dataset.stats or {}), "scan_rung_at": now.isoformat()}
+        due.append(dataset.id)
+    return due

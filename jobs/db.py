@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +27,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # a dead server or a stuck statement fails within bounds instead of holding a worker forever
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30,
+                         connect_args={"connect_timeout": 10, "options": "-c statement_timeout=120000"})
 
 
 @lru_cache(maxsize=8)
@@ -46,6 +49,15 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock: every host's leases and every sweeper's cutoffs use this one, so
+    clock skew between hosts cannot make a live lease look stale. (SQLite is one host's file: its
+    clock is that host's.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("select clock_timestamp()"))
+    return datetime.now(timezone.utc)
 
 
 def retrying(fn, attempts: int = 10, delay: float = 0.5):

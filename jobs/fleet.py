@@ -2,7 +2,7 @@
 the API can tell a user that no live worker consumes their job's queue."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -10,15 +10,16 @@ from sqlalchemy.orm import Session
 from jobs import gang
 from jobs.lifecycle import WAITING
 from jobs.settings import Settings
-from jobs.tables import Job, WorkerRow, utcnow
+from jobs.db import db_now
+from jobs.tables import Job, WorkerRow
 
 
 def beat(session: Session, worker_id: str, hostname: str, queues: list[str], devices: list[str]) -> None:
     row = session.get(WorkerRow, worker_id)
     if row is None:
-        session.add(WorkerRow(id=worker_id, hostname=hostname, queues=queues, devices=devices, heartbeat_at=utcnow()))
+        session.add(WorkerRow(id=worker_id, hostname=hostname, queues=queues, devices=devices, heartbeat_at=db_now(session)))
     else:
-        row.heartbeat_at, row.queues, row.devices = utcnow(), queues, devices
+        row.heartbeat_at, row.queues, row.devices = db_now(session), queues, devices
 
 
 def leave(session: Session, worker_id: str) -> None:
@@ -31,12 +32,12 @@ def live_window(settings: Settings) -> float:
 
 
 def live_workers(session: Session, settings: Settings) -> list[WorkerRow]:
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=live_window(settings))
+    cutoff = db_now(session) - timedelta(seconds=live_window(settings))
     return list(session.scalars(select(WorkerRow).where(WorkerRow.heartbeat_at >= cutoff)))
 
 
 def forget_dead(session: Session, settings: Settings, older_than: float = 3600.0) -> None:
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=max(older_than, live_window(settings)))
+    cutoff = db_now(session) - timedelta(seconds=max(older_than, live_window(settings)))
     session.execute(delete(WorkerRow).where(WorkerRow.heartbeat_at < cutoff))
 
 

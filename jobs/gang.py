@@ -8,32 +8,33 @@ longer than the gang timeout gives its rank back, so no device is held for a job
 start."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from jobs.db import db_now
 from jobs.lifecycle import WAITING
-from jobs.tables import Job, JobNode, utcnow
+from jobs.tables import Job, JobNode
 
 
 def add_nodes(session: Session, job_id: str, nodes: int) -> None:
     session.add_all(JobNode(job_id=job_id, node_rank=rank) for rank in range(nodes))
 
 
-def _cutoff(stale_seconds: float) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(seconds=stale_seconds)
+def _cutoff(session: Session, stale_seconds: float) -> datetime:
+    return db_now(session) - timedelta(seconds=stale_seconds)
 
 
 def claim_node(session: Session, job_id: str, worker_id: str, stale_seconds: float) -> int | None:
     """The node rank this worker now holds, or None (the job is not waiting, or every rank is held)."""
     if session.scalar(select(Job.state).where(Job.id == job_id)) not in WAITING:
         return None
-    free = or_(JobNode.worker_id.is_(None), JobNode.heartbeat_at < _cutoff(stale_seconds))
+    free = or_(JobNode.worker_id.is_(None), JobNode.heartbeat_at < _cutoff(session, stale_seconds))
     ranks = session.scalars(select(JobNode.node_rank).where(JobNode.job_id == job_id).order_by(JobNode.node_rank)).all()
     for rank in ranks:
         query = update(JobNode).where(JobNode.job_id == job_id, JobNode.node_rank == rank, free)
-        if session.execute(query.values(worker_id=worker_id, heartbeat_at=utcnow())
+        if session.execute(query.values(worker_id=worker_id, heartbeat_at=db_now(session))
                            .execution_options(synchronize_session=False)).rowcount == 1:
             return rank
     return None
@@ -42,7 +43,7 @@ def claim_node(session: Session, job_id: str, worker_id: str, stale_seconds: flo
 def hold(session: Session, job_id: str, worker_id: str) -> bool:
     """Renew this worker's node claim; False when it no longer holds one."""
     query = update(JobNode).where(JobNode.job_id == job_id, JobNode.worker_id == worker_id)
-    return session.execute(query.values(heartbeat_at=utcnow()).execution_options(synchronize_session=False)).rowcount > 0
+    return session.execute(query.values(heartbeat_at=db_now(session)).execution_options(synchronize_session=False)).rowcount > 0
 
 
 def release_node(session: Session, job_id: str, worker_id: str) -> None:
@@ -53,7 +54,7 @@ def release_node(session: Session, job_id: str, worker_id: str) -> None:
 def held(session: Session, job_id: str, stale_seconds: float) -> int:
     """How many of the job's node ranks are held by a live worker."""
     return session.scalar(select(func.count()).select_from(JobNode).where(
-        JobNode.job_id == job_id, JobNode.worker_id.is_not(None), JobNode.heartbeat_at >= _cutoff(stale_seconds)))
+        JobNode.job_id == job_id, JobNode.worker_id.is_not(None), JobNode.heartbeat_at >= _cutoff(session, stale_seconds)))
 
 
 def publish_rendezvous(session: Session, job_id: str, endpoint: str | None) -> None:

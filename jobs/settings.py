@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0
     sweep_interval: float = 5.0
-    max_attempts: int = 3
+    max_attempts: int = 3  # a spec without max_attempts gets this
+    watchdog_seconds: float = 900.0  # a training process with no progress this long is killed and retried; 0: off
+    scan_memory_bytes: int = 8 * 1024**3  # a dataset scan's child process is capped at this much memory; 0: no cap
+    checkpoint_seconds: float = 600.0  # a pretrain spec without checkpoint_every checkpoints this often
     requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5
     gang_timeout: float = 120.0  # a multi-node job's worker gives its node back after waiting this long

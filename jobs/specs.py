@@ -65,12 +65,14 @@ class PretrainSpec(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
-    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: final only")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: every checkpoint_seconds")
+    checkpoint_seconds: float | None = Field(None, ge=0, le=86_400, description="seconds between checkpoints as well "
+                                             "(default: the service's, 10 minutes), so a retry repeats little; 0: off")
     keep_last: int | None = Field(None, ge=1, le=1000,
                                   description="keep only the newest N checkpoints (plus the best and the final); "
                                               "default: keep all")
     log_every: int = Field(10, gt=0)
-    max_attempts: int = Field(3, ge=1, le=20)
+    max_attempts: int | None = Field(None, ge=1, le=20, description="default: DARKMATTER_MAX_ATTEMPTS (3)")
     devices: int = Field(1, ge=1, le=64, description="processes per machine, one per GPU (gloo processes on a CPU "
                                                        "worker): an elastic torchrun launch when more than one")
     nodes: int = Field(1, ge=1, le=64, description="machines, each a worker of the job's queue, gang-scheduled")
@@ -118,6 +120,8 @@ class PretrainSpec(Strict):
         recipe = resolve(self.method, self.image_size or image_size, n_items, self.overrides())
         recipe["train"].update(seed=self.seed, precision=self.precision, log_every=self.log_every,
                                checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
+        if self.checkpoint_seconds is not None:
+            recipe["train"]["checkpoint_seconds"] = self.checkpoint_seconds
         world = self.nodes * self.devices
         batch = recipe["train"]["batch_size"]
         if batch % world:
@@ -142,7 +146,7 @@ class EvaluateSpec(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
-    max_attempts: int = Field(3, ge=1, le=20)
+    max_attempts: int | None = Field(None, ge=1, le=20, description="default: DARKMATTER_MAX_ATTEMPTS (3)")
 
     @model_validator(mode="after")
     def some_checkpoint(self) -> "EvaluateSpec":
@@ -164,7 +168,7 @@ class EmbedIndexSpec(Strict):
     search: Literal["exact", "hnsw"] = Field("exact", description="hnsw: also build an approximate faiss graph")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
-    max_attempts: int = Field(3, ge=1, le=20)
+    max_attempts: int | None = Field(None, ge=1, le=20, description="default: DARKMATTER_MAX_ATTEMPTS (3)")
 
     @field_validator("search")
     @classmethod

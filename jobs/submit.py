@@ -108,7 +108,7 @@ def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -
 
 
 def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, default_max_attempts: int = 3) -> tuple[Job, bool]:
     """Returns (job, created). An Idempotency-Key seen before returns the same job for the same
     body and raises IdempotencyConflict for a different one."""
     digest = request_hash(spec)
@@ -127,7 +127,7 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
     else:
         spec_dict = check_evaluate(session, project_id, spec)
     job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, recipe=recipe, queue=spec.queue,
-              method=getattr(spec, "method", None), max_attempts=spec.max_attempts, total_steps=total,
+              method=getattr(spec, "method", None), max_attempts=spec.max_attempts or default_max_attempts, total_steps=total,
               nodes=getattr(spec, "nodes", 1), devices=getattr(spec, "devices", 1),
               idempotency_key=idempotency_key, request_hash=digest, state="queued", result={})
     session.add(job)

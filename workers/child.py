@@ -14,6 +14,10 @@ import traceback
 import torch
 import torch.distributed as dist
 
+import json
+
+from sqlalchemy.exc import OperationalError
+
 from jobs import lifecycle
 from jobs.db import retrying, session_scope
 from jobs.settings import get_settings
@@ -22,7 +26,22 @@ from workers.context import JobContext
 from workers.launch import die_with_parent
 
 log = logging.getLogger("workers.child")
-LOST_GROUP = 4  # exit code: the process group broke (a rank died); the worker gives the job back
+# Exit codes the worker reads (workers/runner.py).
+LEFT = 3  # shutdown, or the lease moved on: the job is left to the worker / the new owner
+LOST_GROUP = 4  # the process group broke (a rank died); the worker gives the job back
+TRANSIENT = 5  # an infrastructure error (database, storage, network): the worker gives the job back
+UNRECORDED = 6  # finished, but the final state could not be written: the worker records it
+PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+TRANSIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "psycopg", "redis", "kombu")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an exception is the infrastructure's (retry the job) rather than the job's (fail it)."""
+    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, PERMANENT_OS_ERRORS):
+        return True
+    return type(exc).__module__.split(".")[0] in TRANSIENT_MODULES
 
 
 def join_group() -> int:
@@ -54,12 +73,22 @@ def main(job_id: str, worker_id: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(message)s")
     settings = get_settings()
     rank = join_group()
-    ctx = JobContext(settings, job_id, worker_id, rank=rank)
-    signal.signal(signal.SIGTERM, lambda *_: ctx.request_shutdown())
-    try:
+
+    def lease():
         with session_scope(settings.database_url) as session:
             job = session.get(Job, job_id)
-            kind, spec = job.kind, dict(job.spec)
+            return None if job is None else (job.worker_id, job.state, job.attempt, job.kind, dict(job.spec))
+
+    try:
+        row = retrying(lease, attempts=20)
+    except OperationalError:
+        return TRANSIENT
+    if row is None or row[0] != worker_id or row[1] not in lifecycle.ACTIVE:
+        return LEFT
+    _, _, attempt, kind, spec = row
+    ctx = JobContext(settings, job_id, worker_id, rank=rank, attempt=attempt)
+    signal.signal(signal.SIGTERM, lambda *_: ctx.request_shutdown())
+    try:
         if kind == "pretrain":
             from workers.pretrain import run_pretrain
 
@@ -74,10 +103,20 @@ def main(job_id: str, worker_id: str) -> int:
             state, result, error = run_embed_index(ctx, spec)
         else:
             state, result, error = lifecycle.FAILED, {}, f"unknown job kind {kind!r}"
+    except lifecycle.LeaseLost as exc:
+        log.warning("job %s: %s; stopping without writing", job_id, exc)
+        return LEFT
     except Exception as exc:
         if broken_group(exc, ctx):
             log.warning("job %s: rank %d lost its process group: %s", job_id, rank, exc)
             return LOST_GROUP
+        if transient(exc):
+            log.warning("job %s: transient error, giving the job back: %s", job_id, exc, exc_info=True)
+            try:
+                ctx.event("log", f"transient error, the job will be retried: {type(exc).__name__}: {exc}"[:4000])
+            except Exception:
+                pass
+            return TRANSIENT
         log.exception("job %s failed", job_id)
         if rank != 0:
             return 1  # rank 0 meets the same error or a broken group; the agent tears the group down
@@ -88,13 +127,18 @@ def main(job_id: str, worker_id: str) -> int:
     if rank != 0:
         return 0
     if state is None:  # shutdown or lost lease: leave the job to the parent / sweeper
-        return 3
-
-    def settle():
-        with session_scope(settings.database_url) as session:
-            return lifecycle.finish(session, job_id, worker_id, state, error=error, result=result)
-
-    retrying(settle)
+        return LEFT
+    try:
+        ctx.write(lambda session: lifecycle.finish(session, job_id, worker_id, state, error=error, result=result))
+    except lifecycle.LeaseLost:
+        return LEFT
+    except OperationalError:  # the work is done: the worker records it rather than rerunning the job
+        path = os.environ.get("DARKMATTER_RESULT_FILE")
+        if not path:
+            raise
+        with open(path, "w") as f:
+            json.dump({"state": state, "error": error, "result": result}, f)
+        return UNRECORDED
     return 0
 
 

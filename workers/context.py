@@ -32,25 +32,70 @@ def pick_device(requested: str) -> torch.device:
 
 
 class JobContext:
-    """`rank` > 0: a non-zero rank of a distributed job, which reads but never writes the job's
-    rows (events, metrics and compute are rank 0's)."""
+    """A child's view of its job. Every write is fenced by the lease (worker_id, attempt): once
+    the job has moved on, `write` raises lifecycle.LeaseLost and nothing is written. `rank` > 0:
+    a non-zero rank of a distributed job, which reads but never writes the job's rows (events,
+    metrics and compute are rank 0's). Each DB round trip and each `beat` tells the parent's
+    watchdog (through the mtime of DARKMATTER_PROGRESS_FILE) that the child is making progress."""
 
-    def __init__(self, settings: Settings, job_id: str, worker_id: str, rank: int = 0):
+    def __init__(self, settings: Settings, job_id: str, worker_id: str, rank: int = 0, attempt: int | None = None):
         self.settings, self.job_id, self.worker_id, self.rank = settings, job_id, worker_id, rank
+        self.attempt = attempt
         self.store = store_for(settings)
         self.shutdown = False
         self._last_poll, self._last_state = 0.0, lifecycle.RUNNING
+        self.progress_file = os.environ.get("DARKMATTER_PROGRESS_FILE")
+        self._last_beat = 0.0
 
     def session(self):
         return session_scope(self.settings.database_url)
 
-    def write(self, fn):
-        """Run fn(session) in a transaction, retrying while the database is unreachable."""
+    def read(self, fn):
+        """Run fn(session) without the lease, retrying while the database is unreachable."""
         def attempt():
             with self.session() as session:
                 return fn(session)
 
-        return retrying(attempt, attempts=20)
+        result = retrying(attempt, attempts=20)
+        self.beat()
+        return result
+
+    def write(self, fn):
+        """Run fn(session) in one transaction that first takes the lease (lifecycle.fence),
+        retrying while the database is unreachable (about 100 s of backoff)."""
+        def attempt():
+            with self.session() as session:
+                if self.attempt is not None:
+                    lifecycle.fence(session, self.job_id, self.worker_id, self.attempt)
+                return fn(session)
+
+        result = retrying(attempt, attempts=20)
+        self.beat()
+        return result
+
+    def commit(self, fn, tries: int = 4, delay: float = 1.0):
+        """`write` for a transaction that also writes artifacts (a checkpoint): a storage error
+        (S3/MinIO down, a network blip) is retried with backoff, then raised (the job is retried)."""
+        for attempt in range(tries):
+            try:
+                return self.write(fn)
+            except lifecycle.LeaseLost:
+                raise
+            except OSError:
+                if attempt == tries - 1:
+                    raise
+                self.event("log", f"storage error while committing; retrying in {delay * 2 ** attempt:.0f}s")
+                time.sleep(delay * 2 ** attempt)
+
+    def beat(self) -> None:
+        """Progress for the parent's watchdog, at most once a second."""
+        now = time.monotonic()
+        if self.progress_file and now - self._last_beat >= 1.0:
+            self._last_beat = now
+            try:
+                os.utime(self.progress_file)
+            except OSError:
+                pass
 
     def request_shutdown(self) -> None:
         self.shutdown = True
@@ -59,11 +104,13 @@ class JobContext:
         """'cancelled', 'shutdown', 'lease-lost' or None; polls the DB at most every cancel_poll_seconds."""
         if self.shutdown:
             return "shutdown"
+        self.beat()
         now = time.monotonic()
         if now - self._last_poll >= self.settings.cancel_poll_seconds:
             self._last_poll = now
-            job = self.write(lambda s: s.get(Job, self.job_id))
-            if job.worker_id != self.worker_id or job.state not in lifecycle.ACTIVE:
+            job = self.read(lambda s: s.get(Job, self.job_id))
+            if job.worker_id != self.worker_id or job.state not in lifecycle.ACTIVE or (
+                    self.attempt is not None and job.attempt != self.attempt):
                 return "lease-lost"
             self._last_state = job.state
         return "cancelled" if self._last_state == lifecycle.CANCELLING else None

@@ -64,7 +64,7 @@ class ServiceCallbacks(Callbacks):
             pruned[:] = retention.prune(session, job.id, self.spec.keep_last) if self.spec.keep_last else []
             return row.id
 
-        checkpoint_id = self.ctx.write(write)
+        checkpoint_id = self.ctx.commit(write)
         retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
         if final:  # the end of training, or the checkpoint a cancel stops at
             self.final_checkpoint = checkpoint_id
@@ -114,10 +114,13 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         if spec.image_size:
             train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
         source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
+    ctx.beat()
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
     recipe = job_recipe(ctx, spec, image_size, n_items)
     method = build_method(recipe, channels, mean, std, spec.seed)
     config = train_config(recipe)
+    if "checkpoint_seconds" not in recipe["train"]:  # the service's default, so that a retry repeats little
+        config.checkpoint_seconds = ctx.settings.checkpoint_seconds
     total = config.steps
     encoder = method.downstream_encoder()
     world = distributed.world_size()
@@ -139,6 +142,7 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         callbacks.health = HealthMonitor(ctx, method, probe, mean, std, device, spec.health_every,
                                          spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
+    ctx.beat()
     ctx.event("log", f"training {spec.method} on {device if world == 1 else f'{world} processes ({device.type})'} "
               f"for {total} steps" + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()

@@ -10,6 +10,7 @@ each worker claims a node rank, node 0's worker takes the lease once all ranks a
 every node's torchrun joins the rendezvous node 0 published on the job row."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,16 +18,22 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
-from jobs import gang, lifecycle, retention
+from sqlalchemy import text
+
+from jobs import datasets, gang, lifecycle, retention
 from jobs.db import retrying, session_scope
-from jobs.queue import enqueue
+from jobs.queue import enqueue, enqueue_scan
 from jobs.settings import Settings, get_settings
 from jobs.storage import store_for
 from jobs.tables import Job
 from workers import launch
 
 log = logging.getLogger(__name__)
+UNRECORDED = 6  # workers.child: finished, but could not write the final state (see RunFiles.result)
+EXIT_REASONS = {4: "a process of the group died (the group was torn down)",
+                5: "a transient infrastructure error (database, storage or network; see the events)"}
 _stop = threading.Event()  # set on worker shutdown: children are stopped and their jobs released
 
 
@@ -34,11 +41,45 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def child_env(settings: Settings) -> dict[str, str]:
+def child_env(settings: Settings, files: "RunFiles | None" = None) -> dict[str, str]:
     env = dict(os.environ)
     for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device"):
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
+    if files is not None:
+        env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_RESULT_FILE"] = str(files.progress), str(files.result)
     return env
+
+
+class RunFiles:
+    """Two local files between a worker and its child: `progress`, whose mtime the child renews
+    while it makes progress (the watchdog reads it), and `result`, where a child that finished but
+    could not record it leaves its final state for the worker to record."""
+
+    def __init__(self, settings: Settings, job_id: str, worker_id: str):
+        folder = Path(settings.home) / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        self.progress, self.result = folder / f"{stem}.progress", folder / f"{stem}.result.json"
+        self.progress.touch()
+        os.utime(self.progress, (0, 0))  # the child's first beat arms the watchdog (start-up is not timed)
+
+    def idle_seconds(self) -> float:
+        """Seconds since the child's last beat; 0 before its first."""
+        try:
+            mtime = self.progress.stat().st_mtime
+        except OSError:
+            return 0.0
+        return 0.0 if mtime == 0 else time.time() - mtime
+
+    def recorded(self) -> dict | None:
+        try:
+            return json.loads(self.result.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def remove(self) -> None:
+        for path in (self.progress, self.result):
+            path.unlink(missing_ok=True)
 
 
 def run_job(job_id: str, settings: Settings | None = None) -> str:
@@ -54,8 +95,12 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
             log.info("job %s is not claimable (taken or finished); skipping", job_id)
             return "skipped"
     log.info("job %s claimed by %s", job_id, worker_id)
-    child = launch.start(launch.command(job_id, worker_id, devices=devices), child_env(settings))
-    outcome = supervise(settings, job_id, worker_id, child)
+    files = RunFiles(settings, job_id, worker_id)
+    try:
+        child = launch.start(launch.command(job_id, worker_id, devices=devices), child_env(settings, files))
+        outcome = supervise(settings, job_id, worker_id, child, files)
+    finally:
+        files.remove()
     log.info("job %s: %s", job_id, outcome)
     return outcome
 
@@ -99,11 +144,15 @@ def run_gang(settings: Settings, job_id: str, worker_id: str, nodes: int, device
     log.info("job %s: node %d of %d starting (lease %s, attempt %d)", job_id, rank, nodes, lease_id, attempt)
     cmd = launch.command(job_id, lease_id, nodes=nodes, devices=devices, rendezvous=job.rendezvous, node_rank=rank,
                          attempt=attempt, join_timeout=settings.gang_timeout)
-    child = launch.start(cmd, child_env(settings))
-    if rank == 0:
-        outcome = supervise(settings, job_id, worker_id, child)
-    else:
-        outcome = supervise_node(settings, job_id, worker_id, lease_id, attempt, child)
+    files = RunFiles(settings, job_id, worker_id)
+    try:
+        child = launch.start(cmd, child_env(settings, files))
+        if rank == 0:
+            outcome = supervise(settings, job_id, worker_id, child, files)
+        else:
+            outcome = supervise_node(settings, job_id, worker_id, lease_id, attempt, child)
+    finally:
+        files.remove()
     db(lambda s: gang.release_node(s, job_id, worker_id))
     log.info("job %s: node %d: %s", job_id, rank, outcome)
     return outcome
@@ -157,7 +206,10 @@ def supervise_node(settings: Settings, job_id: str, worker_id: str, lease_id: st
             return "attempt-ended"
 
 
-def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen) -> str:
+def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen, files: RunFiles) -> str:
+    """Hold the lease while the child runs; a child that makes no progress for watchdog_seconds
+    (a stalled read, a CUDA hang, SIGSTOP) is killed and the job given back."""
+    reason = None
     while True:
         try:
             code = child.wait(timeout=settings.heartbeat_interval)
@@ -167,6 +219,13 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
         if _stop.is_set():
             child.terminate()  # the child checkpoints on SIGTERM and exits
             code = child.wait()
+            break
+        idle = files.idle_seconds()
+        if settings.watchdog_seconds and idle > settings.watchdog_seconds:
+            log.warning("job %s: no progress for %.0fs; killing the training process", job_id, idle)
+            child.kill()
+            code = child.wait()
+            reason = f"the training process made no progress for {idle:.0f}s (watchdog) and was killed"
             break
         try:
             state = retrying(lambda: _beat(settings, job_id, worker_id), attempts=3)
@@ -180,7 +239,21 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             child.kill()
             child.wait()
             return "lease-lost"
-    return _after_child(settings, job_id, worker_id, code)
+    if code == UNRECORDED and (recorded := files.recorded()) is not None:
+        return _record(settings, job_id, worker_id, recorded)
+    return _after_child(settings, job_id, worker_id, code, reason)
+
+
+def _record(settings: Settings, job_id: str, worker_id: str, recorded: dict) -> str:
+    """The child finished but could not write the final state: write it here, waiting out the
+    database rather than rerunning a finished job (a second final checkpoint, duplicate scores)."""
+    def settle():
+        with session_scope(settings.database_url) as session:
+            lifecycle.finish(session, job_id, worker_id, recorded["state"], error=recorded.get("error"),
+                             result=recorded.get("result"))
+            return session.get(Job, job_id).state
+
+    return retrying(settle, attempts=60, delay=1.0)
 
 
 def _finished(settings: Settings, job_id: str) -> bool:
@@ -194,15 +267,20 @@ def _beat(settings: Settings, job_id: str, worker_id: str) -> str | None:
         return lifecycle.heartbeat(session, job_id, worker_id)
 
 
-def _after_child(settings: Settings, job_id: str, worker_id: str, code: int) -> str:
-    """The child ends the job itself when it can; anything else (a crash, a kill) is a lost attempt."""
+def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, reason: str | None = None) -> str:
+    """The child ends the job itself when it can; anything else (a crash, a kill, a transient
+    infrastructure error) is a lost attempt, except a graceful shutdown, which spends none."""
+    shutting_down = _stop.is_set() and reason is None
+    if reason is None:
+        reason = "worker shutting down" if shutting_down else EXIT_REASONS.get(
+            code, f"training process exited with code {code}")
+
     def settle():
         with session_scope(settings.database_url) as session:
             job = session.get(Job, job_id)
             if job is None or job.worker_id != worker_id or job.state in lifecycle.TERMINAL:
                 return job.state if job else "missing", None
-            reason = "worker shutting down" if _stop.is_set() else f"training process exited with code {code}"
-            new_state = lifecycle.release(session, job_id, worker_id, reason)
+            new_state = lifecycle.release(session, job_id, worker_id, reason, spend_attempt=not shutting_down)
             return new_state, job.queue
 
     state, queue = retrying(settle)
@@ -217,14 +295,37 @@ def _nodes(settings: Settings, job_id: str) -> int:
         return job.nodes if job is not None else 1
 
 
+_db_up_since: float | None = None  # this process's view of the database: reachable since (monotonic)
+
+
 def sweep_once(settings: Settings) -> list[str]:
-    """Re-queue jobs whose worker stopped heartbeating. Safe in any number of processes."""
+    """Re-queue jobs whose worker stopped heartbeating. Safe in any number of processes.
+
+    Leases are judged stale only once this sweeper has reached the database for a whole
+    heartbeat_timeout: after an outage every owner gets that long to renew its lease before
+    anyone takes it for dead."""
+    global _db_up_since
+    try:
+        with session_scope(settings.database_url) as session:
+            session.execute(text("select 1"))
+    except Exception:
+        _db_up_since = None
+        raise
+    if _db_up_since is None:
+        _db_up_since = time.monotonic()
+    requeue = []
+    if time.monotonic() - _db_up_since >= settings.heartbeat_timeout:
+        with session_scope(settings.database_url) as session:
+            requeue = lifecycle.sweep_stale(session, settings.heartbeat_timeout)
+            queues = {job_id: (session.get(Job, job_id).queue, session.get(Job, job_id).nodes) for job_id in requeue}
+        for job_id, (queue, nodes) in queues.items():
+            log.warning("job %s lost its worker; re-enqueued", job_id)
+            enqueue(settings, job_id, queue, copies=nodes)
     with session_scope(settings.database_url) as session:
-        requeue = lifecycle.sweep_stale(session, settings.heartbeat_timeout)
-        queues = {job_id: (session.get(Job, job_id).queue, session.get(Job, job_id).nodes) for job_id in requeue}
-    for job_id, (queue, nodes) in queues.items():
-        log.warning("job %s lost its worker; re-enqueued", job_id)
-        enqueue(settings, job_id, queue, copies=nodes)
+        scans = datasets.scans_due(session, settings.requeue_after)
+    for dataset_id in scans:
+        log.warning("dataset %s has been pending for %.0fs; ringing its scan again", dataset_id, settings.requeue_after)
+        enqueue_scan(settings, dataset_id)
     with session_scope(settings.database_url) as session:
         due = lifecycle.doorbells_due(session, settings.requeue_after)
     for job_id, queue in due:  # duplicates are harmless: only one claim succeeds

@@ -50,7 +50,7 @@ def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: Sett
         raise HTTPException(422, f"queue {spec.queue!r} is not configured; configured queues: "
                                  f"{', '.join(settings.queue_list)} (DARKMATTER_QUEUES)")
     try:
-        job, created = create_job(session, project, spec, idempotency_key)
+        job, created = create_job(session, project, spec, idempotency_key, settings.max_attempts)
     except IdempotencyConflict as exc:
         raise HTTPException(409, str(exc))
     except (DatasetNotFound, CheckpointNotFound) as exc:

@@ -45,7 +45,7 @@ def postgres_database() -> tuple[str, callable]:
 
 def make_settings(backend: str, home: Path) -> tuple[Settings, callable]:
     """Settings for one isolated service; the callable cleans up server-side state."""
-    fast = dict(heartbeat_interval=0.5, heartbeat_timeout=6.0, sweep_interval=1.0, cancel_poll_seconds=0.2)
+    fast = dict(heartbeat_interval=0.5, heartbeat_timeout=10.0, sweep_interval=1.0, cancel_poll_seconds=0.2)
     if backend == "sqlite":
         return Settings(home=home, **fast).resolved(), lambda: None
     if not (reachable("127.0.0.1", 5432) and reachable("127.0.0.1", 6379)):

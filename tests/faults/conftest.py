@@ -24,7 +24,7 @@ FAULT_SPEC = {**TINY_PRETRAIN, "steps": 120, "batch_size": 32, "log_every": 1, "
 def service(service):
     """The same backends with short leases, so a lost worker is noticed within seconds, and a
     cancel check every step."""
-    return service.model_copy(update={"heartbeat_interval": 0.3, "heartbeat_timeout": 4.0, "sweep_interval": 0.5,
+    return service.model_copy(update={"heartbeat_interval": 0.3, "heartbeat_timeout": 8.0, "sweep_interval": 0.5,
                                       "cancel_poll_seconds": 0.0})
 
 

@@ -6,11 +6,15 @@ worker sees one failed child and gives the job back for a retry from its last ch
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -53,3 +57,35 @@ def command(job_id: str, lease_id: str, nodes: int = 1, devices: int = 1, rendez
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env)
+
+
+class RunFiles:
+    """Two local files between a worker and its child: `progress`, whose mtime the child renews
+    while it makes progress (the watchdog reads it), and `result`, where a child that finished but
+    could not record it leaves its final state for the worker to record."""
+
+    def __init__(self, settings, job_id: str):
+        folder = Path(settings.home) / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{job_id}-{uuid.uuid4().hex[:8]}"
+        self.progress, self.result = folder / f"{stem}.progress", folder / f"{stem}.result.json"
+        self.progress.touch()
+        os.utime(self.progress, (0, 0))  # the child's first beat arms the watchdog (start-up is not timed)
+
+    def idle_seconds(self) -> float:
+        """Seconds since the child's last beat; 0 before its first."""
+        try:
+            mtime = self.progress.stat().st_mtime
+        except OSError:
+            return 0.0
+        return 0.0 if mtime == 0 else time.time() - mtime
+
+    def recorded(self) -> dict | None:
+        try:
+            return json.loads(self.result.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def remove(self) -> None:
+        for path in (self.progress, self.result):
+            path.unlink(missing_ok=True)

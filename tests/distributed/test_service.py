@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 import torch
 from sqlalchemy import select
 
@@ -14,6 +15,7 @@ from jobs.tables import Checkpoint, JobNode
 from tests.conftest import TINY_PRETRAIN, wait_for
 from tests.faults.conftest import checkpoints_of, children, events, wait_progress
 
+SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
 SPEC = {**TINY_PRETRAIN, "devices": 2, "steps": 8, "batch_size": 32, "checkpoint_every": 4,
         "evaluations": [{"protocol": "knn", "options": {"k": [5]}}]}
 
@@ -50,6 +52,7 @@ def ranks_of(worker) -> list[int]:
     return []
 
 
+@SQLITE_ONLY
 def test_kill_9_of_one_rank_retries_from_the_last_checkpoint(service, api, worker):
     spec = {**SPEC, "steps": 60, "checkpoint_every": 10, "log_every": 1, "evaluations": []}
     w = worker()
@@ -68,6 +71,7 @@ def test_kill_9_of_one_rank_retries_from_the_last_checkpoint(service, api, worke
     assert len(finals) == 1 and finals[0].step == 60  # no second final checkpoint
 
 
+@SQLITE_ONLY
 def test_queue_must_be_configured_and_live(api):
     response = api.post("/v1/jobs", json={**TINY_PRETRAIN, "queue": "no-such-queue"})
     assert response.status_code == 422 and "not configured" in response.json()["detail"]

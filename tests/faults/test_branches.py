@@ -2,6 +2,8 @@
 from the store (410), an unreachable database (/readyz 503), and the periodic garbage collection."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import time
@@ -13,6 +15,8 @@ from jobs.storage import ArtifactStore
 from tests.conftest import TINY_PRETRAIN, wait_for
 from tests.faults.conftest import FAULT_SPEC, checkpoints_of, events, training_child, wait_progress
 
+SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # Postgres: test_fencing, test_outages
+
 
 def wait_until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
@@ -23,6 +27,7 @@ def wait_until(check, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@SQLITE_ONLY
 def test_a_torn_newest_checkpoint_falls_back_to_the_one_before(service, api, worker):
     w = worker()
     job_id = api.post("/v1/jobs", json={**FAULT_SPEC, "keep_last": None}).json()["id"]
@@ -40,6 +45,7 @@ def test_a_torn_newest_checkpoint_falls_back_to_the_one_before(service, api, wor
     assert any(m.endswith(f"resuming at step {before.step}") for m in log), log
 
 
+@SQLITE_ONLY
 def test_a_stalled_worker_that_lost_its_lease_comes_back_harmlessly(service, api, worker):
     first = worker(name="a")
     job_id = api.post("/v1/jobs", json=FAULT_SPEC).json()["id"]
@@ -57,6 +63,7 @@ def test_a_stalled_worker_that_lost_its_lease_comes_back_harmlessly(service, api
     assert first.proc.poll() is None  # the stalled worker lives on, its stale child stopped without writing
 
 
+@SQLITE_ONLY
 def test_files_gone_from_the_store_answer_410(api, worker, service):
     worker()
     done = wait_for(api, api.post("/v1/jobs", json=TINY_PRETRAIN).json()["id"])
@@ -82,6 +89,7 @@ def test_readyz_answers_503_without_a_database(tmp_path):
         assert response.status_code == 503 and "database unavailable" in response.json()["detail"]
 
 
+@SQLITE_ONLY
 def test_the_periodic_garbage_collection_runs_in_the_worker(service, worker):
     store = Path(service.storage_url) / "checkpoints" / "ckpt_orphan"
     store.mkdir(parents=True)

@@ -22,6 +22,8 @@ from tests.faults import own_postgres
 LONG = {**TINY_PRETRAIN, "steps": 400, "batch_size": 32, "log_every": 5, "checkpoint_every": 50, "evaluations": [],
         "max_attempts": 4}
 
+SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # Postgres: test_fencing, test_outages
+
 
 def logged_steps(settings, job_id: str) -> list[int]:
     with session_scope(settings.database_url) as session:
@@ -88,6 +90,7 @@ def start_moto(port: int) -> subprocess.Popen:
     return proc
 
 
+@SQLITE_ONLY
 def test_storage_killed_while_committing_a_checkpoint_is_retried(service, api, worker, monkeypatch):
     boto3 = pytest.importorskip("boto3")
     port = own_postgres.free_port()

@@ -2,6 +2,8 @@
 memory-capped child ends the dataset `invalid` with the reason, the worker unharmed."""
 from __future__ import annotations
 
+import pytest
+
 import time
 
 from jobs import datasets
@@ -9,6 +11,8 @@ from jobs.db import session_scope
 from jobs.tables import DEFAULT_PROJECT, Dataset
 from tests.conftest import WorkerProcess
 from tests.datasets.make import digits_zip
+
+SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # Postgres: test_fencing, test_outages
 
 
 def pending_dataset(settings, path) -> str:
@@ -27,6 +31,7 @@ def wait_state(settings, dataset_id: str, timeout: float = 120) -> Dataset:
     raise AssertionError(f"dataset {dataset_id} still pending after {timeout}s")
 
 
+@SQLITE_ONLY
 def test_a_lost_scan_is_rung_again_and_a_scan_out_of_memory_ends_invalid(service, tmp_path):
     (tmp_path / "data").mkdir()
     zipped = digits_zip(tmp_path / "data" / "d.zip", n=40)

@@ -11,12 +11,15 @@ import pytest
 from tests.conftest import wait_for
 from tests.faults.conftest import FAULT_SPEC, events, training_child, wait_progress
 
+SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # Postgres: test_fencing, test_outages
+
 
 @pytest.fixture
 def service(service):
     return service.model_copy(update={"watchdog_seconds": 10.0})
 
 
+@SQLITE_ONLY
 def test_a_stopped_child_is_killed_and_the_job_retried(service, api, worker):
     w = worker()
     job_id = api.post("/v1/jobs", json={**FAULT_SPEC, "steps": 60}).json()["id"]
@@ -29,6 +32,7 @@ def test_a_stopped_child_is_killed_and_the_job_retried(service, api, worker):
     assert any("resuming at step" in e.message for e in events(service, job_id))
 
 
+@SQLITE_ONLY
 def test_a_cancel_on_a_hung_job_ends_cancelled(service, api, worker):
     w = worker()
     job_id = api.post("/v1/jobs", json={**FAULT_SPEC, "steps": 200}).json()["id"]
@@ -39,6 +43,7 @@ def test_a_cancel_on_a_hung_job_ends_cancelled(service, api, worker):
     assert done["state"] == "cancelled" and done["attempt"] == 1, done
 
 
+@SQLITE_ONLY
 def test_attempts_run_out_into_failed_with_the_reason(service, api, worker):
     w = worker()
     job_id = api.post("/v1/jobs", json={**FAULT_SPEC, "steps": 200, "max_attempts": 1}).json()["id"]

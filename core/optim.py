@@ -59,14 +59,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
                     betas: tuple[float, float] = (0.9, 0.999), eta: float = 0.02, clip_lr: bool = True,
-                    exclude_bias_n_norm: bool = True) -> torch.optim.Optimizer:
+                    exclude_bias_n_norm: bool = True, fused: bool = False) -> torch.optim.Optimizer:
     """Weight decay is set per group; the training loop rescales the decaying group's value when
-    the recipe has a weight-decay schedule."""
+    the recipe has a weight-decay schedule. `fused` (on GPUs): one kernel for all parameters
+    (AdamW, SGD); otherwise torch's foreach implementation."""
     groups = param_groups(model, weight_decay)
+    fast = {"fused": True} if fused else {"foreach": True}
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **fast)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **fast)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta, clip_lr=clip_lr,
                     exclude_bias_n_norm=exclude_bias_n_norm)

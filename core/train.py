@@ -52,7 +52,9 @@ class TrainConfig:
     grad_clip_mode: str = "global"  # global | per_parameter (DINO's clip_gradients)
     freeze_last_layer_steps: int = 0  # parameters named "last_layer" get no update this long (DINO)
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it, else fp32)
+    compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: eager until measured to help)
+    channels_last: bool | None = None  # None: on for convolutional backbones on GPUs
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: none by step count
     checkpoint_seconds: float = 0.0  # also checkpoint when this long has passed since the last one; 0: off
@@ -133,6 +135,46 @@ def _agree(decision):
     return box[0]
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto': bf16 autocast where the accelerator has native bf16, fp32 elsewhere (the CPU)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _convolutional(method: Method) -> bool:
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in method.backbone.modules())
+
+
+class Prefetcher:
+    """Batches of a BatchStream read ahead in a thread (into pinned memory on a GPU), so decoding
+    overlaps compute; `wait` is the time the loop spent waiting for data."""
+
+    def __init__(self, batches, pin: bool, depth: int = 2):
+        import queue
+        import threading
+
+        self.queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self.pin = pin
+        self.thread = threading.Thread(target=self._fill, args=(batches,), daemon=True, name="prefetch")
+        self.thread.start()
+
+    def _fill(self, batches) -> None:
+        try:
+            for batch in batches:
+                self.queue.put(batch.pin_memory() if self.pin else batch)
+        except BaseException as exc:  # handed to the loop, which raises it
+            self.queue.put(exc)
+
+    def next(self) -> Tensor:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
 def _reduced_logs(loss: Tensor, extra: dict) -> tuple[float, dict[str, float]]:
     """The loss and the method's logs averaged over ranks (one collective, on log steps only)."""
     names = list(extra)
@@ -159,16 +201,23 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if world > 1 and uses_sync_batchnorm(method, config):
         distributed.convert_batchnorm(method, device)
     method.to(device).train()
+    precision = resolve_precision(config.precision, device)
+    channels_last = config.channels_last if config.channels_last is not None else (
+        device.type == "cuda" and _convolutional(method))
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    if config.compile == "true":  # "auto" stays eager until a GPU benchmark shows compile helps
+        method.backbone.compile()  # in place: the state dict keeps its keys
     step_fn = method.training_step
     if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
         step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=True, forward_sync_buffers=False)
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
-                                exclude_bias_n_norm=config.exclude_bias_n_norm)
+                                exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda")
     last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = 0
     if resume is not None:
         method.load_state_dict(resume["method"])
@@ -177,12 +226,13 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
     if streamed:
-        stream = iter(images.batches(config.batch_size, config.seed, start) if world == 1
-                      else images.batches(local, config.seed, start, rank=rank, world=world))
+        stream = Prefetcher(images.batches(config.batch_size, config.seed, start) if world == 1
+                            else images.batches(local, config.seed, start, rank=rank, world=world),
+                            pin=device.type == "cuda")
     else:
-        pinned = images.pin_memory() if device.type == "cuda" else images
+        source = on_device(images, device)
     logs: dict[str, float] = {}
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, waited = time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
     step = start
     while step < config.steps:
@@ -199,11 +249,15 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
         lr, weight_decay = apply_schedules(optimizer, config, step)
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
+        asked = time.perf_counter()
         if streamed:
-            batch = next(stream).to(device, non_blocking=True)
+            batch = stream.next().to(device, non_blocking=True)
         else:
             indices = batch_indices(len(images), config.batch_size, config.seed, step)[mine]
-            batch = pinned[indices].to(device, non_blocking=True)
+            batch = source[indices.to(source.device)].to(device, non_blocking=True)
+        waited += time.perf_counter() - asked
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         gen = step_generator(config.seed, step, device)
         window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
         with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
@@ -229,10 +283,13 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             elapsed = time.perf_counter() - window_start
             logs = {"loss": value, "lr": lr, "weight_decay": weight_decay,
                     "img_per_s": window_steps * config.batch_size / max(elapsed, 1e-9),
+                    "data_wait": waited / max(elapsed, 1e-9),  # the fraction of step time spent waiting for data
+                    **({"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+                       if device.type == "cuda" else {}),
                     **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}), **extra_logs}
             if rank == 0:
                 callbacks.on_log(step, logs)
-            window_start, window_steps = time.perf_counter(), 0
+            window_start, window_steps, waited = time.perf_counter(), 0, 0.0
             if not math.isfinite(value):
                 return TrainResult(step, "nan", logs)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
@@ -242,6 +299,17 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if rank == 0:
         callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
     return TrainResult(step, "completed", logs)
+
+
+def on_device(images: Tensor, device: torch.device, budget: float = 0.25) -> Tensor:
+    """The uint8 dataset where batches are cut from it: on the GPU when it fits in `budget` of the
+    free memory (no host-to-device copy per step), else in pinned host memory (CPU: as is)."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() <= budget * free:
+        return images.to(device)
+    return images.pin_memory()
 
 
 def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> tuple[float, float]:

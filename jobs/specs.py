@@ -62,7 +62,10 @@ class PretrainSpec(Strict):
     augment: dict = Field(default_factory=dict, description="overrides of the method's view defaults")
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs with native bf16, fp32 on the CPU")
+    compile: Literal["auto", "true", "false"] = Field(
+        "auto", description="torch.compile the backbone; auto: eager until a benchmark on this GPU shows a gain")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: every checkpoint_seconds")
@@ -118,7 +121,7 @@ class PretrainSpec(Strict):
         """The resolved recipe for a dataset of `n_items` images of side `image_size` (the
         spec's own image_size wins). Raises ValueError when it cannot run."""
         recipe = resolve(self.method, self.image_size or image_size, n_items, self.overrides())
-        recipe["train"].update(seed=self.seed, precision=self.precision, log_every=self.log_every,
+        recipe["train"].update(seed=self.seed, precision=self.precision, compile=self.compile, log_every=self.log_every,
                                checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
         if self.checkpoint_seconds is not None:
             recipe["train"]["checkpoint_seconds"] = self.checkpoint_seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from core.backbones import register_backbone
 
@@ -45,8 +46,9 @@ class VisionTransformer(nn.Module):
     patches only."""
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int, depth: int, heads: int,
-                 pool: str = "cls"):
+                 pool: str = "cls", grad_checkpointing: bool = False):
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing  # recompute each block's activations in backward
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
         if pool not in POOLS:
@@ -87,7 +89,10 @@ class VisionTransformer(nn.Module):
         h = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], 1)
         layers = []
         for block in self.blocks:
-            h = block(h)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h)
             layers.append(h)
         out = self.norm(h)
         return (out, layers) if return_layers else out
@@ -109,12 +114,15 @@ def _init(m: nn.Module) -> None:
 
 @register_backbone("vit_tiny")
 def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 12,
-             heads: int = 3, pool: str = "cls") -> VisionTransformer:
-    """ViT-Ti/patch (Touvron et al., 2021); dim/depth/heads may be shrunk for CPU-sized runs."""
-    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool)
+             heads: int = 3, pool: str = "cls", grad_checkpointing: bool = False) -> VisionTransformer:
+    """ViT-Ti/patch (Touvron et al., 2021); dim/depth/heads may be shrunk for CPU-sized runs.
+    grad_checkpointing recomputes each block in backward (less activation memory, ~30% more compute)."""
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool,
+                             grad_checkpointing=grad_checkpointing)
 
 
 @register_backbone("vit_small")
 def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 384, depth: int = 12,
-              heads: int = 6, pool: str = "cls") -> VisionTransformer:
-    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool)
+              heads: int = 6, pool: str = "cls", grad_checkpointing: bool = False) -> VisionTransformer:
+    return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool,
+                             grad_checkpointing=grad_checkpointing)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from jobs import lifecycle
 from jobs.db import retrying, session_scope
+from jobs.logs import configure, current_job
 from jobs.settings import get_settings
 from jobs.tables import Job
 from workers.context import JobContext
@@ -51,8 +52,9 @@ def broken_group(exc: BaseException, ctx: JobContext) -> bool:
 
 
 def main(job_id: str, worker_id: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(message)s")
     settings = get_settings()
+    configure("child", logging.INFO, settings.log_format)
+    current_job.set(job_id)
     rank = join_group()
     ctx = JobContext(settings, job_id, worker_id, rank=rank)
     signal.signal(signal.SIGTERM, lambda *_: ctx.request_shutdown())

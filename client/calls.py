@@ -45,6 +45,10 @@ class Calls:
     def cancel(self, job_id: str):
         return self._call("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def job_events(self, job_id: str, after: int = 0):
+        """The job's recorded events (state changes, logs) after event id `after`; see events() for the live stream."""
+        return self._call("GET", f"/v1/jobs/{job_id}/events", params={"after": after})
+
     def metrics(self, job_id: str, name: str | None = None, after_step: int = 0, limit: int = 1000):
         return self._call("GET", f"/v1/jobs/{job_id}/metrics",
                           params=_params({"name": name, "after_step": after_step, "limit": limit}))

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -48,6 +49,11 @@ def event_dict(e: JobEvent) -> dict:
     return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
 
 
+def _naive(at: datetime) -> datetime:
+    """SQLite gives naive UTC datetimes, PostgreSQL aware ones: compare them as naive UTC."""
+    return at.astimezone(timezone.utc).replace(tzinfo=None) if at.tzinfo else at
+
+
 def message(cursor: Cursor, kind: str, data: dict) -> str:
     return f"id: {cursor}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
 
@@ -62,20 +68,28 @@ def poll(database_url: str, job_id: str, cursor: Cursor, with_metrics: bool) -> 
                            .order_by(JobEvent.id).limit(BATCH)).all()
         rows = s.scalars(select(Metric).where(Metric.job_id == job_id, Metric.id > cursor.metric)
                          .order_by(Metric.id).limit(BATCH)).all() if with_metrics else []
-        for e in events:
-            cursor.event = e.id
-            out.append(message(cursor, e.kind, event_dict(e)))
-        groups: list[tuple[int, dict, int]] = []  # (step, values, last metric id): consecutive rows of one step
+        groups: list[tuple[int, dict, Metric]] = []  # (step, values, last row): consecutive rows of one step
         for m in rows:
             if groups and groups[-1][0] == m.step:
                 groups[-1][1][m.name] = m.value
-                groups[-1] = (m.step, groups[-1][1], m.id)
+                groups[-1] = (m.step, groups[-1][1], m)
             else:
-                groups.append((m.step, {m.name: m.value}, m.id))
-        for metric_step, values, last_id in groups:
-            cursor.metric = last_id
-            out.append(message(cursor, "metrics", {"step": metric_step, "values": values, "job_step": step,
-                                                   "total_steps": total, "state": state}))
+                groups.append((m.step, {m.name: m.value}, m))
+        # one timeline: a merge by time that keeps each stream in its id order (so the cursor only moves forward)
+        e_i = g_i = 0
+        while e_i < len(events) or g_i < len(groups):
+            take_event = g_i == len(groups) or (e_i < len(events) and
+                                                _naive(events[e_i].at) <= _naive(groups[g_i][2].at))
+            if take_event:
+                cursor.event = events[e_i].id
+                out.append(message(cursor, events[e_i].kind, event_dict(events[e_i])))
+                e_i += 1
+            else:
+                metric_step, values, last = groups[g_i]
+                cursor.metric = last.id
+                out.append(message(cursor, "metrics", {"step": metric_step, "values": values, "job_step": step,
+                                                       "total_steps": total, "state": state}))
+                g_i += 1
     return out, state
 
 

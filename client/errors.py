@@ -85,6 +85,8 @@ CLASSES = {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
 HINTS = {401: "pass --api-key or set DARKMATTER_API_KEY (create one with `darkmatter create-key`)",
          403: "this key may not do that; check its project",
          404: "check the id (list them with the matching `ls` command)",
+         409: "it is not in a state that allows this now; look at it with the matching `show` command",
+         410: "its file is gone from the server's artifact store",
          413: "send less per request",
          422: "check the request against /docs",
          429: "slow down and retry in a moment",
@@ -106,7 +108,7 @@ def describe(detail) -> str:
 
 
 def error_for(status: int, detail, headers=None) -> ApiError:
-    hint = HINTS.get(status, HINTS[500] if status >= 500 else "")
+    hint = HINTS.get(status, HINTS[500] if status >= 500 else "check the request against /docs")
     if status == 429:
         retry = (headers or {}).get("retry-after")
         return RateLimited(status, detail, hint, float(retry) if retry and retry.replace(".", "").isdigit() else None)

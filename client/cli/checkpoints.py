@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, fail, handles_errors, human_bytes,
-                               print_json)
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, err_console, fail, handles_errors,
+                               human_bytes, print_json)
 from client.cli.progress import Reporter
 from client.transfer import Download
 
@@ -52,11 +52,12 @@ def show(checkpoint_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_jso
 
 
 def fetch(client, checkpoint_id: str, dest: Path, part: str, format: str, as_json: bool) -> None:
+    out = err_console if as_json else console
     pending = Download(dest)
     if pending.partial.exists() and pending.known_etag():
-        console.print(f"resuming {dest.name} from {human_bytes(pending.partial.stat().st_size)} "
+        out.print(f"resuming {dest.name} from {human_bytes(pending.partial.stat().st_size)} "
                       f"({pending.partial.stat().st_size} bytes already here)", soft_wrap=True)
-    with Reporter(console, f"download {dest.name}", None, unit="bytes", every=10.0) as bar:
+    with Reporter(out, f"download {dest.name}", None, unit="bytes", every=10.0) as bar:
         path, sha = client.download(checkpoint_id, dest, part=part, format=format,
                                     on_progress=lambda done, total: bar.update(done, total))
     size = path.stat().st_size

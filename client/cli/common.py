@@ -24,6 +24,7 @@ EXIT_CODES = __doc__.split("Exit codes (also in `darkmatter --help`):\n", 1)[1]
 OK, REFUSED, USAGE, UNREACHABLE, CHECKSUM, INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 console = Console(highlight=False)
+err_console = Console(highlight=False, stderr=True)  # progress beside --json output
 Url = Annotated[str, typer.Option("--url", envvar="DARKMATTER_URL", help="API base URL")]
 Key = Annotated[Optional[str], typer.Option("--api-key", envvar="DARKMATTER_API_KEY", help="API key", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print JSON (one document; `watch` prints one event a line)")]

@@ -19,7 +19,8 @@ class Reporter:
         self.started = time.monotonic()
         self.live = console.is_terminal
         self.bar, self.task = None, None
-        self.last_line, self.last_tenth = 0.0, -1
+        self.last_line, self.last_tenth, self.printed = 0.0, -1, None
+        self.first: tuple[float, float] | None = None  # (time, done) of the first update: the rate's origin
 
     def __enter__(self) -> "Reporter":
         if self.live:
@@ -38,10 +39,12 @@ class Reporter:
 
     def note(self, text: str) -> None:
         """A line above the bar (or in the log)."""
-        (self.bar.console if self.bar else self.console).print(text, soft_wrap=True)
+        (self.bar.console if self.bar else self.console).print(text, soft_wrap=True, markup=False)
 
     def update(self, done: float, total: float | None = None, info: str = "") -> None:
         self.done, self.info = done, info or self.info
+        if self.first is None:
+            self.first = (time.monotonic(), done)
         if total:
             self.total = total
         if self.bar is not None:
@@ -53,20 +56,21 @@ class Reporter:
             self._line()
 
     def eta(self) -> str:
-        elapsed = time.monotonic() - self.started
-        if not self.total or self.done <= 0 or self.done >= self.total:
+        """From the rate since the first update (queueing and start-up do not count)."""
+        if not self.total or self.first is None or self.done >= self.total or self.done <= self.first[1]:
             return ""
-        seconds = int(elapsed * (self.total - self.done) / self.done)
+        rate = (self.done - self.first[1]) / max(time.monotonic() - self.first[0], 1e-6)
+        seconds = int((self.total - self.done) / rate)
         return f"eta {seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     def _line(self, force: bool = False) -> None:
-        if not force and self.done == 0 and not self.info:
+        if (not force and self.done == 0 and not self.info) or (self.done, self.info) == self.printed:
             return
-        self.last_line = time.monotonic()
+        self.last_line, self.printed = time.monotonic(), (self.done, self.info)
         if self.unit == "bytes":
             amount = f"{human_bytes(self.done)}/{human_bytes(self.total)}" if self.total else human_bytes(self.done)
         else:
             amount = f"{self.done:.0f}/{self.total:.0f}" if self.total else f"{self.done:.0f}"
         percent = f"{100 * self.done / self.total:3.0f}% " if self.total else ""
         parts = [f"{self.description}: {percent}{amount}", self.info, self.eta()]
-        self.console.print("  ".join(p for p in parts if p), soft_wrap=True)
+        self.console.print("  ".join(p for p in parts if p), soft_wrap=True, markup=False)

@@ -50,6 +50,9 @@ class Live:
 @pytest.fixture(scope="package")
 def live(tmp_path_factory):
     settings, _ = make_settings("sqlite", tmp_path_factory.mktemp("live") / "home")
+    from jobs.migrate import upgrade
+
+    upgrade(settings.database_url)  # before the processes start: they would race to create the tables
     port = free_port()
     api_log = settings.home / "api.log"
     api = subprocess.Popen([sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -46,6 +46,19 @@ class HttpMetrics:
         return lines
 
 
+def template(scope) -> str:
+    """The route's template (`/v1/jobs/{job_id}`): the path with its parameters named, so the
+    metric's label set stays small. Paths no route matched share one label."""
+    if scope.get("route") is None:
+        return "unmatched"
+    if scope.get("path", "").startswith("/static/"):
+        return "/static"
+    segments = scope["path"].split("/")
+    for name, value in (scope.get("path_params") or {}).items():
+        segments = [f"{{{name}}}" if segment == str(value) else segment for segment in segments]
+    return "/".join(segments)
+
+
 class Observe:
     """Pure ASGI middleware (so streamed responses are timed to their last byte)."""
 
@@ -72,7 +85,7 @@ class Observe:
                 await self.app(scope, receive, tracked)
         finally:
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or ("static" if not path.startswith("/v1") else "unmatched")
+            route = template(scope)
             self.metrics.observe(scope["method"], route, status[0], seconds)
             if path not in QUIET:
                 extra = {"method": scope["method"], "path": path, "status": status[0],

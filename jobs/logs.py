@@ -45,6 +45,8 @@ def configure(service: str, level: str | int = "INFO", fmt: str = "json") -> Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become log records too
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at every start
 
 
 @contextmanager

@@ -87,7 +87,7 @@ class Observe:
             seconds = time.perf_counter() - started
             route = template(scope)
             self.metrics.observe(scope["method"], route, status[0], seconds)
-            if path not in QUIET:
+            if path not in QUIET and not path.startswith("/static/"):
                 extra = {"method": scope["method"], "path": path, "status": status[0],
                          "duration_ms": round(seconds * 1000, 2)}
                 if match:

@@ -7,8 +7,9 @@ const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948
 const charts = {
   color(i) { return PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length]; },
 
-  // A line chart of metric series by step; add(series, step, value) appends a point.
-  lines(canvas, title, yLabel, logScale = false) {
+  // A line chart of metric series by step; add(series, step, value) appends a point. Series named
+  // in `rightAxis` (another scale, e.g. RankMe beside stds) are read on a second axis at the right.
+  lines(canvas, title, yLabel, rightAxis = []) {
     const chart = new Chart(canvas, {
       type: "line",
       data: { datasets: [] },
@@ -19,7 +20,9 @@ const charts = {
         plugins: { title: { display: true, text: title }, legend: { display: false }, decimation: { enabled: false } },
         scales: {
           x: { type: "linear", title: { display: true, text: "step" } },
-          y: { type: logScale ? "logarithmic" : "linear", title: { display: !!yLabel, text: yLabel } },
+          y: { type: "linear", title: { display: !!yLabel, text: yLabel } },
+          y2: { type: "linear", position: "right", display: "auto", grid: { drawOnChartArea: false },
+                title: { display: rightAxis.length > 0, text: rightAxis.join(", ") } },
         },
       },
     });
@@ -29,7 +32,8 @@ const charts = {
       add(name, step, value) {
         if (!Number.isFinite(value)) return;
         if (!series.has(name)) {
-          const dataset = { label: name, data: [], borderColor: charts.color(series.size), backgroundColor: charts.color(series.size) };
+          const dataset = { label: name, data: [], borderColor: charts.color(series.size), backgroundColor: charts.color(series.size),
+                            yAxisID: rightAxis.includes(name) ? "y2" : "y" };
           series.set(name, dataset);
           chart.data.datasets.push(dataset);
           chart.options.plugins.legend.display = series.size > 1;

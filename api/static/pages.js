@@ -71,7 +71,7 @@ const pages = {
     const healthCanvas = h("canvas", { id: "chart-health" });
     const healthBox = h("div", { class: "chart", hidden: true }, healthCanvas);
     grid.append(healthBox);
-    lines.health = charts.lines(healthCanvas, "representation health", "");
+    lines.health = charts.lines(healthCanvas, "representation health", "", ["rankme"]);
     const log = h("ol", { class: "events", id: "events" });
     const checkpoints = h("div");
     const scores = h("div");

@@ -22,6 +22,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, process: subprocess.Popen, log: Path | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"API did not start:\n{log.read_text()[-3000:] if log else ''}")
+        time.sleep(0.3)
+
+
 @dataclass
 class Live:
     url: str
@@ -61,16 +74,7 @@ def live(tmp_path_factory):
     worker = WorkerProcess(settings, name="live").start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None:
-                raise AssertionError(f"API did not start:\n{api_log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_ready(url, api, api_log)
         with httpx.Client(base_url=url, timeout=60) as http:
             dataset = http.post("/v1/datasets", json={"builtin": "digits"}).json()
             job = http.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": dataset["id"]}).json()

@@ -60,6 +60,17 @@ def test_listings_as_json(cli, live):
     assert "simclr" in cli("scores")
 
 
+def test_datasets_add_uploads_a_file_and_waits_for_its_scan(cli, tmp_path):
+    from tests.datasets.make import digits_zip
+
+    archive = digits_zip(tmp_path / "shapes.zip", n=30)
+    added = json.loads(cli("datasets", "add", str(archive), "--name", "shapes", "--test-fraction", "0.5", "--wait",
+                           "--json"))
+    assert added["state"] == "ready" and added["name"] == "shapes" and added["n_items"] + added["n_test"] == 30
+    assert "needs its --format" in one_error_line(cli("datasets", "add", "s3://bucket/x", code=2))
+    assert "not a file here" in one_error_line(cli("datasets", "add", "no-such-file.zip", code=2))
+
+
 def test_keys_create_list_disable(cli):
     created = json.loads(cli("keys", "create", "--name", "ci", "--json"))
     assert created["key"].startswith("dm_")

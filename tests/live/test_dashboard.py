@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY_PRETRAIN
+from tests.conftest import ROOT, TINY_PRETRAIN, make_settings, settings_env
 
 CHROMIUM = os.environ.get("DARKMATTER_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("DARKMATTER_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "dashboard"
@@ -117,3 +117,42 @@ def test_cancel_button_cancels_a_running_job(page, live):
     assert live.wait(job["id"], timeout=120)["state"] == "cancelled"
     page.locator(f'#jobs-table tr[data-job="{job["id"]}"]', has_text="cancelled").wait_for()
     shot(page, "cancelled")
+
+
+def test_a_server_with_auth_asks_for_a_key_once_per_tab(browser, tmp_path):
+    import subprocess
+    import sys
+
+    import httpx
+
+    from jobs.db import session_scope
+    from jobs.keys import create_key
+    from jobs.migrate import upgrade
+    from tests.live.conftest import free_port, wait_ready
+
+    settings, _ = make_settings("sqlite", tmp_path / "home")
+    settings = settings.model_copy(update={"auth": True})
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as session:
+        _, key = create_key(session, "default")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port), "--auth"],
+                              env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, server)
+        assert httpx.get(f"{url}/v1/jobs").status_code == 401
+        page = browser.new_page()
+        page.goto(f"{url}/#/jobs")
+        page.locator("#notice").get_by_text("asks for an API key").wait_for()
+        page.fill("#key-input", key)
+        page.click("#key-form button")
+        page.locator("#jobs-table").get_by_text("No jobs yet.").wait_for()
+        assert page.is_hidden("#notice")
+        assert page.evaluate("sessionStorage.getItem('darkmatter.key')") == key
+        page.reload()  # kept for the tab's session
+        page.locator("#jobs-table").get_by_text("No jobs yet.").wait_for()
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(30)

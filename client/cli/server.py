@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,14 @@ from client import processes
 from client.cli.common import USAGE, console, fail
 
 
+def _stop(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
     """Start the API (with the dashboard at /) and one worker on the embedded default (SQLite,
     SQLite broker, local files)."""
+    signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
     api = processes.start_api(host, port, auth)
     worker = processes.start_worker()
     console.print(f"darkmatter up: dashboard on http://{host}:{port}/ (API docs at /docs), worker pid {worker.pid}",

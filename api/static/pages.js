@@ -85,8 +85,9 @@ const pages = {
         h("span", {}, `attempt ${j.attempt}/${j.max_attempts}`), h("span", {}, `dataset ${j.spec.dataset || ""}`),
         h("span", {}, `compute ${fmt(j.compute_seconds, 3)} s`), cancelButton(j, refresh)),
       j.error ? h("p", { class: "error" }, j.error) : "");
+    let current = job;
     async function refresh() {
-      const j = await api.get(`/v1/jobs/${id}`);
+      const j = current = await api.get(`/v1/jobs/${id}`);
       showHead(j);
       const rows = (await api.get("/v1/checkpoints", { job: id })).data;
       checkpoints.replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ["id", "step", "size", ""].map((c) => h("th", {}, c)))),
@@ -106,9 +107,16 @@ const pages = {
     await refresh();
 
     let pending = false;
-    const draw = () => { pending = false; Object.values(lines).forEach((l) => l.render()); };
+    const draw = () => {
+      pending = false;
+      Object.values(lines).forEach((l) => l.render());
+      if (!head.querySelector("[data-armed=\"1\"]")) showHead(current);  // not while a cancel awaits its second click
+    };
     const stop = api.stream(id, (kind, data) => {
       if (kind === "metrics") {
+        const step = Math.max(current.step, data.job_step || 0, data.step);
+        const total = data.total_steps || current.total_steps;
+        current = { ...current, step, total_steps: total, progress: total ? Math.min(1, step / total) : current.progress };
         for (const [name, value] of Object.entries(data.values)) {
           if (name in lines) lines[name].add(name, data.step, value);
           else if (name.startsWith("health/")) { healthBox.hidden = false; lines.health.add(name.slice(7), data.step, value); }

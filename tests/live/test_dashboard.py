@@ -110,6 +110,11 @@ def test_cancel_button_cancels_a_running_job(page, live):
         job = http.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": live.dataset["id"], "steps": 100000,
                                           "evaluations": []}).json()
     live.wait(job["id"], states=("running",), timeout=120)
+    page.goto(f"{live.url}/#/job/{job['id']}")  # while it runs, its curve grows from the live stream
+    page.wait_for_function(f"({COUNT_POINTS})('chart-loss') >= 2", timeout=60000)
+    seen = page.evaluate(f"({COUNT_POINTS})('chart-loss')")
+    page.wait_for_function(f"({COUNT_POINTS})('chart-loss') > {seen}", timeout=60000)
+    shot(page, "job-running")
     page.goto(f"{live.url}/#/jobs")
     button = page.locator(f'#jobs-table tr[data-job="{job["id"]}"] button.cancel')
     button.click()

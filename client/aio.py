@@ -58,7 +58,7 @@ class AsyncClient(Calls):
     async def upload_dataset(self, path: str | Path, format: str | None = None, **options) -> dict:
         with open(path, "rb") as f:
             return await self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f.read())},
-                                    data=upload_fields(path, format, options))
+                                    data=upload_fields(format, options))
 
     async def _pages(self, fetch, page_size: int, **filters) -> AsyncIterator[dict]:
         offset = 0

@@ -2,8 +2,6 @@
 a dict for `Client` and an awaitable of one for `AsyncClient`."""
 from __future__ import annotations
 
-from pathlib import Path
-
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -91,5 +89,6 @@ class Calls:
         return self._call("POST", f"/v1/keys/{key_id}/disable")
 
 
-def upload_fields(path: str | Path, format: str | None, options: dict) -> dict:
+def upload_fields(format: str | None, options: dict) -> dict:
+    """The multipart form fields of a dataset upload."""
     return {k: str(v) for k, v in {"format": format, **options}.items() if v is not None}

@@ -84,7 +84,7 @@ class Client(Calls):
         Options: name, image_size, test_fraction, seed."""
         with open(path, "rb") as f:
             return self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f)},
-                              data=upload_fields(path, format, options))
+                              data=upload_fields(format, options))
 
     def wait_dataset(self, dataset_id: str, timeout: float = 3600, poll: float = 1.0) -> dict:
         """Until the scan ends: the row is `ready`, or `invalid` with the reason in `error`."""

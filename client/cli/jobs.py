@@ -183,35 +183,29 @@ def metrics_info(values: dict) -> str:
 
 
 def follow(client, job_id: str, as_json: bool) -> None:
-    job = client.job(job_id)
-    final = job["state"]
-    with Reporter(console, job_id, job["total_steps"] or None, every=30.0) if not as_json else _Silent() as bar:
+    """Print the job's stream until it ends: a progress bar with log lines, or one JSON line an event."""
+    final = client.job(job_id)["state"]
+    if as_json:
         for event in client.events(job_id):
-            if as_json:
-                typer.echo(json.dumps({"event": event.event, "id": event.id, **event.data}))
-            if event.event == "metrics":
-                data = event.data
-                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"]))
-            elif event.event == "end":
+            typer.echo(json.dumps({"event": event.event, "id": event.id, **event.data}))
+            if event.event == "end":
                 final = event.data.get("state") or final
-            elif not as_json:
-                bar.note(f"[{event.event}] {event.data.get('message', '')}")
-    if not as_json:
+    else:
+        final = follow_with_progress(client, job_id, final)
         console.print(f"{job_id} {final}", soft_wrap=True)
     if final != "succeeded":
         raise typer.Exit(REFUSED)
 
 
-class _Silent:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def update(self, *args, **kwargs):
-        pass
-
-    def note(self, text):
-        pass
-
+def follow_with_progress(client, job_id: str, state: str) -> str:
+    total = client.job(job_id)["total_steps"] or None
+    with Reporter(console, job_id, total, every=30.0) as bar:
+        for event in client.events(job_id):
+            if event.event == "metrics":
+                data = event.data
+                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"]))
+            elif event.event == "end":
+                state = event.data.get("state") or state
+            else:
+                bar.note(f"[{event.event}] {event.data.get('message', '')}")
+    return state

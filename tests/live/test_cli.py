@@ -58,6 +58,9 @@ def test_listings_as_json(cli, live):
     board = json.loads(cli("scores", "--protocol", "knn", "--json"))["leaderboard"]
     assert any(row["checkpoint"] == live.checkpoint and row["best"] > 0.5 for row in board)
     assert "simclr" in cli("scores")
+    events = [json.loads(line) for line in cli("jobs", "watch", live.job["id"], "--json").splitlines()]
+    assert [e["data"]["state"] for e in events if e["event"] == "state"] == ["queued", "running", "succeeded"]
+    assert events[-1] == {"event": "end", "id": events[-1]["id"], "state": "succeeded"}
 
 
 def test_datasets_add_uploads_a_file_and_waits_for_its_scan(cli, tmp_path):

@@ -17,6 +17,15 @@ from jobs.tables import DEFAULT_PROJECT, Job
 ort = pytest.importorskip("onnxruntime")
 
 
+@pytest.fixture
+def service(sqlite_service):
+    """The embedded default only: the export path has nothing that depends on the database."""
+    from jobs.migrate import upgrade
+
+    upgrade(sqlite_service.database_url)
+    return sqlite_service
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models: extra intra-op threads only fight over the shared cores."""

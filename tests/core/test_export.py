@@ -14,10 +14,9 @@ from core.export import INPUT_NAME, MANIFEST_KEY, export_onnx
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+# small_cnn and the endpoint's view of all three are in tests/api/test_onnx_download.py
 BACKBONES = {
-    "small_cnn": ({"width": 8}, 1, 8),
     "resnet18": ({}, 3, 16),
-    "vit_tiny": ({"dim": 48, "depth": 2, "heads": 3}, 3, 16),
     "vit_tiny-mean": ({"dim": 48, "depth": 2, "heads": 3, "pool": "mean"}, 3, 16),
 }
 

@@ -14,7 +14,10 @@ const embeddingMap = {
   },
 
   async page(view, id) {
+    const waiting = h("p", { class: "muted" }, "Computing the t-SNE map (the first time takes a few seconds per thousand items)…");
+    view.append(waiting);
     const map = await api.get(`/v1/indexes/${id}/map`);
+    waiting.remove();
     const labels = [...new Set(map.points.map((p) => p.label))].sort((a, b) => a - b);
     const datasets = labels.map((label, i) => ({
       label: label < 0 ? "unlabelled" : `label ${label}`,

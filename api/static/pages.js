@@ -98,7 +98,7 @@ const pages = {
             h("button", { onclick: () => api.download(`/v1/checkpoints/${c.id}/download?format=onnx`, `${c.id}-backbone.onnx`).catch((e) => notice(e.message)) }, "onnx"))))))
         : h("p", { class: "muted" }, "None yet."));
       const scored = [];
-      for (const c of rows) scored.push(...(await api.get(`/v1/checkpoints/${c.id}/scores`)).data);
+      for (const c of rows.slice(0, 10)) scored.push(...(await api.get(`/v1/checkpoints/${c.id}/scores`)).data);
       scores.replaceChildren(scored.length ? h("table", { id: "job-scores" }, h("thead", {}, h("tr", {}, ["protocol", "metric", "value", "checkpoint"].map((c) => h("th", {}, c)))),
         h("tbody", {}, scored.map((s) => h("tr", {}, h("td", {}, s.protocol), h("td", {}, s.metric), h("td", {}, fmt(s.value)), h("td", {}, s.checkpoint_id)))))
         : h("p", { class: "muted" }, "None yet."));

@@ -68,10 +68,12 @@ def live(tmp_path_factory):
     upgrade(settings.database_url)  # before the processes start: they would race to create the tables
     port = free_port()
     api_log = settings.home / "api.log"
+    # the API also accepts queue "idle", which the worker does not consume: jobs there wait
     api = subprocess.Popen([sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                           env=settings_env(settings), cwd=ROOT, stdout=open(api_log, "wb"), stderr=subprocess.STDOUT,
+                           env={**settings_env(settings), "DARKMATTER_QUEUES": "default,gpu,cpu,idle"}, cwd=ROOT,
+                           stdout=open(api_log, "wb"), stderr=subprocess.STDOUT,
                            start_new_session=True)
-    worker = WorkerProcess(settings, name="live").start()
+    worker = WorkerProcess(settings, queues=["default", "gpu", "cpu"], name="live").start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, api, api_log)

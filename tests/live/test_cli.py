@@ -166,8 +166,8 @@ def test_export_onnx(cli, live, tmp_path):
 
 def test_top_level_submit_still_works(cli, live, tmp_path):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({**TINY_PRETRAIN, "dataset": live.dataset["id"], "queue": "nowhere"}))
+    spec.write_text(json.dumps({**TINY_PRETRAIN, "dataset": live.dataset["id"], "queue": "idle"}))
     job = json.loads(cli("submit", str(spec), "--json"))
-    assert job["state"] == "queued" and job["queue"] == "nowhere"
+    assert job["state"] == "queued" and job["queue"] == "idle"
     assert json.loads(cli("jobs", "cancel", job["id"], "--json"))["state"] == "cancelled"  # a queued job ends at once
     assert job["id"] in cli("jobs", "ls", "--state", "cancelled")

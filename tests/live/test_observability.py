@@ -36,7 +36,7 @@ def test_metrics_histograms_queue_depth_and_live_workers(live):
             assert http.get(f"/v1/jobs/{live.job['id']}").status_code == 200
         assert http.get("/v1/jobs/job_nope").status_code == 404
         # a job on a queue no worker consumes waits there: queue depth 1 on that queue
-        waiting = http.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": live.dataset["id"], "queue": "tpu"}).json()
+        waiting = http.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": live.dataset["id"], "queue": "idle"}).json()
         text = http.get("/metrics").text
         http.post(f"/v1/jobs/{waiting['id']}/cancel")
     route = 'method="GET",route="/v1/jobs/{job_id}",status="200"'
@@ -45,7 +45,7 @@ def test_metrics_histograms_queue_depth_and_live_workers(live):
     buckets = [int(v) for v in re.findall(rf'_bucket{{{re.escape(route)},le="[^"]+"}} (\d+)', text)]
     assert buckets == sorted(buckets) and buckets[-1] == count  # cumulative, +Inf holds every request
     assert 'route="/v1/jobs/{job_id}",status="404"' in text
-    assert 'darkmatter_queue_depth{queue="tpu"} 1' in text
+    assert 'darkmatter_queue_depth{queue="idle"} 1' in text
     for queue in ("default", "gpu", "cpu"):  # the live worker consumes the configured queues
         assert f'darkmatter_live_workers{{queue="{queue}"}} 1' in text
-    assert 'darkmatter_live_workers{queue="tpu"}' not in text or 'darkmatter_live_workers{queue="tpu"} 0' in text
+    assert 'darkmatter_live_workers{queue="idle"} 0' in text

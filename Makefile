@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fashion-mnist compose-tool bench clean
+.PHONY: venv demo test lint fashion-mnist compose-tool chromium bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,13 +28,21 @@ compose-tool:
 	  (command -v apt-get >/dev/null && apt-get install -y -q docker-compose >/dev/null 2>&1) || \
 	  echo "docker-compose not installed; the compose check will be skipped"
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; no browser download).
+# Best effort: the browser tests skip when it cannot be installed.
+chromium:
+	@command -v chromium >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
+	  echo "chromium not installed; the dashboard's browser tests will be skipped"
+
 demo: $(STAMP) fashion-mnist
 	$(BIN)/darkmatter demo
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) fashion-mnist compose-tool
+test: $(STAMP) fashion-mnist compose-tool chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -45,4 +53,4 @@ bench: $(STAMP) fashion-mnist
 	$(BIN)/python benchmarks/recipes.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .darkmatter .pytest_cache
+	rm -rf $(VENV) .darkmatter .pytest_cache test-artifacts

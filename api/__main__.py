@@ -16,17 +16,19 @@ def main(argv: list[str] | None = None) -> None:
     key.add_argument("--project", default="default")
     key.add_argument("--name", default="")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(name)s: %(message)s")
-
+    from jobs.logs import configure
     from jobs.settings import Settings
 
     settings = Settings(**({"auth": True} if getattr(args, "auth", False) else {})).resolved()
+    configure("api", logging.INFO, settings.log_format)
     if args.command == "serve":
         import uvicorn
 
         from api.app import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        # uvicorn's own loggers go through the root handler (JSON); requests are logged by api.observe
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", log_config=None,
+                    access_log=False)
     else:
         from jobs.db import session_scope
         from jobs.keys import create_key

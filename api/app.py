@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from api.limits import BodySizeLimit, RateLimit
-from api.routers import checkpoints, datasets, embeddings, health, jobs, methods, neighbors, scores
+from api.observe import HttpMetrics, Observe
+from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
+                         scores)
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
 
@@ -23,15 +25,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="darkmatter", version="0.1.0",
                   description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
     app.state.settings = settings
+    app.state.http_metrics = HttpMetrics()
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,
-                   methods.router):
+                   methods.router, keys.router, explore.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     # Outermost last: the rate limit answers before any body is read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt={("POST", "/v1/datasets")})
     if settings.rate_limit_per_second > 0:
         app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
                            exempt_paths={"/healthz", "/readyz"})
+    app.add_middleware(Observe, metrics=app.state.http_metrics)  # outermost: sees every answer, 429s included
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):

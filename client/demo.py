@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from client import processes
-from client.sdk import ApiError, Client
+from client.errors import DarkmatterError
+from client.sdk import Client
 
 # Silent on every training setting: SimCLR's `small` recipe (LARS, lr 0.4 x batch/256, warm-up and
 # cosine, temperature 0.2, SimCLR's views). Only the backbone (the CPU-sized CNN instead of ResNet-18)
@@ -100,7 +101,7 @@ def run_demo(dataset: str, port: int, home: Path, console: Console) -> int:
             raw = next(r for r in rows if r["baseline"] == "raw-pixels")
             console.print(f"   {label:18}  SimCLR {manifest['backbone']['name']} frozen features: {ours['value']:.4f}"
                           f"   raw pixels: {raw['value']:.4f}")
-    except (ApiError, TimeoutError) as exc:
+    except (DarkmatterError, TimeoutError) as exc:
         console.print(f"[red]demo failed: {exc}[/red] (logs in {home})")
         return 1
     finally:

@@ -1,36 +1,70 @@
-"""A small httpx client for the darkmatter HTTP API."""
+"""The synchronous Python client (httpx) for the darkmatter HTTP API.
+
+    from client import Client
+    dm = Client("http://127.0.0.1:8000", api_key=None)
+    job = dm.submit({"method": "simclr", "dataset": "digits", "steps": 300})
+    done = dm.wait(job["id"], on_update=lambda j: print(j["step"], j["metrics"].get("loss")))
+    vectors = dm.embeddings(done["result"]["checkpoint"], images)   # numpy (N, D) float32
+"""
 from __future__ import annotations
 
-import hashlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from client import transfer
+from client.calls import TERMINAL, Calls, upload_fields
+from client.errors import ApiError, ConnectionFailed, JobFailed, error_for
+from client.sse import Decoder, Event
+
+__all__ = ["ApiError", "Client", "TERMINAL"]
 
 
-class ApiError(RuntimeError):
-    def __init__(self, status: int, detail):
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail = status, detail
+def raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:300] or response.reason_phrase
+        raise error_for(response.status_code, detail, response.headers)
 
 
-class Client:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60):
+class Client(Calls):
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60,
+                 retries: int = 2):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.base_url, self.retries = base_url.rstrip("/"), retries
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One request; a refused connection is ConnectionFailed, a 429 is retried after its Retry-After."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ConnectionFailed(self.base_url, type(exc).__name__) from None
+            if response.status_code != 429 or attempt == self.retries:
+                return response
+            time.sleep(min(float(response.headers.get("retry-after", "1") or 1), 10))
+        return response
 
     def _call(self, method: str, path: str, **kwargs):
-        response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
+        response = self._send(method, path, **kwargs)
+        raise_for(response)
         return response.json()
 
+    # readiness
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz").status_code == 200
@@ -41,26 +75,16 @@ class Client:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"API at {self.http.base_url} not ready after {timeout}s")
+                raise TimeoutError(f"API at {self.base_url} not ready after {timeout}s")
             time.sleep(0.3)
 
-    def register_builtin(self, name: str) -> dict:
-        return self._call("POST", "/v1/datasets", json={"builtin": name})
-
+    # datasets
     def upload_dataset(self, path: str | Path, format: str | None = None, **options) -> dict:
         """Stream a dataset file (zip, tar, tar.gz, npz, idx, txt, jsonl); it is scanned on a worker.
         Options: name, image_size, test_fraction, seed."""
-        fields = {k: str(v) for k, v in {"format": format, **options}.items() if v is not None}
         with open(path, "rb") as f:
-            return self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f)}, data=fields)
-
-    def register_dataset(self, uri: str | list[str], format: str, **options) -> dict:
-        """A URI the workers can read: s3://..., a local path under DARKMATTER_DATA_ROOTS, or
-        WebDataset shards (brace pattern or list)."""
-        return self._call("POST", "/v1/datasets", json={"uri": uri, "format": format, **options})
-
-    def dataset(self, dataset_id: str) -> dict:
-        return self._call("GET", f"/v1/datasets/{dataset_id}")
+            return self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f)},
+                              data=upload_fields(format, options))
 
     def wait_dataset(self, dataset_id: str, timeout: float = 3600, poll: float = 1.0) -> dict:
         """Until the scan ends: the row is `ready`, or `invalid` with the reason in `error`."""
@@ -71,64 +95,108 @@ class Client:
             time.sleep(poll)
         return row
 
-    def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._call("POST", "/v1/jobs", json=spec, headers=headers)
+    # pages
+    def _pages(self, fetch: Callable[..., dict], page_size: int, **filters) -> Iterator[dict]:
+        offset = 0
+        while True:
+            page = fetch(limit=page_size, offset=offset, **filters)
+            yield from page["data"]
+            if len(page["data"]) < page.get("limit", page_size) or not page["data"]:
+                return
+            offset += len(page["data"])
 
-    def job(self, job_id: str) -> dict:
-        return self._call("GET", f"/v1/jobs/{job_id}")
+    def iter_jobs(self, page_size: int = 100, **filters) -> Iterator[dict]:
+        """Every job matching the filters (state, kind, method), newest first, a page at a time."""
+        return self._pages(self.jobs, page_size, **filters)
 
-    def jobs(self, **filters) -> dict:
-        return self._call("GET", "/v1/jobs", params={k: v for k, v in filters.items() if v is not None})
+    def iter_datasets(self, page_size: int = 100) -> Iterator[dict]:
+        return self._pages(self.datasets, page_size)
 
-    def cancel(self, job_id: str) -> dict:
-        return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+    def iter_checkpoints(self, job: str | None = None, page_size: int = 100) -> Iterator[dict]:
+        return self._pages(self.checkpoints, page_size, job=job)
 
-    def wait(self, job_id: str, timeout: float = 3600, poll: float = 1.0, on_update=None) -> dict:
+    def iter_scores(self, page_size: int = 100, **filters) -> Iterator[dict]:
+        return self._pages(self.scores, page_size, **filters)
+
+    # jobs
+    def wait(self, job_id: str, timeout: float = 3600, poll: float = 1.0, on_update: Callable[[dict], None] | None = None,
+             raise_on_failure: bool = False) -> dict:
+        """Poll until the job ends; `on_update(job)` sees every poll. With raise_on_failure a
+        failed or cancelled job raises JobFailed."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
             if on_update:
                 on_update(job)
             if job["state"] in TERMINAL:
+                if raise_on_failure and job["state"] != "succeeded":
+                    raise JobFailed(job)
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(poll)
 
-    def checkpoint(self, checkpoint_id: str) -> dict:
-        return self._call("GET", f"/v1/checkpoints/{checkpoint_id}")
+    def events(self, job_id: str, last_event_id: str | None = None, metrics: bool = True,
+               reconnects: int = 5) -> Iterator[Event]:
+        """The job's live event stream (state changes, logs, metrics by step) until it ends, with
+        an `end` event last. A dropped connection is resumed with Last-Event-ID."""
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                      params={"stream": "true", "metrics": str(metrics).lower()},
+                                      timeout=httpx.Timeout(30, read=None)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise_for(response)
+                    decoder = Decoder()
+                    for line in response.iter_lines():
+                        event = decoder.feed(line)
+                        if event is None:
+                            continue
+                        last_event_id = event.id or last_event_id
+                        failures = 0
+                        yield event
+                        if event.event == "end":
+                            return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > reconnects:
+                    raise ConnectionFailed(self.base_url, f"event stream lost: {type(exc).__name__}") from None
+                time.sleep(min(0.5 * failures, 5))
 
-    def download(self, checkpoint_id: str, dest: str | Path, part: str = "backbone") -> tuple[Path, str]:
-        """Stream a checkpoint part to `dest`; checks the body against the ETag (sha256)."""
-        dest = Path(dest)
-        digest = hashlib.sha256()
-        with self.http.stream("GET", f"/v1/checkpoints/{checkpoint_id}/download", params={"part": part}) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise ApiError(response.status_code, response.text)
-            etag = response.headers.get("etag", "").strip('"')
-            with open(dest, "wb") as f:
-                for chunk in response.iter_bytes():
-                    digest.update(chunk)
-                    f.write(chunk)
-        if etag and digest.hexdigest() != etag:
-            raise ApiError(502, f"downloaded file does not match its ETag sha256 {etag}")
-        return dest, digest.hexdigest()
+    # checkpoints
+    def download(self, checkpoint_id: str, dest: str | Path, part: str = "backbone", format: str = "safetensors",
+                 on_progress: Callable[[int, int], None] | None = None, chunk_size: int = 1 << 20) -> tuple[Path, str]:
+        """Download a checkpoint part (or format="onnx") to `dest`, resuming a previous partial
+        download with Range; returns (path, sha256), checked against the ETag.
+        `on_progress(done_bytes, total_bytes)` is called per chunk."""
+        job = transfer.Download(Path(dest))
+        params = {"part": part, "format": format}
+        try:
+            while True:
+                with self.http.stream("GET", f"/v1/checkpoints/{checkpoint_id}/download", params=params,
+                                      headers=job.request_headers()) as response:
+                    if response.status_code == 416:  # the partial file is stale: start again
+                        job.restart()
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        raise_for(response)
+                    job.begin(response.status_code, response.headers)
+                    for chunk in response.iter_bytes(chunk_size):
+                        job.write(chunk)
+                        if on_progress:
+                            on_progress(job.done, job.total)
+                return job.finish()
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(self.base_url, f"download interrupted: {type(exc).__name__}; run it again to "
+                                                  f"resume") from None
+        finally:
+            job.close()
 
-    def embed(self, model: str, inputs: list, encoding_format: str = "float") -> dict:
-        return self._call("POST", "/v1/embeddings", json={"model": model, "input": inputs,
-                                                          "encoding_format": encoding_format})
-
-    def neighbors(self, index: str, query: list, k: int = 10, exact: bool = False) -> dict:
-        """k nearest items of an embed-index job for item ids, base64 images or pixel arrays."""
-        return self._call("POST", "/v1/neighbors", json={"index": index, "query": query, "k": k, "exact": exact})
-
-    def checkpoint_scores(self, checkpoint_id: str) -> dict:
-        return self._call("GET", f"/v1/checkpoints/{checkpoint_id}/scores")
-
-    def scores(self, **filters) -> dict:
-        return self._call("GET", "/v1/scores", params={k: v for k, v in filters.items() if v is not None})
-
-    def methods(self) -> dict:
-        return self._call("GET", "/v1/methods")
+    # embeddings
+    def embeddings(self, model: str, inputs: list):
+        """(N, D) float32 numpy array of the inputs' embeddings (sent as base64 floats)."""
+        return transfer.to_array(self.embed(model, inputs, encoding_format="base64"))

@@ -26,3 +26,26 @@ def create_key(session: Session, project_name: str, name: str = "") -> tuple[str
     session.add(ApiKey(id=new_id("key"), project_id=project.id, key_hash=hash_key(key), prefix=key[:8], name=name))
     session.flush()
     return project.id, key
+
+
+def create_project_key(session: Session, project_id: str, name: str = "") -> tuple[ApiKey, str]:
+    """A new key in an existing project; returns (row, plaintext key, shown once)."""
+    key = "dm_" + secrets.token_urlsafe(32)
+    row = ApiKey(id=new_id("key"), project_id=project_id, key_hash=hash_key(key), prefix=key[:8], name=name)
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def list_keys(session: Session, project_id: str) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)))
+
+
+def disable_key(session: Session, project_id: str, key_id: str) -> ApiKey | None:
+    """Disable a key of the project (None when it has no such key); a disabled key stays listed."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.project_id != project_id:
+        return None
+    row.disabled = True
+    session.flush()
+    return row

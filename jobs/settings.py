@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +21,7 @@ class Settings(BaseSettings):
     default_queue: str = "default"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     auth: bool = False
+    log_format: Literal["json", "text"] = "json"  # json (one object a line, with job ids) | text
     migrate_on_start: bool = True
     max_embedding_inputs: int = 256
     max_embedding_input_bytes: int = 4 * 1024 * 1024

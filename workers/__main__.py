@@ -13,6 +13,7 @@ from celery.signals import worker_shutting_down
 
 from jobs import fleet
 from jobs.db import session_scope
+from jobs.logs import configure
 from jobs.migrate import upgrade
 from jobs.settings import get_settings
 from workers import runner
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
                              "else GPU 0 alone, never all)")
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure("worker", args.loglevel, settings.log_format)
     devices = own_gpus(args.gpus if args.gpus is not None else settings.gpus)
     if settings.migrate_on_start:
         upgrade(settings.database_url)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from jobs import lifecycle
 from jobs.db import retrying, session_scope
+from jobs.logs import configure, current_job
 from jobs.settings import get_settings
 from jobs.tables import Job
 from workers.context import JobContext
@@ -70,8 +71,9 @@ def broken_group(exc: BaseException, ctx: JobContext) -> bool:
 
 
 def main(job_id: str, worker_id: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s child %(levelname)s %(message)s")
     settings = get_settings()
+    configure("child", logging.INFO, settings.log_format)
+    current_job.set(job_id)
     rank = join_group()
 
     def lease():

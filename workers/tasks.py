@@ -4,6 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.exceptions import Reject
 
+from jobs.logs import job_scope
 from jobs.queue import SCAN_TASK_NAME, TASK_NAME
 
 
@@ -14,7 +15,8 @@ def register(app: Celery) -> None:
 
         if runner.stopping():  # a message taken during shutdown goes back for another worker
             raise Reject("worker shutting down", requeue=True)
-        return runner.run_job(job_id)
+        with job_scope(job_id):
+            return runner.run_job(job_id)
 
     @app.task(name=SCAN_TASK_NAME, acks_late=True, reject_on_worker_lost=True)
     def scan_dataset(dataset_id: str) -> str:

@@ -1,7 +1,7 @@
 """Checkpoints: metadata, safetensors download by part (ETag = sha256, Range), scores."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -9,7 +9,9 @@ from sqlalchemy import select
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import CheckpointOut, ScoreOut
+from core.checkpoint import CorruptCheckpoint
 from jobs import scores
+from jobs.exports import ExportFailed, onnx_artifact
 from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
@@ -45,19 +47,38 @@ def download(checkpoint_id: str, request: Request, session: SessionDep, settings
              part: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,32}$", description=(
                  "backbone (what to use downstream: the teacher/target encoder when the method has one), "
                  "heads, full (the whole training state), or a method's other parts (e.g. student, online)"))]
-             = "backbone"):
+             = "backbone",
+             format: Annotated[Literal["safetensors", "onnx"], Query(description=(
+                 "safetensors (the stored part), or onnx: the backbone as an ONNX encoder taking float32 "
+                 "pixels (N, C, H, W) in 0..255 and giving the embeddings of POST /v1/embeddings"))]
+             = "safetensors"):
     row = get_checkpoint(session, project, checkpoint_id)
+    if format == "onnx":
+        if part != "backbone":
+            raise HTTPException(422, "format=onnx exports the backbone only; drop part or use part=backbone")
+        try:
+            path, info = onnx_artifact(store_for(settings), row)
+        except (CorruptCheckpoint, FileNotFoundError) as exc:
+            raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be exported: {exc}")
+        except ExportFailed as exc:
+            raise HTTPException(422, f"checkpoint {checkpoint_id} ({row.backbone}) cannot be exported to ONNX: {exc}")
+        return file_response(request, path, info["sha256"], f"{checkpoint_id}-backbone.onnx")
     if part not in row.parts:
         raise HTTPException(404, f"checkpoint {checkpoint_id} has no {part!r} part; it has: {', '.join(row.parts)}")
     info = row.parts[part]
-    etag = f'"{info["sha256"]}"'
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers={"ETag": etag})
     path = store_for(settings).local_path(info["key"])
     if not path.exists():
         raise HTTPException(410, f"the file of checkpoint {checkpoint_id} ({part}) is gone from the artifact store")
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}-{part}.safetensors",
-                        headers={"ETag": etag, "X-Checksum-Sha256": info["sha256"]})
+    return file_response(request, path, info["sha256"], f"{checkpoint_id}-{part}.safetensors")
+
+
+def file_response(request: Request, path, sha256: str, filename: str) -> Response:
+    """The file with ETag = sha256 (304 on If-None-Match); Range requests answer 206."""
+    etag = f'"{sha256}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(path, media_type="application/octet-stream", filename=filename,
+                        headers={"ETag": etag, "X-Checksum-Sha256": sha256})
 
 
 @router.get("/checkpoints/{checkpoint_id}/scores")

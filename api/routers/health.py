@@ -1,11 +1,12 @@
 """Liveness, readiness (database reachable) and Prometheus metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
+from jobs import fleet, lifecycle
 from jobs.tables import Job
 
 router = APIRouter(tags=["health"])
@@ -26,8 +27,24 @@ def readyz(session: SessionDep) -> dict:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def prometheus(session: SessionDep) -> str:
+def prometheus(request: Request, session: SessionDep, settings: SettingsDep) -> str:
+    """Jobs by state, queue depth (queued jobs per queue: the database is the truth, the broker a
+    doorbell), live workers per queue (their rows in `workers`), and HTTP latency histograms."""
     lines = ["# HELP darkmatter_jobs Jobs by state.", "# TYPE darkmatter_jobs gauge"]
     for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
         lines.append(f'darkmatter_jobs{{state="{state}"}} {count}')
+    depth = dict(session.execute(select(Job.queue, func.count()).where(Job.state.in_(lifecycle.WAITING))
+                                 .group_by(Job.queue)).all())
+    live: dict[str, int] = {}
+    for worker in fleet.live_workers(session, settings):
+        for queue in worker.queues or []:
+            live[queue] = live.get(queue, 0) + 1
+    lines += ["# HELP darkmatter_queue_depth Jobs waiting for a worker, per queue.", "# TYPE darkmatter_queue_depth gauge"]
+    for queue in sorted(set(settings.queue_list) | set(depth)):
+        lines.append(f'darkmatter_queue_depth{{queue="{queue}"}} {depth.get(queue, 0)}')
+    lines += ["# HELP darkmatter_live_workers Workers seen in the last heartbeat window, per queue they consume.",
+              "# TYPE darkmatter_live_workers gauge"]
+    for queue in sorted(set(settings.queue_list) | set(live)):
+        lines.append(f'darkmatter_live_workers{{queue="{queue}"}} {live.get(queue, 0)}')
+    lines += request.app.state.http_metrics.render()
     return "\n".join(lines) + "\n"

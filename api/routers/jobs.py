@@ -1,8 +1,6 @@
 """Jobs: submit, list, inspect, cancel, metrics and events."""
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
@@ -10,11 +8,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.events import Cursor, event_dict, feed
 from api.schemas import JobList, JobOut
 from core.data import DatasetUnavailable
 from jobs import fleet, lifecycle
 from jobs.datasets import DatasetNotFound
-from jobs.db import session_scope
 from jobs.queue import enqueue
 from jobs.specs import JobSpec
 from jobs.submit import CheckpointNotFound, IdempotencyConflict, SpecRejected, create_job
@@ -105,33 +103,17 @@ def metrics(job_id: str, session: SessionDep, project: ProjectDep, name: str | N
     return {"data": [{"step": m.step, "name": m.name, "value": m.value, "at": m.at.isoformat()} for m in rows]}
 
 
-def event_dict(e: JobEvent) -> dict:
-    return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
-
-
 @router.get("/jobs/{job_id}/events")
 async def events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-                 stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0):
-    """The job's events; with stream=true a Server-Sent Events stream until the job ends."""
+                 stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0, metrics: bool = True,
+                 last_event_id: Annotated[str | None, Header(max_length=100)] = None):
+    """The job's events; with stream=true a Server-Sent Events stream (with its metrics unless
+    metrics=false) until the job ends, resumable with the Last-Event-ID header."""
     get_job(session, project, job_id)
     if not stream:
         rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
                                .order_by(JobEvent.id).limit(1000)).all()
         return {"data": [event_dict(e) for e in rows]}
-
-    async def feed():
-        last = after
-        while not await request.is_disconnected():
-            with session_scope(settings.database_url) as s:
-                rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > last)
-                                 .order_by(JobEvent.id).limit(500)).all()
-                state = s.scalar(select(Job.state).where(Job.id == job_id))
-                for e in rows:
-                    last = e.id
-                    yield f"id: {e.id}\nevent: {e.kind}\ndata: {json.dumps(event_dict(e))}\n\n"
-            if state in lifecycle.TERMINAL and not rows:
-                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n"
-                return
-            await asyncio.sleep(0.5)
-
-    return StreamingResponse(feed(), media_type="text/event-stream")
+    cursor = Cursor.parse(last_event_id, after)
+    return StreamingResponse(feed(settings.database_url, job_id, cursor, metrics, request.is_disconnected),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

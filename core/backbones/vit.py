@@ -86,7 +86,7 @@ class VisionTransformer(nn.Module):
         patches = self.patchify(x, mask, mask_token)
         if keep is not None:
             patches = torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1]))
-        h = torch.cat([self.cls_token.expand(len(x), -1, -1), patches], 1)
+        h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), patches], 1)  # not len(x): a symbolic batch exports
         layers = []
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():

@@ -1,32 +1,32 @@
-"""The `darkmatter` command line."""
+"""`darkmatter up|api|worker|create-key|methods|demo`: running the service on this machine."""
 from __future__ import annotations
 
 import json
-import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from client import processes
-from client.sdk import ApiError, Client
-
-app = typer.Typer(help="darkmatter: self-supervised pretraining as a service.", no_args_is_help=True)
-console = Console()
-URL = typer.Option("http://127.0.0.1:8000", "--url", envvar="DARKMATTER_URL", help="API base URL")
-KEY = typer.Option(None, "--api-key", envvar="DARKMATTER_API_KEY", help="API key")
+from client.cli.common import USAGE, console, fail
 
 
-@app.command()
+def _stop(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
-    """Start the API and one worker on the embedded default (SQLite, SQLite broker, local files)."""
+    """Start the API (with the dashboard at /) and one worker on the embedded default (SQLite,
+    SQLite broker, local files)."""
+    signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
     api = processes.start_api(host, port, auth)
     worker = processes.start_worker()
-    console.print(f"darkmatter up: API on http://{host}:{port} (docs at /docs), worker pid {worker.pid}")
+    console.print(f"darkmatter up: dashboard on http://{host}:{port}/ (API docs at /docs), worker pid {worker.pid}",
+                  soft_wrap=True)
     try:
         processes.wait_any([api, worker])
     except KeyboardInterrupt:
@@ -35,14 +35,12 @@ def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
         processes.stop([api, worker])
 
 
-@app.command("api")
-def api_cmd(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
+def api(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
     """Start only the API server."""
     raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "serve", "--host", host, "--port", str(port)]
                                      + (["--auth"] if auth else [])))
 
 
-@app.command()
 def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", help="queue(s) to consume")] = None,
            gpus: Annotated[Optional[str], typer.Option("--gpus", help="GPU ids this worker owns, e.g. 0,1")] = None) -> None:
     """Start only a Celery worker (e.g. `--queue gpu --gpus 0,1` on a GPU machine)."""
@@ -50,20 +48,27 @@ def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", h
     raise typer.Exit(subprocess.call([sys.executable, "-m", "workers"] + args))
 
 
-@app.command()
+def create_key(project: str = "default", name: str = "") -> None:
+    """Create an API key bound to a project, on the server's machine (printed once; only its hash is stored)."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "create-key", "--project", project, "--name", name]))
+
+
 def methods(name: Annotated[Optional[str], typer.Argument(help="show this method's recipes")] = None,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the registered methods, or show one method's recipes (`darkmatter methods dino`)."""
-    from core.methods import method_info, method_names
+    try:
+        from core.methods import method_info, method_names
+    except ImportError:
+        raise fail("`methods` reads the method library, which is not installed with the client alone",
+                   "ask the server instead: curl $DARKMATTER_URL/v1/methods", USAGE)
 
     if name is not None:
         try:
             detail = method_info(name).describe()
         except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            raise fail(str(exc), "list them with `darkmatter methods`", USAGE)
         if as_json:
-            console.print_json(data=detail)
+            typer.echo(json.dumps(detail, indent=2))
             return
         console.print(f"[bold]{name}[/bold] ({detail['family']}, {detail['paper']})")
         for scale, recipe in detail["recipes"].items():
@@ -82,46 +87,6 @@ def methods(name: Annotated[Optional[str], typer.Argument(help="show this method
     console.print(table)
 
 
-@app.command("create-key")
-def create_key(project: str = "default", name: str = "") -> None:
-    """Create an API key bound to a project (printed once; only its hash is stored)."""
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "create-key", "--project", project, "--name", name]))
-
-
-@app.command()
-def submit(spec_file: Path, url: str = URL, api_key: Optional[str] = KEY, wait: bool = False) -> None:
-    """Submit a job spec (JSON file)."""
-    try:
-        spec = json.loads(spec_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise typer.BadParameter(f"cannot read {spec_file}: {exc}")
-    client = Client(url, api_key)
-    try:
-        job = client.submit(spec)
-        console.print(f"submitted {job['id']} ({job['state']})")
-        if wait:
-            job = client.wait(job["id"])
-            console.print_json(data=job)
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
-
-
-@app.command()
-def jobs(url: str = URL, api_key: Optional[str] = KEY, state: Optional[str] = None) -> None:
-    """List jobs."""
-    table = Table("id", "kind", "method", "state", "step", "error")
-    try:
-        for job in Client(url, api_key).jobs(state=state)["data"]:
-            table.add_row(job["id"], job["kind"], job["method"] or "", job["state"],
-                          f"{job['step']}/{job['total_steps']}", (job["error"] or "")[:60])
-    except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
-    console.print(table)
-
-
-@app.command()
 def demo(dataset: str = "auto", port: int = 8765, home: Path = Path(".darkmatter/demo")) -> None:
     """Start the service, pretrain SimCLR on real data over HTTP, download, embed, print the kNN score."""
     from client.demo import run_demo
@@ -129,10 +94,10 @@ def demo(dataset: str = "auto", port: int = 8765, home: Path = Path(".darkmatter
     raise typer.Exit(run_demo(dataset, port, home, console))
 
 
-def main() -> None:
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command("api")(api)
+    app.command()(worker)
+    app.command("create-key")(create_key)
+    app.command()(methods)
+    app.command()(demo)

@@ -1,0 +1,111 @@
+"""What the dashboard shows beside the JSON: a dataset's items as PNG thumbnails, and the 2-D map
+(t-SNE) of an embed-index job, one point per item, with its label."""
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from PIL import Image
+
+from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.routers.neighbors import index_cache
+from core.checkpoint import CorruptCheckpoint
+from core.data import DatasetUnavailable
+from core.projection import even_sample, project_2d
+from jobs import datasets
+from jobs.storage import store_for
+from jobs.tables import Dataset, Job
+
+router = APIRouter(tags=["explore"])
+CACHE_SIZE = 4
+
+
+class Lru:
+    """A tiny thread-safe LRU of computed values."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key, compute):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = compute()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+def app_cache(request: Request, name: str) -> Lru:
+    if not hasattr(request.app.state, name):
+        setattr(request.app.state, name, Lru(CACHE_SIZE))
+    return getattr(request.app.state, name)
+
+
+def png(image: np.ndarray, scale: int) -> bytes:
+    """(C, H, W) uint8 -> PNG bytes, enlarged `scale` times with nearest-neighbour pixels."""
+    array = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@router.get("/datasets/{dataset_id}/items/{item}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def item_image(dataset_id: str, item: Annotated[int, Path(ge=0, le=2**31)], request: Request,
+               session: SessionDep, settings: SettingsDep, project: ProjectDep,
+               split: Literal["train", "test"] = "train", scale: Annotated[int, Query(ge=1, le=16)] = 1) -> Response:
+    """One item of a dataset split as a PNG (for thumbnails; `scale` enlarges small images)."""
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.project_id != project:
+        raise HTTPException(404, f"dataset {dataset_id!r} not found")
+    if row.state != "ready":
+        raise HTTPException(409, f"dataset {dataset_id} is {row.state}; items are shown once it is ready")
+    try:
+        train, test = app_cache(request, "dataset_cache").get(row.id, lambda: datasets.load(row, store_for(settings)))
+    except (DatasetUnavailable, FileNotFoundError) as exc:
+        raise HTTPException(422, f"dataset {dataset_id} has no images to show: {exc}")
+    data = train if split == "train" else test
+    if not 0 <= item < len(data):
+        raise HTTPException(404, f"item {item} is not in the {split} split (0..{len(data) - 1})")
+    return Response(png(data.images[item].numpy(), scale), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/indexes/{index_id}/map")
+def embedding_map(index_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+                  limit: Annotated[int, Query(ge=2, le=5000)] = 2000) -> dict:
+    """A t-SNE map of an embed-index job: one point per item (at most `limit`, evenly sampled)
+    with its item id and label, for the dashboard's embedding map."""
+    job = session.get(Job, index_id)
+    if job is None or job.project_id != project or job.kind != "embed-index":
+        raise HTTPException(404, f"index {index_id!r} not found (give the id of an embed-index job)")
+    if job.state != "succeeded":
+        raise HTTPException(409, f"index {index_id} is not ready: its job is {job.state}")
+    try:
+        index = index_cache(request).get(settings, job)
+    except (CorruptCheckpoint, FileNotFoundError) as exc:
+        raise HTTPException(410, f"index {index_id} cannot be loaded: {exc}")
+
+    def compute() -> list[dict]:
+        chosen = even_sample(len(index["vectors"]), limit)
+        coords = project_2d(index["vectors"].float().numpy()[chosen])
+        items, labels = index["items"][chosen].tolist(), index["labels"][chosen].tolist()
+        return [{"item": int(i), "x": round(float(x), 5), "y": round(float(y), 5), "label": int(label)}
+                for i, (x, y), label in zip(items, coords, labels)]
+
+    points = app_cache(request, "map_cache").get((job.id, limit), compute)
+    return {"index": job.id, "checkpoint": job.result["checkpoint"], "dataset": job.result["dataset"],
+            "split": job.result["split"], "projection": "t-SNE (scikit-learn), cosine", "n_items": job.result.get("n_items"),
+            "points": points}

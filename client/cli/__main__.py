@@ -1,0 +1,4 @@
+"""`python -m client.cli`: the same as the `darkmatter` command."""
+from client.cli import main
+
+main()

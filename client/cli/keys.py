@@ -1,0 +1,46 @@
+"""`darkmatter keys create|ls|disable`: the API keys of the caller's project."""
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from client.cli.common import DEFAULT_URL, Json, Key, Url, age, connect, console, handles_errors, print_json
+
+app = typer.Typer(help="API keys of your project (the first one: `darkmatter create-key` on the server).")
+
+
+@app.command("create")
+@handles_errors
+def create(name: str = "", url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Create a key in your project; it is shown once (only its hash is stored)."""
+    row = connect(url, api_key).create_key(name)
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"{row['id']} ({row['name'] or 'unnamed'}): {row['key']}", soft_wrap=True)
+        console.print("keep it now: it is not shown again", soft_wrap=True)
+
+
+@app.command("ls")
+@handles_errors
+def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """List your project's keys (prefixes only)."""
+    rows = connect(url, api_key).keys()["data"]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "name", "prefix", "state", "age")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["prefix"] + "…", "disabled" if r["disabled"] else "active", age(r["created_at"]))
+    console.print(table if rows else "no keys yet")
+
+
+@app.command("disable")
+@handles_errors
+def disable(key_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Disable a key: requests with it are refused from now on."""
+    row = connect(url, api_key).disable_key(key_id)
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"{row['id']}: disabled")

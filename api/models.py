@@ -1,4 +1,5 @@
-"""A small LRU cache of loaded backbones for the embedding endpoint (verified by sha256)."""
+"""An LRU cache of loaded backbones for the embedding endpoints (verified by sha256), bounded by
+the bytes of their tensors rather than by their count: one ViT-L weighs as much as 300 small CNNs."""
 from __future__ import annotations
 
 import threading
@@ -12,11 +13,19 @@ from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
 
+def model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
 class ModelCache:
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
         self.models: OrderedDict[str, tuple[nn.Module, dict]] = OrderedDict()
         self.lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        return sum(model_bytes(model) for model, _ in self.models.values())
 
     def get(self, settings: Settings, checkpoint: Checkpoint) -> tuple[nn.Module, dict]:
         with self.lock:
@@ -31,6 +40,6 @@ class ModelCache:
         loaded = load_backbone(path)
         with self.lock:
             self.models[checkpoint.id] = loaded
-            while len(self.models) > self.size:
+            while len(self.models) > 1 and self.bytes > self.max_bytes:  # the newest stays, even alone over
                 self.models.popitem(last=False)
         return loaded

@@ -40,10 +40,17 @@ def exact_search(vectors: Tensor, queries: Tensor, k: int, chunk: int = 1024) ->
     return torch.cat(scores), torch.cat(idx)
 
 
-def hnsw_search(serialised: Tensor, queries: Tensor, k: int, ef_search: int = 128) -> tuple[Tensor, Tensor]:
+def load_hnsw(serialised: Tensor):
+    """The faiss index of a serialised graph: deserialise once, search many times."""
     import faiss
 
-    index = faiss.deserialize_index(serialised.numpy())
+    return faiss.deserialize_index(serialised.numpy())
+
+
+def hnsw_search(index, queries: Tensor, k: int, ef_search: int = 128) -> tuple[Tensor, Tensor]:
+    """index: a loaded faiss index (load_hnsw), or its serialised tensor."""
+    if isinstance(index, Tensor):
+        index = load_hnsw(index)
     index.hnsw.efSearch = max(ef_search, k)
     q = np.ascontiguousarray(F.normalize(queries.float(), dim=1).numpy())
     scores, idx = index.search(q, min(k, index.ntotal))

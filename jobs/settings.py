@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     advertise_host: str = ""  # the address other nodes reach this worker at (default: its hostname)
     rendezvous_port: int = 0  # node 0's torchrun rendezvous port (0: any free port; fix it to open a firewall)
     gpus: str = ""  # the GPU ids this worker owns, e.g. "0,1" (default: CUDA_VISIBLE_DEVICES, else GPU 0)
-    model_cache_size: int = 4
+    model_cache_bytes: int = 2 * 1024**3  # loaded backbones kept for embeddings, LRU, bounded by their tensors' bytes
+    embedding_max_batch: int = 256  # dynamic batching: rows per shared forward pass (1: off)
+    embedding_max_wait_ms: float = 5.0  # how long a batch waits for more requests (0: off)
+    embedding_deadline_s: float = 30.0  # a request waiting longer for its batch answers 503
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files
     gc_min_age: float = 3600.0  # younger unregistered files may be a checkpoint being written now
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.inputs import BadInput, decode_array, decode_image, to_model_input
+from api.batching import Batcher, DeadlineExceeded
 from api.models import ModelCache
 from api.routers.checkpoints import get_checkpoint
 from core.augment import normalize
@@ -30,7 +31,7 @@ class EmbeddingRequest(BaseModel):
 def cache(request: Request) -> ModelCache:
     app = request.app
     if not hasattr(app.state, "model_cache"):
-        app.state.model_cache = ModelCache(app.state.settings.model_cache_size)
+        app.state.model_cache = ModelCache(app.state.settings.model_cache_bytes)
     return app.state.model_cache
 
 
@@ -50,8 +51,18 @@ def check_sizes(inputs: list, settings) -> None:
             raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
 
 
-def embed_inputs(inputs: list, encoder, manifest: dict, settings) -> torch.Tensor:
-    """(N, D) float32 embeddings of base64 images / pixel arrays; 413/422 on bad input."""
+def batcher(request: Request) -> Batcher:
+    app = request.app
+    if not hasattr(app.state, "batcher"):
+        settings = app.state.settings
+        app.state.batcher = Batcher(settings.embedding_max_batch, settings.embedding_max_wait_ms)
+    return app.state.batcher
+
+
+def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tuple[Batcher, str] | None = None
+                 ) -> torch.Tensor:
+    """(N, D) float32 embeddings of base64 images / pixel arrays; 413/422 on bad input. With
+    `batching` (the batcher, the checkpoint id) the forward pass is shared with concurrent requests."""
     check_sizes(inputs, settings)
     channels, _, size = manifest["input_size"]
     images = []
@@ -67,9 +78,18 @@ def embed_inputs(inputs: list, encoder, manifest: dict, settings) -> torch.Tenso
     except BadInput as exc:
         raise HTTPException(422, str(exc))
     norm = manifest["normalization"]
-    with torch.no_grad():
-        x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
-        return encoder(x).float()
+    x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return encoder(batch).float()
+
+    if batching is None:
+        return forward(x)
+    try:
+        return batching[0].run(batching[1], forward, x, settings.embedding_deadline_s)
+    except DeadlineExceeded as exc:
+        raise HTTPException(503, f"the model is busy: {exc}; retry", headers={"Retry-After": "1"})
 
 
 @router.post("/embeddings")
@@ -79,7 +99,7 @@ def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, se
         raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
     check_sizes(body.input, settings)
     encoder, manifest = load_encoder(request, settings, session, project, body.model)
-    vectors = embed_inputs(body.input, encoder, manifest, settings).numpy()
+    vectors = embed_inputs(body.input, encoder, manifest, settings, (batcher(request), body.model)).numpy()
     data = []
     for i, vector in enumerate(vectors):
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"

@@ -28,16 +28,24 @@ def get_job(session, project: str, job_id: str) -> Job:
     return job
 
 
-def job_out(session, job: Job, settings=None) -> JobOut:
+def latest_metrics(session, job_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each job's newest value of every metric, for any number of jobs in one query."""
+    if not job_ids:
+        return {}
+    newest = select(func.max(Metric.id)).where(Metric.job_id.in_(job_ids)).group_by(Metric.job_id, Metric.name)
+    out: dict[str, dict[str, float]] = {job_id: {} for job_id in job_ids}
+    for job_id, name, value in session.execute(select(Metric.job_id, Metric.name, Metric.value)
+                                               .where(Metric.id.in_(newest))):
+        out[job_id][name] = value
+    return out
+
+
+def job_out(session, job: Job, settings=None, metrics: dict[str, float] | None = None) -> JobOut:
     out = JobOut.model_validate(job)
     if settings is not None:  # the single-job view: why a waiting job waits
         out.status, out.warnings = fleet.job_status(session, settings, job)
     out.progress = min(1.0, job.step / job.total_steps) if job.total_steps else (1.0 if job.state == "succeeded" else 0.0)
-    latest = session.execute(select(Metric.name, Metric.value).where(Metric.job_id == job.id).order_by(Metric.id.desc())
-                             .limit(20)).all()
-    out.metrics = {}
-    for name, value in latest:
-        out.metrics.setdefault(name, value)
+    out.metrics = latest_metrics(session, [job.id])[job.id] if metrics is None else metrics
     return out
 
 
@@ -72,7 +80,9 @@ def list_jobs(session: SessionDep, settings: SettingsDep, project: ProjectDep, s
             q = q.where(column == value)
     total = session.scalar(select(func.count()).select_from(q.subquery()))
     rows = session.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
-    return JobList(data=[job_out(session, j) for j in rows], total=total, limit=limit, offset=offset)
+    metrics = latest_metrics(session, [j.id for j in rows])  # one query for the page, not one per job
+    return JobList(data=[job_out(session, j, metrics=metrics[j.id]) for j in rows], total=total, limit=limit,
+                   offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)

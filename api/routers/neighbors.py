@@ -11,9 +11,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
-from api.routers.embeddings import embed_inputs, load_encoder
+from api.routers.embeddings import batcher, embed_inputs, load_encoder
 from core.checkpoint import CorruptCheckpoint, load_tree
-from core.index import exact_search, hnsw_search
+from core.index import exact_search, hnsw_search, load_hnsw
 from jobs.storage import store_for
 from jobs.tables import Job
 
@@ -41,6 +41,8 @@ class IndexCache:
                 return self.items[job.id]
         store = store_for(settings)
         tree, _ = load_tree(store.local_path(job.result["key"]), expected_sha256=job.result["sha256"])
+        if "hnsw" in tree:  # the graph deserialised once per cached index, not per request
+            tree["hnsw_index"] = load_hnsw(tree["hnsw"])
         with self.lock:
             self.items[job.id] = tree
             while len(self.items) > self.size:
@@ -78,13 +80,14 @@ def neighbors(body: NeighborsRequest, request: Request, session: SessionDep, set
             queries[i] = vectors[q]
     if inputs:
         encoder, manifest = load_encoder(request, settings, session, project, job.result["checkpoint"])
-        embedded = embed_inputs([q for _, q in inputs], encoder, manifest, settings)
+        embedded = embed_inputs([q for _, q in inputs], encoder, manifest, settings,
+                                (batcher(request), job.result["checkpoint"]))
         for (i, _), vector in zip(inputs, embedded):
             queries[i] = vector
     q = torch.stack(queries).float()
     if "hnsw" in index and not body.exact:
         search = "hnsw"
-        scores, idx = hnsw_search(index["hnsw"], q, body.k)
+        scores, idx = hnsw_search(index["hnsw_index"], q, body.k)
     else:
         search = "exact-cosine"
         scores, idx = exact_search(vectors, q, body.k)

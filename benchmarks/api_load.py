@@ -1,0 +1,99 @@
+"""API load: submit, list and get throughput and latency on loopback with 100k jobs in the table.
+
+    .venv/bin/python -m benchmarks.api_load [--jobs 100000] [--seconds 10] [--clients 8]
+
+The jobs are inserted in bulk (with a few metrics each, so that listings read them); then each
+operation runs from concurrent clients against a real API process for a fixed time. Target
+(CPU): p99 < 50 ms for get and list."""
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import httpx
+
+from benchmarks.service import embedded_settings, percentile, start_api
+
+TARGET_MS = 50.0
+
+
+def fill(settings, n: int) -> list[str]:
+    from sqlalchemy import insert
+
+    from jobs.db import session_scope
+    from jobs.tables import DEFAULT_PROJECT, Job, Metric, utcnow
+
+    ids = [f"job_bench{i:09d}" for i in range(n)]
+    now = utcnow()
+    with session_scope(settings.database_url) as session:
+        for start in range(0, n, 5000):
+            chunk = ids[start:start + 5000]
+            session.execute(insert(Job), [{
+                "id": job_id, "project_id": DEFAULT_PROJECT, "kind": "pretrain", "state": "succeeded",
+                "spec": {"method": "simclr", "dataset": "digits"}, "queue": "default", "method": "simclr",
+                "attempt": 1, "max_attempts": 3, "step": 100, "total_steps": 100, "result": {},
+                "compute_seconds": 1.0, "nodes": 1, "devices": 1, "created_at": now} for job_id in chunk])
+            session.execute(insert(Metric), [{"job_id": job_id, "step": 100, "name": name, "value": 1.0, "at": now}
+                                             for job_id in chunk for name in ("loss", "lr")])
+    return ids
+
+
+def run(url: str, clients: int, seconds: float, request) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            i = 0
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                response = request(http, k, i)
+                assert response.status_code < 300, response.text
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(latencies) / (time.monotonic() - started), percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    settings = embedded_settings()
+    started = time.monotonic()
+    ids = fill(settings, args.jobs)
+    print(f"api load: {args.jobs} jobs inserted in {time.monotonic() - started:.0f}s (embedded SQLite); "
+          f"{args.clients} clients, {args.seconds:.0f}s per operation")
+    proc, url = start_api(settings)
+    spec = {"method": "simclr", "dataset": "digits", "backbone": "small_cnn", "steps": 2, "batch_size": 16}
+    operations = {
+        "get": lambda http, k, i: http.get(f"/v1/jobs/{ids[(k * 7919 + i * 104729) % len(ids)]}"),
+        "list": lambda http, k, i: http.get("/v1/jobs", params={"limit": 50, "offset": (k * 50 + i * 500) % 5000}),
+        "submit": lambda http, k, i: http.post("/v1/jobs", json={**spec, "seed": k * 100_000 + i}),
+    }
+    try:
+        print(f"{'operation':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        results = {}
+        for name, request in operations.items():
+            results[name] = run(url, args.clients, args.seconds, request)
+            rate, p50, p99 = results[name]
+            print(f"{name:<10} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f}")
+        for name in ("get", "list"):
+            verdict = "met" if results[name][2] < TARGET_MS else "missed"
+            print(f"{name} p99 {results[name][2]:.1f} ms: target < {TARGET_MS:.0f} ms {verdict}")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()

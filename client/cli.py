@@ -88,6 +88,16 @@ def create_key(project: str = "default", name: str = "") -> None:
     raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "create-key", "--project", project, "--name", name]))
 
 
+keys = typer.Typer(help="API keys, on the server's machine (its database)")
+app.add_typer(keys, name="keys")
+
+
+@keys.command("disable")
+def disable_key(key: str) -> None:
+    """Disable an API key for good, by its id (key_...) or the key itself: its requests answer 401."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "disable-key", key]))
+
+
 @app.command()
 def submit(spec_file: Path, url: str = URL, api_key: Optional[str] = KEY, wait: bool = False) -> None:
     """Submit a job spec (JSON file)."""

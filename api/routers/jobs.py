@@ -5,9 +5,11 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.schemas import JobList, JobOut
@@ -43,23 +45,32 @@ def job_out(session, job: Job, settings=None) -> JobOut:
     return out
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut)
-def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep, project: ProjectDep,
-           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+@router.post("/jobs", status_code=201, response_model=JobOut, responses={200: {"description": "an Idempotency-Key "
+                                                                                   "replay: the job it created"}})
+def submit(spec: Annotated[JobSpec, Body()], response: Response, session: SessionDep, settings: SettingsDep,
+           project: ProjectDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
     if spec.queue not in settings.queue_list:
         raise HTTPException(422, f"queue {spec.queue!r} is not configured; configured queues: "
                                  f"{', '.join(settings.queue_list)} (DARKMATTER_QUEUES)")
-    try:
-        job, created = create_job(session, project, spec, idempotency_key)
-    except IdempotencyConflict as exc:
-        raise HTTPException(409, str(exc))
-    except (DatasetNotFound, CheckpointNotFound) as exc:
-        raise HTTPException(404, str(exc))
-    except (SpecRejected, DatasetUnavailable, ValueError) as exc:
-        raise HTTPException(422, str(exc))
-    session.commit()
+    for attempt in range(2):  # a concurrent submit with the same Idempotency-Key may win the insert
+        try:
+            job, created = create_job(session, project, spec, idempotency_key, settings.max_model_parameters)
+            session.commit()
+            break
+        except IntegrityError:
+            session.rollback()
+            if not idempotency_key or attempt:
+                raise
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc))
+        except (DatasetNotFound, CheckpointNotFound) as exc:
+            raise HTTPException(404, str(exc))
+        except (SpecRejected, DatasetUnavailable, ValueError) as exc:
+            raise HTTPException(422, str(exc))
     if created:
         enqueue(settings, job.id, job.queue, copies=job.nodes)
+    else:
+        response.status_code = 200  # a replay: the job the first request created
     return job_out(session, job, settings)
 
 
@@ -109,29 +120,45 @@ def event_dict(e: JobEvent) -> dict:
     return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
 
 
-@router.get("/jobs/{job_id}/events")
-async def events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-                 stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0):
-    """The job's events; with stream=true a Server-Sent Events stream until the job ends."""
-    get_job(session, project, job_id)
-    if not stream:
+def read_events(settings, project: str, job_id: str, after: int, limit: int) -> tuple[list[dict], str]:
+    """(events after `after`, the job's state) in a short session of its own (404 for a job of
+    another project)."""
+    with session_scope(settings.database_url) as session:
+        state = get_job(session, project, job_id).state
         rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-                               .order_by(JobEvent.id).limit(1000)).all()
-        return {"data": [event_dict(e) for e in rows]}
+                               .order_by(JobEvent.id).limit(limit)).all()
+        return [event_dict(e) for e in rows], state
+
+
+@router.get("/jobs/{job_id}/events")
+async def events(job_id: str, request: Request, settings: SettingsDep, project: ProjectDep,
+                 stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0):
+    """The job's events; with stream=true a Server-Sent Events stream until the job ends. Every
+    database read runs in a worker thread with its own short session: a stream holds no pooled
+    connection between polls and never blocks the event loop."""
+    rows, _ = await run_in_threadpool(read_events, settings, project, job_id, after, 0 if stream else 1000)
+    if not stream:
+        return {"data": rows}
+    state = request.app.state
+    open_streams = getattr(state, "event_streams", 0)
+    if open_streams >= settings.max_event_streams:
+        raise HTTPException(429, f"{open_streams} event streams are open; at most {settings.max_event_streams}",
+                            headers={"Retry-After": "5"})
 
     async def feed():
         last = after
-        while not await request.is_disconnected():
-            with session_scope(settings.database_url) as s:
-                rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > last)
-                                 .order_by(JobEvent.id).limit(500)).all()
-                state = s.scalar(select(Job.state).where(Job.id == job_id))
+        state.event_streams = getattr(state, "event_streams", 0) + 1  # counted while it runs (one event loop)
+        try:
+            while not await request.is_disconnected():
+                rows, job_state = await run_in_threadpool(read_events, settings, project, job_id, last, 500)
                 for e in rows:
-                    last = e.id
-                    yield f"id: {e.id}\nevent: {e.kind}\ndata: {json.dumps(event_dict(e))}\n\n"
-            if state in lifecycle.TERMINAL and not rows:
-                yield f"event: end\ndata: {json.dumps({'state': state})}\n\n"
-                return
-            await asyncio.sleep(0.5)
+                    last = e["id"]
+                    yield f"id: {e['id']}\nevent: {e['kind']}\ndata: {json.dumps(e)}\n\n"
+                if job_state in lifecycle.TERMINAL and not rows:
+                    yield f"event: end\ndata: {json.dumps({'state': job_state})}\n\n"
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            state.event_streams -= 1
 
     return StreamingResponse(feed(), media_type="text/event-stream")

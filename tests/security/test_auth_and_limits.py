@@ -81,7 +81,9 @@ def test_another_projects_ids_are_404(service, two_projects):
         assert api.get("/v1/jobs", headers=b).json()["total"] == 0
         assert api.get("/v1/checkpoints", headers=b).json()["data"] == []
         assert api.get("/v1/checkpoints", params={"job": job}, headers=b).json()["data"] == []
-        assert job not in str(api.get("/v1/datasets", headers=b).json())
+        listed_by_b = api.get("/v1/datasets", headers=b).json()["data"]
+        assert ds not in [d["id"] for d in listed_by_b] and ds not in str(listed_by_b)
+        assert ds in [d["id"] for d in api.get("/v1/datasets", headers=a).json()["data"]]
         assert api.get("/v1/jobs", headers=a).json()["total"] == 1
 
 
@@ -97,8 +99,10 @@ def test_body_over_the_limit_is_413_even_when_chunked(sqlite_service):
         response = api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
         assert response.status_code == 413, response.text
         assert api.post("/v1/jobs", json=TINY_PRETRAIN).status_code == 201  # under the limit
-        exempt = api.post("/v1/datasets", content=b" " * 3000, headers={"content-type": "application/json"})
-        assert exempt.status_code != 413  # uploads enforce max_upload_bytes themselves
+        upload = api.post("/v1/datasets", files={"file": ("d.npz", b" " * 3000)})
+        assert upload.status_code != 413  # multipart uploads enforce max_upload_bytes themselves
+        registration = api.post("/v1/datasets", content=b" " * 3000, headers={"content-type": "application/json"})
+        assert registration.status_code == 413  # a JSON registration is a body like any other
         bad = api.post("/v1/jobs", content=b"{}", headers={"content-type": "application/json",
                                                             "content-length": "nope"})
         assert bad.status_code == 400
@@ -125,15 +129,17 @@ def test_page_size_is_capped(sqlite_service):
             assert api.get(path, params={"offset": 10**30}).status_code == 422
 
 
-def test_rate_limit_is_per_key_with_retry_after(sqlite_service):
-    with client(sqlite_service, rate_limit_per_second=0.5, rate_limit_burst=3) as api:
-        codes = [api.get("/v1/methods", headers={"X-API-Key": "k1"}).status_code for _ in range(4)]
-        assert codes == [200, 200, 200, 429]
-        limited = api.get("/v1/methods", headers={"X-API-Key": "k1"})
+def test_rate_limit_is_per_verified_key_with_retry_after(service, two_projects):
+    a, b = bearer(two_projects["a"]), bearer(two_projects["b"])
+    with client(service, auth=True, rate_limit_per_second=0.5, rate_limit_burst=3) as api:
+        # The first request counts against the address (the key is not verified yet), the rest against the key.
+        codes = [api.get("/v1/jobs", headers=a).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]
+        limited = api.get("/v1/jobs", headers=a)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "rate limit" in limited.json()["detail"]
-        assert api.get("/v1/methods", headers={"X-API-Key": "k2"}).status_code == 200  # its own bucket
-        assert api.get("/healthz", headers={"X-API-Key": "k1"}).status_code == 200  # probes are exempt
+        assert api.get("/v1/jobs", headers=b).status_code == 200  # another key is not held back by a's bucket
+        assert api.get("/healthz", headers=a).status_code == 200  # probes are exempt
 
 
 def test_token_bucket_refills_at_its_rate():

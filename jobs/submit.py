@@ -32,6 +32,11 @@ def request_hash(spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec) -> str:
 
 def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
                    max_parameters: int | None = None) -> tuple[dict, int]:
+    if spec.backbone is not None:  # options refused before the dataset is even looked at
+        try:
+            check_options(spec.backbone, spec.backbone_options)
+        except ValueError as exc:
+            raise SpecRejected(str(exc)) from exc
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")

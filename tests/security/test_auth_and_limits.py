@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,56 @@ def test_token_bucket_refills_at_its_rate():
     assert buckets.take("k", now=0.0) == pytest.approx(0.5)
     assert buckets.take("k", now=0.5) == 0  # one token back after 1/rate seconds
     assert buckets.take("other", now=0.5) == 0
+
+
+def test_isolation_on_scores_neighbors_indexes_evaluations_streams_and_uploads(service, two_projects, tmp_path):
+    from jobs.tables import Job, Score
+    from tests.datasets.make import digits_zip
+
+    a, b = bearer(two_projects["a"]), bearer(two_projects["b"])
+    ckpt, job = two_projects["checkpoint"], two_projects["job"]
+    with session_scope(service.database_url) as session:
+        project_a = session.get(Job, job).project_id
+        session.add(Score(project_id=project_a, checkpoint_id=ckpt, method="simclr", backbone="small_cnn",
+                          dataset_id=two_projects["dataset"], protocol="knn", metric="top1", value=0.9))
+        session.add(Job(id="job_index_of_a", project_id=project_a, kind="embed-index", state="succeeded", spec={},
+                        queue="default", result={"key": "indexes/job_index_of_a.safetensors", "sha256": "0" * 64,
+                                                 "checkpoint": ckpt, "dataset": two_projects["dataset"],
+                                                 "split": "train"}))
+    with client(service, auth=True) as api:
+        mine = api.get("/v1/scores", headers=a).json()
+        assert [s["checkpoint_id"] for s in mine["data"]] == [ckpt] and mine["leaderboard"]
+        for params in ({}, {"checkpoint": ckpt}, {"dataset": two_projects["dataset"]}, {"method": "simclr"}):
+            theirs = api.get("/v1/scores", params=params, headers=b)
+            assert theirs.status_code in (200, 404), theirs.text
+            if theirs.status_code == 200:
+                assert theirs.json()["data"] == [] and ckpt not in str(theirs.json()), params
+
+        query = {"index": "job_index_of_a", "query": [0], "k": 1}
+        assert api.post("/v1/neighbors", json=query, headers=a).status_code == 410  # a's: found, file missing
+        refused = api.post("/v1/neighbors", json=query, headers=b)
+        assert refused.status_code == 404 and "not found" in refused.json()["detail"]
+
+        for spec in ({"kind": "embed-index", "checkpoint": ckpt, "dataset": "digits"},
+                     {"kind": "evaluate", "checkpoints": ["raw-pixels", ckpt], "dataset": "digits"},
+                     {"kind": "evaluate", "checkpoints": [ckpt], "dataset": "digits"}):
+            response = api.post("/v1/jobs", json=spec, headers=b)
+            assert response.status_code == 404 and ckpt in response.json()["detail"], (spec, response.text)
+            assert api.post("/v1/jobs", json=spec, headers=a).status_code == 201, spec
+        assert api.get("/v1/jobs", headers=b).json()["total"] == 0
+
+        stream = api.get(f"/v1/jobs/{job}/events", params={"stream": "true"}, headers=b)
+        assert stream.status_code == 404 and "not found" in stream.json()["detail"]
+        assert api.get(f"/v1/jobs/{job}/events", params={"stream": "true"}).status_code == 401
+
+        data = digits_zip(tmp_path / "d.zip", n=30).read_bytes()
+        anonymous = api.post("/v1/datasets", files={"file": ("d.zip", data)})
+        assert anonymous.status_code == 401
+        uploads = Path(service.storage_url) / "datasets"
+        assert not uploads.exists() or not any(uploads.rglob("*"))  # nothing kept from a refused upload
+        uploaded = api.post("/v1/datasets", files={"file": ("d.zip", data)}, headers=b)
+        assert uploaded.status_code == 201, uploaded.text
+        theirs = uploaded.json()["id"]
+        assert api.get(f"/v1/datasets/{theirs}", headers=a).status_code == 404
+        assert theirs not in str(api.get("/v1/datasets", headers=a).json())
+        assert api.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": theirs}, headers=a).status_code == 404

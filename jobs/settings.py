@@ -1,10 +1,13 @@
 """One settings class, read from DARKMATTER_* environment variables."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -35,7 +38,7 @@ class Settings(BaseSettings):
     data_roots: str = ""  # comma-separated local folders the default project (auth off) may register datasets from
     # Per project (name or id): the URI prefixes its datasets may come from, s3://bucket/prefix/ or local folders,
     # e.g. DARKMATTER_DATASET_SOURCES='{"team-a": ["s3://data/team-a/", "/mnt/team-a"]}'.
-    dataset_sources: dict[str, list[str]] = {}
+    dataset_sources: Annotated[dict[str, list[str]], NoDecode] = {}
     s3_endpoint_url: str = ""  # for s3:// datasets and artifacts on MinIO or other S3-compatible stores
     shuffle_buffer: int = 1000  # WebDataset streaming
     stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
@@ -62,6 +65,14 @@ class Settings(BaseSettings):
     cache_max_bytes: int = 20 * 1024**3  # local copies of remote artifacts and datasets (`home`/cache), trimmed LRU
     cache_min_age: float = 900.0  # cached files used more recently than this are never trimmed
     cache_interval: float = 300.0  # seconds between trims of the cache (API and workers); 0: off
+
+    @field_validator("dataset_sources", mode="before")
+    @classmethod
+    def sources_from_json(cls, value):
+        """The environment gives JSON; empty (as compose passes an unset variable) means none."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
 
     def resolved(self) -> "Settings":
         """Fill the embedded defaults (SQLite, SQLite broker, local artifacts) from `home`."""

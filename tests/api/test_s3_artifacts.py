@@ -153,3 +153,28 @@ def test_the_api_trims_its_cache_periodically(s3_service):
             time.sleep(0.1)
         assert not path.exists(), "the cache-trim thread did not run"
         assert api.get(f"/v1/checkpoints/{info['id']}/download").status_code == 200  # fetched again from S3
+
+
+def test_the_worker_sweeper_trims_its_cache(sqlite_service):
+    from workers.__main__ import sweeper
+
+    settings = sqlite_service.model_copy(update={"sweep_interval": 0.1, "cache_interval": 0.2, "cache_max_bytes": 0,
+                                                 "cache_min_age": 0.0, "gc_interval": 0.0})
+    from jobs.migrate import upgrade
+
+    upgrade(settings.database_url)
+    cached = settings.home / "cache" / "datasets" / "ds_x" / "source.zip"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x" * 1000)
+    stop = threading.Event()
+    identity = {"worker_id": "trim-test", "hostname": "h", "queues": ["default"], "devices": []}
+    thread = threading.Thread(target=sweeper, args=(settings, stop, identity), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while cached.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not cached.exists(), "the worker's sweeper did not trim the cache"

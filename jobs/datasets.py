@@ -125,8 +125,8 @@ def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[
                 raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
             checked = str(path.resolve())
         if not any(_under(checked, prefix) for prefix in allowed):
-            raise DatasetUnavailable(f"{item!r} is not under a source this project may use (an operator "
-                                     "allows prefixes per project in DARKMATTER_DATASET_SOURCES)")
+            raise DatasetUnavailable(f"{item!r} is not under an allowed data root or source of this project "
+                                     "(an operator sets them in DARKMATTER_DATASET_SOURCES, per project)")
         stored.append(checked)
     if isinstance(uri, str) and all(s == u.removeprefix("file://") for s, u in zip(stored, uris)):
         return uri  # already resolved (a shard pattern stays a pattern: the worker expands it again)

@@ -285,3 +285,51 @@ def test_metrics_need_their_token_when_auth_is_on(service):
         assert api.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 401
         scraped = api.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
         assert scraped.status_code == 200 and "# TYPE darkmatter_jobs gauge" in scraped.text
+
+
+def test_a_link_put_in_a_registered_paths_way_is_refused_by_the_worker(sqlite_service, tmp_path):
+    from core.data import DatasetUnavailable
+    from jobs import datasets
+    from jobs.storage import store_for
+    from jobs.tables import Dataset
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "set").mkdir(parents=True)
+    outside.mkdir()
+    (root / "set" / "d.zip").write_bytes(b"PK")
+    (outside / "d.zip").write_bytes(b"secret")
+    settings = sqlite_service.model_copy(update={"data_roots": str(root)})
+    with client(settings) as api:
+        created = api.post("/v1/datasets", json={"uri": str(root / "set" / "d.zip"), "format": "zip"})
+        assert created.status_code == 201
+    with session_scope(settings.database_url) as session:
+        row = session.get(Dataset, created.json()["id"])
+        assert datasets.local_source(settings, store_for(settings), row) == root / "set" / "d.zip"
+        (root / "set" / "d.zip").unlink()
+        (root / "set").rmdir()
+        (root / "set").symlink_to(outside)  # swapped after the API checked it
+        with pytest.raises(DatasetUnavailable, match="now leads elsewhere"):
+            datasets.local_source(settings, store_for(settings), row)
+
+
+def test_an_upload_holds_no_pooled_connection_while_its_body_streams(service):
+    with session_scope(service.database_url) as session:
+        _, key = create_key(session, "a")
+    pool = get_engine(service.database_url).pool
+    seen = []
+    boundary = "b0undary"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.npz\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        for _ in range(20):
+            seen.append(pool.checkedout())  # the request is authenticated and reading its body now
+            yield b"\0" * 4096
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with client(service, auth=True) as api:
+        api.get("/v1/jobs", headers={"X-API-Key": key})
+        response = api.post("/v1/datasets", content=body(), headers={
+            "X-API-Key": key, "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 422  # not a readable npz: refused after the whole body was read
+    assert len(seen) == 20 and max(seen) == 0, seen

@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        route_limits={("POST", "/v1/jobs"): settings.max_json_body_bytes,
                                      ("POST", "/v1/datasets"): settings.max_json_body_bytes},
-                       streamed={("POST", "/v1/datasets")})
+                       streamed={("POST", "/v1/datasets")}, large_bytes=settings.large_body_bytes,
+                       large_slots=settings.large_body_slots)
     app.add_middleware(RateLimit, callers=app.state.callers, exempt_paths={"/healthz", "/readyz"})
 
     @app.exception_handler(RequestValidationError)

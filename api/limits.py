@@ -3,6 +3,7 @@ Content-Length) and on JSON nesting, and token-bucket rate limits per verified A
 client address, and on failed authentications per address. They answer JSON: 413, 422, 429."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -38,8 +39,12 @@ class BodySizeLimit:
     uploads stream to disk under max_upload_bytes); their JSON bodies keep the route's limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, route_limits: dict[tuple[str, str], int] | None = None,
-                 streamed: set[tuple[str, str]] = frozenset()):
+                 streamed: set[tuple[str, str]] = frozenset(), large_bytes: int | None = None, large_slots: int = 4):
         self.app, self.max_bytes, self.route_limits, self.streamed = app, max_bytes, route_limits or {}, streamed
+        # A parsed JSON body takes several times its size: bodies over `large_bytes` are read and
+        # handled `large_slots` at a time, the others wait (their bytes unread), so memory stays bounded.
+        self.large_bytes, self.large_slots = large_bytes, large_slots
+        self.slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +60,15 @@ class BodySizeLimit:
                 return await send_json(send, 400, "invalid Content-Length header")
             if int(declared) > limit:
                 return await send_json(send, 413, too_large)
-        received, started = 0, False
+        received, started, holding = 0, False, False
+        if self.large_bytes is not None and self.slots is None:
+            self.slots = asyncio.Semaphore(self.large_slots)
+
+        async def take_slot() -> None:
+            nonlocal holding
+            if self.slots is not None and not holding:
+                await self.slots.acquire()
+                holding = True
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -64,6 +77,8 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > limit:  # a chunked body, or one longer than it said
                     raise HTTPException(413, too_large)
+                if self.large_bytes is not None and received > self.large_bytes:
+                    await take_slot()
             return message
 
         async def watched_send(message: Message) -> None:
@@ -72,11 +87,16 @@ class BodySizeLimit:
             await send(message)
 
         try:
+            if self.large_bytes is not None and declared is not None and int(declared) > self.large_bytes:
+                await take_slot()
             await self.app(scope, counted_receive, watched_send)
         except HTTPException as exc:
             if exc.status_code != 413 or started:
                 raise
             await send_json(send, 413, too_large)
+        finally:
+            if holding:
+                self.slots.release()
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # brackets inside strings do not nest

@@ -333,3 +333,51 @@ def test_an_upload_holds_no_pooled_connection_while_its_body_streams(service):
             "X-API-Key": key, "content-type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 422  # not a readable npz: refused after the whole body was read
     assert len(seen) == 20 and max(seen) == 0, seen
+
+
+def test_large_bodies_are_handled_a_few_at_a_time():
+    import asyncio
+
+    from api.limits import BodySizeLimit
+
+    running, peak = {"large": 0, "small": 0}, {"large": 0, "small": 0}
+
+    async def app(scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        kind = "large" if len(body) > 1000 else "small"
+        running[kind] += 1
+        peak[kind] = max(peak[kind], running[kind])
+        await asyncio.sleep(0.1)
+        running[kind] -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = BodySizeLimit(app, max_bytes=10_000, large_bytes=1000, large_slots=2)
+
+    async def request(size: int, chunked: bool) -> int:
+        headers = [] if chunked else [(b"content-length", str(size).encode())]
+        chunks = [b"x" * 500] * (size // 500)
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        statuses = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await limited({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": headers}, receive, send)
+        return statuses[0]
+
+    async def main():
+        return await asyncio.gather(*[request(5000, chunked=i % 2 == 0) for i in range(6)],
+                                    *[request(500, chunked=False) for _ in range(6)])
+
+    assert set(asyncio.run(main())) == {200}
+    assert peak["large"] == 2 and peak["small"] >= 3, peak

@@ -74,6 +74,8 @@ def test_another_projects_ids_are_404(service, two_projects):
             assert api.get(path, headers=a).status_code == 200, path
             response = api.get(path, headers=b)
             assert response.status_code == 404 and "not found" in response.json()["detail"], path
+        assert api.head(f"/v1/checkpoints/{ckpt}/download", headers=a).status_code == 200
+        assert api.head(f"/v1/checkpoints/{ckpt}/download", headers=b).status_code == 404
         assert api.post(f"/v1/jobs/{job}/cancel", headers=b).status_code == 404
         assert api.post("/v1/embeddings", json={"model": ckpt, "input": [[[0]]]}, headers=b).status_code == 404
         assert api.post("/v1/jobs", json={"kind": "evaluate", "checkpoint": ckpt, "dataset": "digits"},

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
 from core.backbones.sizes import check_options, estimate_parameters
-from core.methods import build_resolved
+from core.methods import build_resolved, method_info
 from jobs import datasets, gang
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
@@ -32,6 +32,7 @@ def request_hash(spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec) -> str:
 
 def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
                    max_parameters: int | None = None) -> tuple[dict, int]:
+    check_method_options(spec.method, spec.method_options)
     if spec.backbone is not None:  # options refused before the dataset is even looked at
         try:
             check_options(spec.backbone, spec.backbone_options)
@@ -64,6 +65,23 @@ def try_build(method: str, recipe: dict, channels: int) -> torch.nn.Module:
             return build_resolved(recipe, channels)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SpecRejected(f"cannot build {method}: {exc}") from exc
+
+
+LAYER_COUNTS = ("depth", "heads", "targets")  # each one more module: built one by one even on the meta device
+
+
+def check_method_options(method: str, options: dict) -> None:
+    """Integer method options within bounds before anything is built: layer counts (decoder_depth,
+    num_heads, ...) at most 64, other counts at most 64 times the method's default (sizes are
+    then caught by the parameter count)."""
+    defaults = method_info(method).options()
+    for name, value in options.items():
+        default = defaults.get(name)
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
+        bound = 64 if any(word in name for word in LAYER_COUNTS) else max(64, 64 * default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
+            raise SpecRejected(f"method_options.{name} must be an integer from 0 to {bound:,}")
 
 
 def check_backbone(name: str, options: dict, channels: int, image_size: int, max_parameters: int | None) -> None:

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
-from api.limits import BodySizeLimit, Callers, JsonDepthLimit, RateLimit
+from api.limits import BodySizeLimit, JsonDepthLimit
+from api.ratelimit import Callers, RateLimit
 from api.routers import checkpoints, datasets, embeddings, health, jobs, keys, methods, neighbors, scores
 from jobs import cache
 from jobs.migrate import upgrade

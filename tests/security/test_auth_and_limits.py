@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from api.limits import TokenBuckets
+from api.ratelimit import TokenBuckets
 from jobs import checkpoints, datasets
 from jobs.db import session_scope
 from jobs.keys import create_key

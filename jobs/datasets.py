@@ -220,6 +220,8 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
     except (DatasetUnavailable, OSError, ValueError) as exc:
         log.info("dataset %s is invalid: %s", dataset.id, exc)
         dataset.state, dataset.error = "invalid", str(exc)[:2000]
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and "s3://" in dataset.uri:
+            dataset.error = "cannot read it from S3: missing, or not readable with the service's credentials"
     except Exception as exc:  # a reader bug must not leave the row pending forever
         log.exception("scan of dataset %s failed", dataset.id)
         dataset.state, dataset.error = "invalid", f"scan failed: {type(exc).__name__}: {exc}"[:2000]

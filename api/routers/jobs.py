@@ -146,7 +146,7 @@ async def events(job_id: str, request: Request, settings: SettingsDep, project: 
                             headers={"Retry-After": "5"})
 
     async def feed():
-        last = after
+        last, pause = after, 0.5
         state.event_streams = getattr(state, "event_streams", 0) + 1  # counted while it runs (one event loop)
         try:
             while not await request.is_disconnected():
@@ -157,7 +157,8 @@ async def events(job_id: str, request: Request, settings: SettingsDep, project: 
                 if job_state in lifecycle.TERMINAL and not rows:
                     yield f"event: end\ndata: {json.dumps({'state': job_state})}\n\n"
                     return
-                await asyncio.sleep(0.5)
+                pause = 0.5 if rows else min(2.0, pause * 1.5)  # a quiet job is polled less often
+                await asyncio.sleep(pause)
         finally:
             state.event_streams -= 1
 

@@ -46,3 +46,11 @@ def test_a_stream_follows_the_job_until_it_ends(sqlite_service):
         after = [e for e in seen[1:] if e[0] == "state"][0][1]["id"]
         later = api.get(f"/v1/jobs/{job['id']}/events", params={"after": after}).json()["data"]
         assert [e["data"].get("state") for e in later if e["kind"] == "state"] == ["cancelled"]
+
+
+def test_event_streams_beyond_the_cap_are_429(sqlite_service):
+    with TestClient(create_app(sqlite_service.model_copy(update={"max_event_streams": 0}))) as api:
+        job = api.post("/v1/jobs", json=TINY_PRETRAIN).json()
+        refused = api.get(f"/v1/jobs/{job['id']}/events", params={"stream": "true"})
+        assert refused.status_code == 429 and "event streams are open" in refused.json()["detail"]
+        assert api.get(f"/v1/jobs/{job['id']}/events").status_code == 200  # the plain list is not capped

@@ -64,6 +64,13 @@ class ArtifactStore:
             return path
         return None
 
+    def evict(self, key: str) -> None:
+        """Forget a remote artifact's cached copy (e.g. one that failed its checksum): the next
+        read fetches it again. Nothing happens for a local store."""
+        check_key(key)
+        if self.root is None:
+            (self.cache / key).unlink(missing_ok=True)
+
     def open_remote(self, key: str):
         """A seekable binary file object reading the artifact straight from the remote store."""
         check_key(key)

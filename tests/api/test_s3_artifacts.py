@@ -178,3 +178,16 @@ def test_the_worker_sweeper_trims_its_cache(sqlite_service):
         stop.set()
         thread.join(10)
     assert not cached.exists(), "the worker's sweeper did not trim the cache"
+
+
+def test_a_corrupt_cached_copy_is_evicted_and_fetched_again(s3_service):
+    settings, store, _, info = s3_service
+    cached = store.cache / info["key"]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"\0" * len(info["bytes_"]))  # as two racing first downloads used to leave it
+    with TestClient(create_app(settings)) as api:
+        broken = api.post("/v1/embeddings", json={"model": info["id"], "input": [[[0]]]})
+        assert broken.status_code == 410 and "sha256" in broken.json()["detail"]
+        assert not cached.exists()
+        response = api.get(f"/v1/checkpoints/{info['id']}/download")
+        assert hashlib.sha256(response.content).hexdigest() == info["sha256"]

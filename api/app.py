@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="darkmatter", version="0.1.0", lifespan=lifespan,
                   description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
     app.state.settings = settings
+    app.state.event_streams = Counter()  # open SSE streams per project
     app.state.callers = Callers(settings.rate_limit_per_second, settings.rate_limit_burst,
                                 settings.failed_auth_per_minute, settings.failed_auth_burst)
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     failed_auth_per_minute: float = 10.0  # per client address: failed API-key checks before 429
     failed_auth_burst: int = 20
     metrics_token: str = ""  # when set, /metrics needs `Authorization: Bearer <token>`; unset: open only without auth
-    max_event_streams: int = 500  # open SSE streams per API process
+    max_event_streams: int = 500  # open SSE streams per API process ...
+    max_event_streams_per_project: int = 100  # ... and per project
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0
     sweep_interval: float = 5.0

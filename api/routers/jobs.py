@@ -139,15 +139,15 @@ async def events(job_id: str, request: Request, settings: SettingsDep, project: 
     rows, _ = await run_in_threadpool(read_events, settings, project, job_id, after, 0 if stream else 1000)
     if not stream:
         return {"data": rows}
-    state = request.app.state
-    open_streams = getattr(state, "event_streams", 0)
-    if open_streams >= settings.max_event_streams:
-        raise HTTPException(429, f"{open_streams} event streams are open; at most {settings.max_event_streams}",
+    streams = request.app.state.event_streams  # project -> streams open now (one event loop: no lock)
+    if sum(streams.values()) >= settings.max_event_streams or streams[project] >= settings.max_event_streams_per_project:
+        raise HTTPException(429, f"too many event streams are open ({streams[project]} of this project, "
+                                 f"{sum(streams.values())} in all); close some or poll without stream=true",
                             headers={"Retry-After": "5"})
 
     async def feed():
         last, pause = after, 0.5
-        state.event_streams = getattr(state, "event_streams", 0) + 1  # counted while it runs (one event loop)
+        streams[project] += 1  # counted while it runs
         try:
             while not await request.is_disconnected():
                 rows, job_state = await run_in_threadpool(read_events, settings, project, job_id, last, 500)
@@ -160,6 +160,6 @@ async def events(job_id: str, request: Request, settings: SettingsDep, project: 
                 pause = 0.5 if rows else min(2.0, pause * 1.5)  # a quiet job is polled less often
                 await asyncio.sleep(pause)
         finally:
-            state.event_streams -= 1
+            streams[project] -= 1
 
     return StreamingResponse(feed(), media_type="text/event-stream")

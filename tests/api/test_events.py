@@ -48,9 +48,21 @@ def test_a_stream_follows_the_job_until_it_ends(sqlite_service):
         assert [e["data"].get("state") for e in later if e["kind"] == "state"] == ["cancelled"]
 
 
-def test_event_streams_beyond_the_cap_are_429(sqlite_service):
-    with TestClient(create_app(sqlite_service.model_copy(update={"max_event_streams": 0}))) as api:
+def test_event_streams_beyond_a_projects_cap_are_429(sqlite_service):
+    with TestClient(create_app(sqlite_service.model_copy(update={"max_event_streams_per_project": 1}))) as api:
         job = api.post("/v1/jobs", json=TINY_PRETRAIN).json()
+        first: list = []
+        reader = threading.Thread(target=read_stream, args=(api, job["id"], first), daemon=True)
+        reader.start()
+        stop = threading.Event()
+        while len(first) < 2 and not stop.wait(0.1):  # the first stream is open
+            pass
         refused = api.get(f"/v1/jobs/{job['id']}/events", params={"stream": "true"})
-        assert refused.status_code == 429 and "event streams are open" in refused.json()["detail"]
+        assert refused.status_code == 429 and "too many event streams" in refused.json()["detail"]
         assert api.get(f"/v1/jobs/{job['id']}/events").status_code == 200  # the plain list is not capped
+        api.post(f"/v1/jobs/{job['id']}/cancel")
+        reader.join(20)
+        assert first[-1] == ("end", {"state": "cancelled"})
+        replay: list = []
+        read_stream(api, job["id"], replay)  # the first stream has ended: its place is free again
+        assert replay[0] == 200

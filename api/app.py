@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        route_limits={("POST", "/v1/jobs"): settings.max_json_body_bytes,
                                      ("POST", "/v1/datasets"): settings.max_json_body_bytes},
                        streamed={("POST", "/v1/datasets")}, large_bytes=settings.large_body_bytes,
-                       large_slots=settings.large_body_slots)
+                       large_slots=settings.large_body_slots, large_seconds=settings.large_body_seconds)
     app.add_middleware(RateLimit, callers=app.state.callers, exempt_paths={"/healthz", "/readyz"})
 
     @app.exception_handler(RequestValidationError)

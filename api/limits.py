@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import numpy as np
 from starlette.exceptions import HTTPException
@@ -34,11 +35,13 @@ class BodySizeLimit:
     uploads stream to disk under max_upload_bytes); their JSON bodies keep the route's limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, route_limits: dict[tuple[str, str], int] | None = None,
-                 streamed: set[tuple[str, str]] = frozenset(), large_bytes: int | None = None, large_slots: int = 4):
+                 streamed: set[tuple[str, str]] = frozenset(), large_bytes: int | None = None, large_slots: int = 4,
+                 large_seconds: float = 120.0):
         self.app, self.max_bytes, self.route_limits, self.streamed = app, max_bytes, route_limits or {}, streamed
         # A parsed JSON body takes several times its size: bodies over `large_bytes` are read and
         # handled `large_slots` at a time, the others wait (their bytes unread), so memory stays bounded.
-        self.large_bytes, self.large_slots = large_bytes, large_slots
+        # A slot's body must arrive within `large_seconds` (408), so slow senders cannot hold them all.
+        self.large_bytes, self.large_slots, self.large_seconds = large_bytes, large_slots, large_seconds
         self.slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,25 +52,32 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         limit = min(self.route_limits.get(route, self.max_bytes), self.max_bytes)
         too_large = f"request body is larger than {limit} bytes"
+        too_slow = f"a large request body must arrive within {self.large_seconds:g} s"
         declared = header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 return await send_json(send, 400, "invalid Content-Length header")
             if int(declared) > limit:
                 return await send_json(send, 413, too_large)
-        received, started, holding = 0, False, False
+        received, started, holding, deadline = 0, False, False, None
         if self.large_bytes is not None and self.slots is None:
             self.slots = asyncio.Semaphore(self.large_slots)
 
         async def take_slot() -> None:
-            nonlocal holding
+            nonlocal holding, deadline
             if self.slots is not None and not holding:
                 await self.slots.acquire()
-                holding = True
+                holding, deadline = True, time.monotonic() + self.large_seconds
 
         async def counted_receive() -> Message:
             nonlocal received
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    raise HTTPException(408, too_slow) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # a chunked body, or one longer than it said
@@ -86,9 +96,9 @@ class BodySizeLimit:
                 await take_slot()
             await self.app(scope, counted_receive, watched_send)
         except HTTPException as exc:
-            if exc.status_code != 413 or started:
+            if exc.status_code not in (408, 413) or started:
                 raise
-            await send_json(send, 413, too_large)
+            await send_json(send, exc.status_code, too_large if exc.status_code == 413 else too_slow)
         finally:
             if holding:
                 self.slots.release()

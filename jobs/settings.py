@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024  # JSON expands ~9x once parsed (a list of numbers): ~150 MB a request
     large_body_bytes: int = 1024 * 1024  # requests with larger bodies take one of large_body_slots ...
     large_body_slots: int = 4  # ... so that at most this many are read and handled at once (others wait)
+    large_body_seconds: float = 120.0  # a large body must arrive within this (a slow sender holds a slot): 408
     max_json_body_bytes: int = 1024 * 1024  # job specs and dataset registrations (JSON)
     max_json_depth: int = 32  # nesting of any JSON body: deeper is refused before it is parsed
     max_shards: int = 100_000  # names a WebDataset brace pattern or list may expand to

@@ -399,3 +399,45 @@ def test_large_bodies_are_handled_a_few_at_a_time():
 
     assert set(asyncio.run(main())) == {200}
     assert peak["large"] == 2 and peak["small"] >= 3, peak
+
+
+def test_a_slow_sender_gives_its_large_body_slot_back():
+    import asyncio
+
+    from api.limits import BodySizeLimit
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = BodySizeLimit(app, max_bytes=10_000, large_bytes=1000, large_slots=1, large_seconds=0.3)
+
+    async def request(stall: bool) -> int:
+        chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 2
+        statuses = []
+
+        async def receive():
+            if chunks:
+                return chunks.pop(0)
+            if stall:
+                await asyncio.sleep(60)  # a slow loris: the rest never comes
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await limited({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}, receive, send)
+        return statuses[0]
+
+    async def main():
+        slow = asyncio.create_task(request(stall=True))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        fast = await request(stall=False)  # waits for the one slot, which the slow sender must give back
+        return await slow, fast, time.monotonic() - started
+
+    slow, fast, waited = asyncio.run(main())
+    assert (slow, fast) == (408, 200) and waited < 2, (slow, fast, waited)

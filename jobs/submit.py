@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
-from core.backbones.sizes import check_options, estimate_parameters
+from core.backbones.sizes import check_options, estimate_parameters, token_count
 from core.methods import build_resolved, method_info
 from jobs import datasets, gang
 from jobs.ids import new_id
@@ -50,6 +50,7 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
         raise SpecRejected(str(exc)) from exc
     check_backbone(recipe["backbone"], recipe["backbone_options"], stats.get("channels", 3), recipe["image_size"],
                    max_parameters)
+    check_workload(recipe)
     model = try_build(spec.method, recipe, stats.get("channels", 3))
     check_size(f"{spec.method} with {recipe['backbone']}", model, max_parameters)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
@@ -95,6 +96,22 @@ def check_backbone(name: str, options: dict, channels: int, image_size: int, max
     if max_parameters and estimate is not None and estimate > max_parameters:
         raise SpecRejected(f"backbone {name} with {options} would have about {estimate:,} parameters; "
                            f"at most {max_parameters:,} (DARKMATTER_MAX_MODEL_PARAMETERS)")
+
+
+MAX_VIEWS = 64  # crops per image, all scales together (DINO's multi-crop uses 2 + 10)
+MAX_TOKENS = 16_384  # patches per image: a 1024-px image at patch 8
+
+
+def check_workload(recipe: dict) -> None:
+    """What a worker could never train: views per image or ViT tokens far beyond any recipe (the
+    job would run out of memory on its first step)."""
+    views = sum(int(crop.get("count", 1)) for crop in recipe["views"].get("crops", []))
+    if views > MAX_VIEWS:
+        raise SpecRejected(f"augment asks for {views:,} views per image; at most {MAX_VIEWS}")
+    tokens = token_count(recipe["backbone"], recipe["image_size"], recipe["backbone_options"])
+    if tokens is not None and tokens > MAX_TOKENS:
+        raise SpecRejected(f"{recipe['backbone']} would see {tokens:,} patches per {recipe['image_size']}-px image; "
+                           f"at most {MAX_TOKENS:,} (raise patch_size)")
 
 
 def check_size(what: str, model: torch.nn.Module, max_parameters: int | None) -> None:

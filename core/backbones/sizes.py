@@ -58,3 +58,12 @@ def estimate_parameters(name: str, in_channels: int, image_size: int, options: d
         block = 12 * d * d + 13 * d
         return patch * patch * in_channels * d + d + d + depth * block + 2 * d + grid * grid * d  # + position buffer
     return RESNET_PARAMETERS.get(name)
+
+
+def token_count(name: str, image_size: int, options: dict) -> int | None:
+    """Tokens per image of a ViT (attention memory grows with their square); None for CNNs."""
+    if not name.startswith("vit_"):
+        return None
+    defaults = {p.name: p.default for p in inspect.signature(BACKBONES[name]).parameters.values()}
+    patch = options.get("patch_size", defaults["patch_size"])
+    return math.ceil(image_size / patch) ** 2

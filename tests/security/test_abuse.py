@@ -106,6 +106,9 @@ def test_brace_bombs_are_refused_before_expansion(sqlite_service, uri):
     ({"method": "ijepa", "backbone": "vit_tiny", "method_options": {"predictor_depth": 20_000}},
      "predictor_depth must be an integer from 0 to 64"),
     ({"method": "deepcluster_v2", "method_options": {"num_heads": 10**9}}, "num_heads must be an integer from 0 to 64"),
+    ({"augment": {"crops": [{"count": 100_000_000, "size": 1.0}]}}, "100,000,000 views per image; at most 64"),
+    ({"backbone": "vit_small", "backbone_options": {"patch_size": 1}, "image_size": 1024},
+     "1,048,576 patches per 1024-px image"),
 ])
 def test_huge_or_unknown_backbone_options_are_422_before_building(sqlite_service, change, message):
     with client(sqlite_service) as api:

@@ -1,8 +1,10 @@
-"""`python -m api serve|create-key`: run the HTTP server, or create an API key for a project."""
+"""`python -m api serve|create-key|disable-key`: run the HTTP server, create an API key for a
+project, or disable one (by its id or the key itself)."""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     key = sub.add_parser("create-key")
     key.add_argument("--project", default="default")
     key.add_argument("--name", default="")
+    disable = sub.add_parser("disable-key", help="disable a key for good: its requests answer 401")
+    disable.add_argument("key", help="the key's id (key_..., GET /v1/keys) or the key itself")
     args = parser.parse_args(argv)
     from jobs.logs import configure
     from jobs.settings import Settings
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         # uvicorn's own loggers go through the root handler (JSON); requests are logged by api.observe
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", log_config=None,
                     access_log=False)
-    else:
+    elif args.command == "create-key":
         from jobs.db import session_scope
         from jobs.keys import create_key
         from jobs.migrate import upgrade
@@ -38,6 +42,19 @@ def main(argv: list[str] | None = None) -> None:
         with session_scope(settings.database_url) as session:
             project_id, key = create_key(session, args.project, args.name)
         print(f"project {project_id}\nkey {key}")  # shown once; only its hash is stored
+    else:
+        from jobs.db import session_scope
+        from jobs.keys import KeyNotFound, disable_key
+        from jobs.migrate import upgrade
+
+        upgrade(settings.database_url)
+        try:
+            with session_scope(settings.database_url) as session:
+                row = disable_key(session, args.key)
+                print(f"disabled {row.id} ({row.prefix}..., project {row.project_id})")
+        except KeyNotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -2,41 +2,70 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
-from api.limits import BodySizeLimit, RateLimit
+from api.limits import BodySizeLimit, JsonDepthLimit
 from api.observe import HttpMetrics, Observe
+from api.ratelimit import Callers, RateLimit
 from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
                          scores)
+from jobs import cache
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
+def trim_cache_every(settings: Settings, stop: threading.Event) -> None:
+    """The API's copies of remote artifacts (downloads, models, indexes) stay under cache_max_bytes."""
+    while not stop.wait(settings.cache_interval):
+        try:
+            cache.trim(settings.home / "cache", settings.cache_max_bytes, settings.cache_min_age)
+        except Exception:
+            log.warning("cache trim failed; will retry", exc_info=True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings.resolved() if settings else get_settings())
     if settings.migrate_on_start:
         upgrade(settings.database_url)
-    app = FastAPI(title="darkmatter", version="0.1.0",
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        stop = threading.Event()
+        if settings.cache_interval > 0:
+            threading.Thread(target=trim_cache_every, args=(settings, stop), daemon=True, name="cache-trim").start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="darkmatter", version="0.1.0", lifespan=lifespan,
                   description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
     app.state.settings = settings
     app.state.http_metrics = HttpMetrics()
+    app.state.event_streams = Counter()  # open SSE streams per project
+    app.state.callers = Callers(settings.rate_limit_per_second, settings.rate_limit_burst,
+                                settings.failed_auth_per_minute, settings.failed_auth_burst)
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,
                    methods.router, keys.router, explore.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
-    # Outermost last: the rate limit answers before any body is read.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, exempt={("POST", "/v1/datasets")})
-    if settings.rate_limit_per_second > 0:
-        app.add_middleware(RateLimit, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst,
-                           exempt_paths={"/healthz", "/readyz"})
+    # Outermost last: the rate limit answers before any body is read, the size cap before it is buffered.
+    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       route_limits={("POST", "/v1/jobs"): settings.max_json_body_bytes,
+                                     ("POST", "/v1/datasets"): settings.max_json_body_bytes},
+                       streamed={("POST", "/v1/datasets")}, large_bytes=settings.large_body_bytes,
+                       large_slots=settings.large_body_slots, large_seconds=settings.large_body_seconds)
+    app.add_middleware(RateLimit, callers=app.state.callers, exempt_paths={"/healthz", "/readyz"})
     app.add_middleware(Observe, metrics=app.state.http_metrics)  # outermost: sees every answer, 429s included
 
     @app.exception_handler(RequestValidationError)
@@ -49,6 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(DataError)
     async def out_of_range(_: Request, exc: Exception):  # e.g. an offset beyond the database's integers
         return JSONResponse({"detail": "a value in the request is out of range"}, status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(_: Request, exc: Exception):  # a backstop: JsonDepthLimit refuses deep bodies first
+        return JSONResponse({"detail": "the request is nested too deeply"}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):  # last resort: log it, answer JSON

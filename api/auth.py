@@ -1,4 +1,5 @@
-"""API-key authentication: keys are stored as sha256 hashes and bound to one project."""
+"""API-key authentication: keys are stored as sha256 hashes and bound to one project. Successes
+and failures are reported to the rate limiter (only verified keys get a bucket of their own)."""
 from __future__ import annotations
 
 from fastapi import HTTPException, Request
@@ -18,11 +19,16 @@ def presented_key(request: Request) -> str | None:
 
 def project_for_request(request: Request, session: Session) -> str:
     key = presented_key(request)
+    callers = getattr(request.app.state, "callers", None)
     if not key:
         raise HTTPException(401, "an API key is required (Authorization: Bearer <key>)",
                             headers={"WWW-Authenticate": "Bearer"})
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None or row.disabled:
+        if callers is not None:
+            callers.mark_failed(key, request.client.host if request.client else "unknown")
         raise HTTPException(401, "invalid or disabled API key", headers={"WWW-Authenticate": "Bearer"})
+    if callers is not None:
+        callers.mark_verified(key)
     request.state.api_key_id = row.id
     return row.project_id

@@ -26,13 +26,16 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_project(request: Request, settings: SettingsDep, session: SessionDep) -> str:
-    """The project of the caller's API key; the default project when auth is off."""
+def current_project(request: Request, settings: SettingsDep) -> str:
+    """The project of the caller's API key; the default project when auth is off. The key is
+    checked in a session of its own, so that no pooled connection stays checked out for the
+    request's whole length (an upload, a download, an event stream)."""
     if not settings.auth:
         return DEFAULT_PROJECT
     from api.auth import project_for_request
 
-    return project_for_request(request, session)
+    with session_scope(settings.database_url) as session:
+        return project_for_request(request, session)
 
 
 ProjectDep = Annotated[str, Depends(current_project)]

@@ -1,14 +1,14 @@
-"""Request limits as ASGI middleware: a cap on body size (also for chunked bodies that carry no
-Content-Length) and a per-key token-bucket rate limit. Both answer JSON: 413 and 429."""
+"""Request limits as ASGI middleware: caps on body size (also for chunked bodies that carry no
+Content-Length), on how many large bodies are handled at once, and on JSON nesting. They answer
+JSON: 413 and 422 (the rate limits are in api/ratelimit.py)."""
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
-import math
-import threading
+import re
 import time
-from collections import OrderedDict
 
+import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,32 +21,69 @@ async def send_json(send: Send, status: int, detail: str, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-class BodySizeLimit:
-    """413 for bodies over `max_bytes`; `exempt` (method, path) pairs enforce limits of their own
-    (dataset uploads stream to disk under max_upload_bytes)."""
+def header(scope: Scope, name: bytes) -> bytes | None:
+    return dict(scope.get("headers") or []).get(name)
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt: set[tuple[str, str]] = frozenset()):
-        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+
+def is_multipart(scope: Scope) -> bool:
+    return (header(scope, b"content-type") or b"").lower().startswith(b"multipart/")
+
+
+class BodySizeLimit:
+    """413 for bodies over their route's limit: `route_limits` (method, path) -> bytes, else
+    `max_bytes`. Multipart bodies on `streamed` routes enforce limits of their own (dataset
+    uploads stream to disk under max_upload_bytes); their JSON bodies keep the route's limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, route_limits: dict[tuple[str, str], int] | None = None,
+                 streamed: set[tuple[str, str]] = frozenset(), large_bytes: int | None = None, large_slots: int = 4,
+                 large_seconds: float = 120.0):
+        self.app, self.max_bytes, self.route_limits, self.streamed = app, max_bytes, route_limits or {}, streamed
+        # A parsed JSON body takes several times its size: bodies over `large_bytes` are read and
+        # handled `large_slots` at a time, the others wait (their bytes unread), so memory stays bounded.
+        # A slot's body must arrive within `large_seconds` (408), so slow senders cannot hold them all.
+        self.large_bytes, self.large_slots, self.large_seconds = large_bytes, large_slots, large_seconds
+        self.slots: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/")) in self.exempt:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = f"request body is larger than {self.max_bytes} bytes"
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        route = (scope["method"], scope["path"].rstrip("/"))
+        if route in self.streamed and is_multipart(scope):
+            return await self.app(scope, receive, send)
+        limit = min(self.route_limits.get(route, self.max_bytes), self.max_bytes)
+        too_large = f"request body is larger than {limit} bytes"
+        too_slow = f"a large request body must arrive within {self.large_seconds:g} s"
+        declared = header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 return await send_json(send, 400, "invalid Content-Length header")
-            if int(declared) > self.max_bytes:
+            if int(declared) > limit:
                 return await send_json(send, 413, too_large)
-        received, started = 0, False
+        received, started, holding, deadline = 0, False, False, None
+        if self.large_bytes is not None and self.slots is None:
+            self.slots = asyncio.Semaphore(self.large_slots)
+
+        async def take_slot() -> None:
+            nonlocal holding, deadline
+            if self.slots is not None and not holding:
+                await self.slots.acquire()
+                holding, deadline = True, time.monotonic() + self.large_seconds
 
         async def counted_receive() -> Message:
             nonlocal received
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    raise HTTPException(408, too_slow) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:  # a chunked body, or one longer than it said
+                if received > limit:  # a chunked body, or one longer than it said
                     raise HTTPException(413, too_large)
+                if self.large_bytes is not None and received > self.large_bytes:
+                    await take_slot()
             return message
 
         async def watched_send(message: Message) -> None:
@@ -55,54 +92,60 @@ class BodySizeLimit:
             await send(message)
 
         try:
+            if self.large_bytes is not None and declared is not None and int(declared) > self.large_bytes:
+                await take_slot()
             await self.app(scope, counted_receive, watched_send)
         except HTTPException as exc:
-            if exc.status_code != 413 or started:
+            if exc.status_code not in (408, 413) or started:
                 raise
-            await send_json(send, 413, too_large)
+            await send_json(send, exc.status_code, too_large if exc.status_code == 413 else too_slow)
+        finally:
+            if holding:
+                self.slots.release()
 
 
-class TokenBuckets:
-    """`rate` requests a second per identity, bursts up to `burst`; in memory, for one API process."""
-
-    def __init__(self, rate: float, burst: int, max_identities: int = 10_000):
-        self.rate, self.burst, self.max_identities = rate, burst, max_identities
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # identity -> (tokens, at)
-        self.lock = threading.Lock()
-
-    def take(self, identity: str, now: float | None = None) -> float:
-        """0 when the request may go ahead, else the seconds until a token is available."""
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            tokens, at = self.buckets.pop(identity, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self.buckets[identity] = (tokens - 1 if wait == 0 else tokens, now)
-            while len(self.buckets) > self.max_identities:  # forget the least recently seen
-                self.buckets.popitem(last=False)
-        return wait
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # brackets inside strings do not nest
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-def identity(scope: Scope) -> str:
-    """The caller: a digest of its API key, or its address when it presents none."""
-    headers = dict(scope.get("headers") or [])
-    auth = headers.get(b"authorization", b"")
-    key = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
-    if key:
-        return "key:" + hashlib.sha256(key).hexdigest()[:24]
-    client = scope.get("client")
-    return "addr:" + (client[0] if client else "unknown")
+def json_depth(raw: bytes, chunk: int = 1 << 22) -> int:
+    """The deepest nesting of arrays/objects in a JSON text, without parsing it (C-speed regex and
+    numpy; memory a few times `chunk`)."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth, deepest = 0, 0
+    for start in range(0, len(brackets), chunk):
+        part = np.frombuffer(brackets, dtype=np.uint8, count=min(chunk, len(brackets) - start), offset=start)
+        running = depth + np.cumsum(np.where((part == ord("[")) | (part == ord("{")), 1, -1), dtype=np.int64)
+        deepest, depth = max(deepest, int(running.max())), int(running[-1])
+    return deepest
 
 
-class RateLimit:
-    def __init__(self, app: ASGIApp, rate: float, burst: int, exempt_paths: set[str] = frozenset()):
-        self.app, self.buckets, self.exempt_paths = app, TokenBuckets(rate, burst), exempt_paths
+class JsonDepthLimit:
+    """422 for a JSON body nested deeper than `max_depth`, before any parser recurses into it
+    (Python's json raises RecursionError at ~1000 levels; pydantic and the JSON columns sooner)."""
+
+    def __init__(self, app: ASGIApp, max_depth: int):
+        self.app, self.max_depth = app, max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
+        # Every body but multipart: FastAPI parses a body without a content type as JSON, too.
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or is_multipart(scope):
             return await self.app(scope, receive, send)
-        wait = self.buckets.take(identity(scope))
-        if wait > 0:
-            return await send_json(send, 429, "rate limit exceeded; retry later",
-                                   {"Retry-After": str(max(1, math.ceil(wait)))})
-        await self.app(scope, receive, send)
+        messages, body = [], bytearray()
+        while True:  # the outer BodySizeLimit bounds what is buffered here
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if json_depth(bytes(body)) > self.max_depth:
+            return await send_json(send, 422, f"JSON body is nested deeper than {self.max_depth} levels")
+        replay = iter([{"type": "http.request", "body": bytes(body), "more_body": False},
+                       *(m for m in messages if m["type"] != "http.request")])
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)

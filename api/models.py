@@ -36,6 +36,7 @@ class ModelCache:
         store = store_for(settings)
         path = store.local_path(info["key"])
         if sha256_file(path) != info["sha256"]:
+            store.evict(info["key"])  # a bad cached copy is not served again (downloads read the cache)
             raise CorruptCheckpoint(f"checkpoint {checkpoint.id} failed its sha256 check")
         loaded = load_backbone(path)
         with self.lock:

@@ -16,11 +16,11 @@ from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
 from core.data.files import load_npz
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
-from core.data.webdataset import WebDatasetStream, expand_shards, fsspec_opener, head_sample, scan_shards
+from core.data.webdataset import WebDatasetStream, count_shards, expand_shards, fsspec_opener, head_sample, scan_shards
 from jobs.ids import new_id
 from jobs.settings import Settings
 from jobs.storage import ArtifactStore
-from jobs.tables import Dataset
+from jobs.tables import DEFAULT_PROJECT, Dataset, Project
 
 log = logging.getLogger(__name__)
 FORMATS = (*FILE_FORMATS, FOLDER_FORMAT, "webdataset")
@@ -79,30 +79,65 @@ def check_format(fmt: str | None) -> str:
     return fmt
 
 
-def check_uri(settings: Settings, uri: str | list[str], fmt: str) -> str:
-    """A URI workers can read: s3://..., or a local path under one of settings.data_roots."""
-    uris = expand_shards(uri) if fmt == "webdataset" else [uri]
+def allowed_sources(session: Session, settings: Settings, project_id: str) -> list[str]:
+    """The URI prefixes a project's datasets may come from: its entries in dataset_sources (by
+    name or id); the default project of a service without auth also has data_roots and any s3://."""
+    project = session.get(Project, project_id)
+    names = [project_id] + ([project.name] if project is not None else [])
+    prefixes = [prefix for name in names for prefix in settings.dataset_sources.get(name, [])]
+    if project_id == DEFAULT_PROJECT and not settings.auth:
+        prefixes += [str(root) for root in settings.data_root_list] + ["s3://"]
+    return prefixes
+
+
+def _under(uri: str, prefix: str) -> bool:
+    if prefix.startswith("s3://") or uri.startswith("s3://"):
+        if not (prefix.startswith("s3://") and uri.startswith("s3://")):
+            return False
+        return prefix == "s3://" or uri == prefix.rstrip("/") or uri.startswith(prefix.rstrip("/") + "/")
+    root = Path(prefix.removeprefix("file://")).expanduser().resolve()
+    return Path(uri).is_relative_to(root)
+
+
+def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[str] | None = None) -> str:
+    """A URI workers can read and the project may use: s3://bucket/key under one of `allowed`, or an
+    absolute local path under one of them (stored resolved, so the worker opens what was checked).
+    `allowed` None: the default project's (data_roots and any s3://)."""
     if isinstance(uri, list) and fmt != "webdataset":
         raise DatasetUnavailable("a list of URIs is only for webdataset shards")
+    if fmt == "webdataset" and count_shards(uri) > settings.max_shards:
+        raise DatasetUnavailable(f"the shard pattern expands to {count_shards(uri):,} names; "
+                                 f"at most {settings.max_shards:,} (DARKMATTER_MAX_SHARDS)")
+    allowed = [str(r) for r in settings.data_root_list] + ["s3://"] if allowed is None else allowed
+    uris = expand_shards(uri) if fmt == "webdataset" else [uri]
+    stored = []
     for item in uris:
         if item.startswith("s3://"):
-            continue
-        if "://" in item and not item.startswith("file://"):
+            bucket_and_key = item.removeprefix("s3://").split("/")
+            if len(bucket_and_key) < 2 or not all(bucket_and_key) or {".", ".."} & set(bucket_and_key):
+                raise DatasetUnavailable(f"not an s3://bucket/key URI: {item!r}")
+            checked = item
+        elif "://" in item and not item.startswith("file://"):
             raise DatasetUnavailable(f"unsupported URI scheme in {item!r}: use s3:// or a local path")
-        path = Path(item.removeprefix("file://"))
-        if not path.is_absolute():
-            raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
-        resolved = path.resolve()
-        if not any(resolved.is_relative_to(root) for root in settings.data_root_list):
-            raise DatasetUnavailable(f"{item!r} is not under an allowed data root (set DARKMATTER_DATA_ROOTS)")
-    return "::".join(uri) if isinstance(uri, list) else uri
+        else:
+            path = Path(item.removeprefix("file://"))
+            if not path.is_absolute():
+                raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
+            checked = str(path.resolve())
+        if not any(_under(checked, prefix) for prefix in allowed):
+            raise DatasetUnavailable(f"{item!r} is not under an allowed data root or source of this project "
+                                     "(an operator sets them in DARKMATTER_DATASET_SOURCES, per project)")
+        stored.append(checked)
+    if isinstance(uri, str) and all(s == u.removeprefix("file://") for s, u in zip(stored, uris)):
+        return uri  # already resolved (a shard pattern stays a pattern: the worker expands it again)
+    return "::".join(stored)
 
 
 def register_uri(session: Session, settings: Settings, project_id: str, uri: str | list[str], fmt: str,
                  name: str | None = None, options: dict | None = None) -> Dataset:
     """A pending dataset row for a URI; the scan task (enqueued by the caller) fills it in."""
     check_format(fmt)
-    stored = check_uri(settings, uri, fmt)
+    stored = check_uri(settings, uri, fmt, allowed_sources(session, settings, project_id))
     dataset = Dataset(id=new_id("ds"), project_id=project_id, name=name or stored.rsplit("/", 1)[-1][:200],
                       uri=stored, format=fmt, state="pending", stats={"options": scan_options(options or {})})
     session.add(dataset)
@@ -141,7 +176,10 @@ def local_source(settings: Settings, store: ArtifactStore, dataset: Dataset) -> 
                 shutil.copyfileobj(src, dst, 1024 * 1024)
             os.replace(tmp, target)
         return target
-    return Path(dataset.uri.removeprefix("file://"))
+    path = Path(dataset.uri.removeprefix("file://"))
+    if path.resolve() != path:  # stored resolved at registration: a link put in its way since then
+        raise DatasetUnavailable(f"{dataset.uri} now leads elsewhere (a link); register it again")
+    return path
 
 
 def prepared_key(dataset_id: str) -> str:
@@ -182,6 +220,8 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
     except (DatasetUnavailable, OSError, ValueError) as exc:
         log.info("dataset %s is invalid: %s", dataset.id, exc)
         dataset.state, dataset.error = "invalid", str(exc)[:2000]
+        if isinstance(exc, (FileNotFoundError, PermissionError)) and "s3://" in dataset.uri:
+            dataset.error = "cannot read it from S3: missing, or not readable with the service's credentials"
     except Exception as exc:  # a reader bug must not leave the row pending forever
         log.exception("scan of dataset %s failed", dataset.id)
         dataset.state, dataset.error = "invalid", f"scan failed: {type(exc).__name__}: {exc}"[:2000]

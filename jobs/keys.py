@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from jobs.ids import new_id
@@ -41,11 +41,24 @@ def list_keys(session: Session, project_id: str) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)))
 
 
-def disable_key(session: Session, project_id: str, key_id: str) -> ApiKey | None:
-    """Disable a key of the project (None when it has no such key); a disabled key stays listed."""
-    row = session.get(ApiKey, key_id)
-    if row is None or row.project_id != project_id:
-        return None
+class KeyNotFound(LookupError):
+    pass
+
+
+def find_key(session: Session, ref: str, project_id: str | None = None) -> ApiKey:
+    """A key by its id (key_...), or by the plaintext key itself; limited to one project when given."""
+    q = select(ApiKey).where(or_(ApiKey.id == ref, ApiKey.key_hash == hash_key(ref)))
+    if project_id is not None:
+        q = q.where(ApiKey.project_id == project_id)
+    row = session.scalar(q)
+    if row is None:
+        raise KeyNotFound(f"API key {ref[:12]!r} not found" + (" in this project" if project_id else ""))
+    return row
+
+
+def disable_key(session: Session, ref: str, project_id: str | None = None) -> ApiKey:
+    """Disable a key for good: every request with it answers 401 from then on."""
+    row = find_key(session, ref, project_id)
     row.disabled = True
     session.flush()
     return row

@@ -1,11 +1,13 @@
 """One settings class, read from DARKMATTER_* environment variables."""
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -25,18 +27,33 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     max_embedding_inputs: int = 256
     max_embedding_input_bytes: int = 4 * 1024 * 1024
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024  # JSON expands ~9x once parsed (a list of numbers): ~150 MB a request
+    large_body_bytes: int = 1024 * 1024  # requests with larger bodies take one of large_body_slots ...
+    large_body_slots: int = 4  # ... so that at most this many are read and handled at once (others wait)
+    large_body_seconds: float = 120.0  # a large body must arrive within this (a slow sender holds a slot): 408
+    max_json_body_bytes: int = 1024 * 1024  # job specs and dataset registrations (JSON)
+    max_json_depth: int = 32  # nesting of any JSON body: deeper is refused before it is parsed
+    max_shards: int = 100_000  # names a WebDataset brace pattern or list may expand to
+    max_model_parameters: int = 2_000_000_000  # a spec's model (backbone + heads), estimated before it is built
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024  # dataset uploads, counted while streaming
     max_extracted_bytes: int = 16 * 1024 * 1024 * 1024  # an archive's total uncompressed size
     max_member_bytes: int = 256 * 1024 * 1024  # one archive member, uncompressed
     max_compression_ratio: float = 100.0  # refuse archives expanding more (decompression bombs)
-    data_roots: str = ""  # comma-separated local folders that datasets may be registered from
+    data_roots: str = ""  # comma-separated local folders the default project (auth off) may register datasets from
+    # Per project (name or id): the URI prefixes its datasets may come from, s3://bucket/prefix/ or local folders,
+    # e.g. DARKMATTER_DATASET_SOURCES='{"team-a": ["s3://data/team-a/", "/mnt/team-a"]}'.
+    dataset_sources: Annotated[dict[str, list[str]], NoDecode] = {}
     s3_endpoint_url: str = ""  # for s3:// datasets and artifacts on MinIO or other S3-compatible stores
     shuffle_buffer: int = 1000  # WebDataset streaming
     stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
     page_size_max: int = 500
     rate_limit_per_second: float = 50.0  # per API key (per client address when auth is off); 0: off
     rate_limit_burst: int = 100
+    failed_auth_per_minute: float = 10.0  # per client address: failed API-key checks before 429
+    failed_auth_burst: int = 20
+    metrics_token: str = ""  # when set, /metrics needs `Authorization: Bearer <token>`; unset: open only without auth
+    max_event_streams: int = 500  # open SSE streams per API process ...
+    max_event_streams_per_project: int = 100  # ... and per project
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 30.0
     sweep_interval: float = 5.0
@@ -56,6 +73,17 @@ class Settings(BaseSettings):
     embedding_deadline_s: float = 30.0  # a request waiting longer for its batch answers 503
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files
     gc_min_age: float = 3600.0  # younger unregistered files may be a checkpoint being written now
+    cache_max_bytes: int = 20 * 1024**3  # local copies of remote artifacts and datasets (`home`/cache), trimmed LRU
+    cache_min_age: float = 900.0  # cached files used more recently than this are never trimmed
+    cache_interval: float = 300.0  # seconds between trims of the cache (API and workers); 0: off
+
+    @field_validator("dataset_sources", mode="before")
+    @classmethod
+    def sources_from_json(cls, value):
+        """The environment gives JSON; empty (as compose passes an unset variable) means none."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
 
     def resolved(self) -> "Settings":
         """Fill the embedded defaults (SQLite, SQLite broker, local artifacts) from `home`."""

@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from jobs.cache import touch
+
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
@@ -32,17 +34,58 @@ class ArtifactStore:
         return fsspec.url_to_fs(self.url, **self.storage_options)[0]
 
     def local_path(self, key: str) -> Path:
-        """A local file holding the artifact (downloaded to a cache for remote stores)."""
+        """A local file holding the artifact (downloaded to a cache for remote stores). Each
+        download writes a file of its own and renames it into place whole, so concurrent first
+        reads never see a partial file."""
         check_key(key)
         if self.root is not None:
             return self.root / key
         target = self.cache / key
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-            self._fs().get(f"{self.url}/{key}", str(tmp))
+        if target.exists():
+            touch(target)  # recently used: the cache trim keeps it
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        os.close(fd)
+        try:
+            self._fs().get(f"{self.url}/{key}", tmp)
             os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return target
+
+    def cached_path(self, key: str) -> Path | None:
+        """The local file of an artifact when there is one now (local store, or a cached copy)."""
+        check_key(key)
+        path = (self.root / key) if self.root is not None else (self.cache / key)
+        if path.exists():
+            if self.root is None:
+                touch(path)
+            return path
+        return None
+
+    def evict(self, key: str) -> None:
+        """Forget a remote artifact's cached copy (e.g. one that failed its checksum): the next
+        read fetches it again. Nothing happens for a local store."""
+        check_key(key)
+        if self.root is None:
+            (self.cache / key).unlink(missing_ok=True)
+
+    def open_remote(self, key: str):
+        """A seekable binary file object reading the artifact straight from the remote store."""
+        check_key(key)
+        return self._fs().open(f"{self.url}/{key}", "rb", block_size=1 << 20)
+
+    def size(self, key: str) -> int | None:
+        """The artifact's size in bytes; None when it is not there."""
+        check_key(key)
+        if self.root is not None:
+            path = self.root / key
+            return path.stat().st_size if path.is_file() else None
+        try:
+            return int(self._fs().info(f"{self.url}/{key}")["size"])
+        except FileNotFoundError:
+            return None
 
     def staging_path(self, key: str) -> Path:
         """Where to write a new artifact before `commit` (the final place for a local store)."""

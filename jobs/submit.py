@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
-from core.methods import build_resolved
+from core.backbones.sizes import check_options, estimate_parameters, token_count
+from core.methods import build_resolved, method_info
 from jobs import datasets, gang
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
@@ -29,7 +30,14 @@ def request_hash(spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec) -> str:
     return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tuple[dict, int]:
+def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
+                   max_parameters: int | None = None) -> tuple[dict, int]:
+    check_method_options(spec.method, spec.method_options)
+    if spec.backbone is not None:  # options refused before the dataset is even looked at
+        try:
+            check_options(spec.backbone, spec.backbone_options)
+        except ValueError as exc:
+            raise SpecRejected(str(exc)) from exc
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
@@ -40,20 +48,78 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
         recipe = spec.resolve(stats.get("image_size", 32), dataset.n_items or 0)
     except ValueError as exc:
         raise SpecRejected(str(exc)) from exc
-    try_build(spec.method, recipe, stats.get("channels", 3))
+    check_backbone(recipe["backbone"], recipe["backbone_options"], stats.get("channels", 3), recipe["image_size"],
+                   max_parameters)
+    check_workload(recipe)
+    model = try_build(spec.method, recipe, stats.get("channels", 3))
+    check_size(f"{spec.method} with {recipe['backbone']}", model, max_parameters)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
     return spec_dict, recipe
 
 
-def try_build(method: str, recipe: dict, channels: int) -> None:
+def try_build(method: str, recipe: dict, channels: int) -> torch.nn.Module:
     """Build the method on the meta device (no memory, no compute) so that bad augmentation,
     backbone or method options are a 422 now rather than a failed job later."""
     try:
         with torch.device("meta"):
-            build_resolved(recipe, channels)
-    except (TypeError, ValueError) as exc:
+            return build_resolved(recipe, channels)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SpecRejected(f"cannot build {method}: {exc}") from exc
+
+
+LAYER_COUNTS = ("depth", "heads", "targets")  # each one more module: built one by one even on the meta device
+
+
+def check_method_options(method: str, options: dict) -> None:
+    """Integer method options within bounds before anything is built: layer counts (decoder_depth,
+    num_heads, ...) at most 64, other counts at most 64 times the method's default (sizes are
+    then caught by the parameter count)."""
+    defaults = method_info(method).options()
+    for name, value in options.items():
+        default = defaults.get(name)
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
+        bound = 64 if any(word in name for word in LAYER_COUNTS) else max(64, 64 * default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bound:
+            raise SpecRejected(f"method_options.{name} must be an integer from 0 to {bound:,}")
+
+
+def check_backbone(name: str, options: dict, channels: int, image_size: int, max_parameters: int | None) -> None:
+    """Known options of the right types within bounds, and an estimated size under the limit,
+    before any module is built (a huge depth would take the API's memory and time even on meta)."""
+    try:
+        check_options(name, options)
+    except ValueError as exc:
+        raise SpecRejected(str(exc)) from exc
+    estimate = estimate_parameters(name, channels, image_size, options)
+    if max_parameters and estimate is not None and estimate > max_parameters:
+        raise SpecRejected(f"backbone {name} with {options} would have about {estimate:,} parameters; "
+                           f"at most {max_parameters:,} (DARKMATTER_MAX_MODEL_PARAMETERS)")
+
+
+MAX_VIEWS = 64  # crops per image, all scales together (DINO's multi-crop uses 2 + 10)
+MAX_TOKENS = 16_384  # patches per image: a 1024-px image at patch 8
+
+
+def check_workload(recipe: dict) -> None:
+    """What a worker could never train: views per image or ViT tokens far beyond any recipe (the
+    job would run out of memory on its first step)."""
+    views = sum(int(crop.get("count", 1)) for crop in recipe["views"].get("crops", []))
+    if views > MAX_VIEWS:
+        raise SpecRejected(f"augment asks for {views:,} views per image; at most {MAX_VIEWS}")
+    tokens = token_count(recipe["backbone"], recipe["image_size"], recipe["backbone_options"])
+    if tokens is not None and tokens > MAX_TOKENS:
+        raise SpecRejected(f"{recipe['backbone']} would see {tokens:,} patches per {recipe['image_size']}-px image; "
+                           f"at most {MAX_TOKENS:,} (raise patch_size)")
+
+
+def check_size(what: str, model: torch.nn.Module, max_parameters: int | None) -> None:
+    """The built (meta) model's parameters and buffers, heads and queues included, under the limit."""
+    size = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+    if max_parameters and size > max_parameters:
+        raise SpecRejected(f"{what} would have {size:,} parameters and buffers; at most {max_parameters:,} "
+                           "(DARKMATTER_MAX_MODEL_PARAMETERS)")
 
 
 class CheckpointNotFound(LookupError):
@@ -74,7 +140,7 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
         raise SpecRejected(f"checkpoint {ckpt.id} takes {expected}-channel images; dataset {dataset.id} has {channels}")
 
 
-def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dict:
+def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec, max_parameters: int | None = None) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
         raise SpecRejected(f"dataset {dataset.id} cannot be evaluated on ({dataset.state}, {dataset.format}); "
@@ -82,12 +148,15 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dic
     if not (dataset.stats or {}).get("labelled"):
         raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
     if "random-init" in spec.sources():
+        name, channels = spec.backbone or "resnet18", (dataset.stats or {}).get("channels", 3)
+        image_size = (dataset.stats or {}).get("image_size", 32)
+        check_backbone(name, spec.backbone_options, channels, image_size, max_parameters)
         try:
             with torch.device("meta"):
-                build_backbone(spec.backbone or "resnet18", in_channels=(dataset.stats or {}).get("channels", 3),
-                               image_size=(dataset.stats or {}).get("image_size", 32), **spec.backbone_options)
+                model = build_backbone(name, in_channels=channels, image_size=image_size, **spec.backbone_options)
         except (TypeError, ValueError) as exc:
             raise SpecRejected(f"cannot build the random-init backbone: {exc}") from exc
+        check_size(f"random-init {name}", model, max_parameters)
     for source in spec.sources():
         if source not in BASELINES:
             check_channels(check_checkpoint(session, project_id, source), dataset)
@@ -108,9 +177,11 @@ def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -
 
 
 def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec,
-               idempotency_key: str | None = None, default_max_attempts: int = 3) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, max_parameters: int | None = None,
+               default_max_attempts: int = 3) -> tuple[Job, bool]:
     """Returns (job, created). An Idempotency-Key seen before returns the same job for the same
-    body and raises IdempotencyConflict for a different one."""
+    body and raises IdempotencyConflict for a different one. `max_parameters` caps the model's
+    estimated and built size."""
     digest = request_hash(spec)
     if idempotency_key:
         existing = session.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == idempotency_key))
@@ -120,12 +191,12 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
             return existing, False
     total, recipe = 0, None
     if isinstance(spec, PretrainSpec):
-        spec_dict, recipe = check_pretrain(session, project_id, spec)
+        spec_dict, recipe = check_pretrain(session, project_id, spec, max_parameters)
         total = recipe["train"]["steps"]
     elif isinstance(spec, EmbedIndexSpec):
         spec_dict = check_embed_index(session, project_id, spec)
     else:
-        spec_dict = check_evaluate(session, project_id, spec)
+        spec_dict = check_evaluate(session, project_id, spec, max_parameters)
     job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, recipe=recipe, queue=spec.queue,
               method=getattr(spec, "method", None), max_attempts=spec.max_attempts or default_max_attempts, total_steps=total,
               nodes=getattr(spec, "nodes", 1), devices=getattr(spec, "devices", 1),

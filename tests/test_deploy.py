@@ -2,6 +2,7 @@
 the Dockerfiles copy only what exists and start the real entry points."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,12 +21,24 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def test_compose_file_validates():
+def example_env() -> dict[str, str]:
+    """The variables of .env.example, as compose would read them from .env."""
+    pairs = [line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
     command = compose_command()
     if command is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed (make test installs it)")
-    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
-                            text=True, cwd=ROOT)
+    clean = {k: v for k, v in os.environ.items() if k not in example_env()}
+    return subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
+                          text=True, cwd=ROOT, env={**clean, **env})
+
+
+def test_compose_file_validates():
+    result = compose_config(example_env())
     assert result.returncode == 0, result.stderr
     for service in ("api:", "worker:", "postgres:", "redis:", "minio:", "flower:"):
         assert f"  {service}" in result.stdout
@@ -56,3 +69,25 @@ def test_each_gpu_worker_owns_its_own_device():
         assert service["command"][-2:] == ["--gpus", "0"]  # its one device, renumbered 0 in the container
     assert len(owned) == len(set(owned)), owned
     assert "multigpu" in services["worker-multigpu"]["command"]
+
+
+@pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_USER",
+                                    "FLOWER_PASSWORD"])
+def test_compose_refuses_to_start_without_its_secrets(secret):
+    env = {k: v for k, v in example_env().items() if k != secret}
+    result = compose_config(env)
+    assert result.returncode != 0 and f"set {secret} in .env" in result.stderr
+
+
+def test_only_the_api_is_published_and_flower_needs_a_password():
+    import yaml
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    assert "darkmatter-secret" not in text and ":-darkmatter}" not in text  # no default credentials
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert name == "api" or str(port).startswith("127.0.0.1:"), (name, port)
+    assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+    api_env = services["api"]["environment"]
+    assert "DARKMATTER_METRICS_TOKEN" in api_env and "DARKMATTER_DATASET_SOURCES" in api_env

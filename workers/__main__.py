@@ -11,7 +11,7 @@ import time
 
 from celery.signals import worker_shutting_down
 
-from jobs import fleet
+from jobs import cache, fleet
 from jobs.db import session_scope
 from jobs.logs import configure
 from jobs.migrate import upgrade
@@ -24,8 +24,8 @@ log = logging.getLogger("workers")
 
 def sweeper(settings, stop: threading.Event, identity: dict) -> None:
     """Renew this worker's row and re-queue jobs of lost workers every sweep_interval; collect
-    unregistered files every gc_interval."""
-    last_gc = time.monotonic()
+    unregistered files every gc_interval; trim the artifact cache every cache_interval."""
+    last_gc = last_trim = time.monotonic()
     while True:
         try:
             with session_scope(settings.database_url) as session:
@@ -40,11 +40,17 @@ def sweeper(settings, stop: threading.Event, identity: dict) -> None:
         except Exception:
             log.warning("sweep failed; will retry", exc_info=True)
         if settings.gc_interval > 0 and time.monotonic() - last_gc >= settings.gc_interval:
-            last_gc = time.monotonic()
+            last_gc = last_trim = time.monotonic()
             try:
                 runner.collect_garbage(settings)
             except Exception:
                 log.warning("garbage collection failed; will retry", exc_info=True)
+        if settings.cache_interval > 0 and time.monotonic() - last_trim >= settings.cache_interval:
+            last_trim = time.monotonic()
+            try:  # local copies of remote checkpoints and datasets
+                cache.trim(settings.home / "cache", settings.cache_max_bytes, settings.cache_min_age)
+            except Exception:
+                log.warning("cache trim failed; will retry", exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,11 @@
 """Checkpoints: metadata, safetensors download by part (ETag = sha256, Range), scores."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Iterator, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
@@ -12,10 +13,12 @@ from api.schemas import CheckpointOut, ScoreOut
 from core.checkpoint import CorruptCheckpoint
 from jobs import scores
 from jobs.exports import ExportFailed, onnx_artifact
+from jobs.db import session_scope
 from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
 router = APIRouter(tags=["checkpoints"])
+CHUNK_BYTES = 1 << 20
 
 
 def get_checkpoint(session, project: str, checkpoint_id: str) -> Checkpoint:
@@ -43,7 +46,8 @@ def read(checkpoint_id: str, session: SessionDep, project: ProjectDep) -> Checkp
 
 
 @router.get("/checkpoints/{checkpoint_id}/download")
-def download(checkpoint_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+@router.head("/checkpoints/{checkpoint_id}/download", include_in_schema=False)
+def download(checkpoint_id: str, request: Request, settings: SettingsDep, project: ProjectDep,
              part: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,32}$", description=(
                  "backbone (what to use downstream: the teacher/target encoder when the method has one), "
                  "heads, full (the whole training state), or a method's other parts (e.g. student, online)"))]
@@ -52,24 +56,83 @@ def download(checkpoint_id: str, request: Request, session: SessionDep, settings
                  "safetensors (the stored part), or onnx: the backbone as an ONNX encoder taking float32 "
                  "pixels (N, C, H, W) in 0..255 and giving the embeddings of POST /v1/embeddings"))]
              = "safetensors"):
-    row = get_checkpoint(session, project, checkpoint_id)
-    if format == "onnx":
-        if part != "backbone":
+    """The part's safetensors file, or the backbone as ONNX. A remote store's object is streamed
+    as it is read (Range too), never fetched whole first; no database connection is held while the
+    bytes go out."""
+    with session_scope(settings.database_url) as session:
+        row = get_checkpoint(session, project, checkpoint_id)
+        if format == "onnx" and part != "backbone":
             raise HTTPException(422, "format=onnx exports the backbone only; drop part or use part=backbone")
+        if format == "safetensors" and part not in row.parts:
+            raise HTTPException(404, f"checkpoint {checkpoint_id} has no {part!r} part; it has: {', '.join(row.parts)}")
+        info = row.parts.get(part)
+    if format == "onnx":
         try:
-            path, info = onnx_artifact(store_for(settings), row)
+            path, exported = onnx_artifact(store_for(settings), row)
         except (CorruptCheckpoint, FileNotFoundError) as exc:
             raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be exported: {exc}")
         except ExportFailed as exc:
             raise HTTPException(422, f"checkpoint {checkpoint_id} ({row.backbone}) cannot be exported to ONNX: {exc}")
-        return file_response(request, path, info["sha256"], f"{checkpoint_id}-backbone.onnx")
-    if part not in row.parts:
-        raise HTTPException(404, f"checkpoint {checkpoint_id} has no {part!r} part; it has: {', '.join(row.parts)}")
-    info = row.parts[part]
-    path = store_for(settings).local_path(info["key"])
-    if not path.exists():
-        raise HTTPException(410, f"the file of checkpoint {checkpoint_id} ({part}) is gone from the artifact store")
-    return file_response(request, path, info["sha256"], f"{checkpoint_id}-{part}.safetensors")
+        return file_response(request, path, exported["sha256"], f"{checkpoint_id}-backbone.onnx")
+    etag = f'"{info["sha256"]}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    headers = {"ETag": etag, "X-Checksum-Sha256": info["sha256"]}
+    filename = f"{checkpoint_id}-{part}.safetensors"
+    gone = HTTPException(410, f"the file of checkpoint {checkpoint_id} ({part}) is gone from the artifact store")
+    store = store_for(settings)
+    path = store.cached_path(info["key"])
+    if path is not None:
+        return FileResponse(path, media_type="application/octet-stream", filename=filename, headers=headers)
+    size = store.size(info["key"])
+    if size is None:
+        raise gone
+    return streamed(request, store, info["key"], size, filename, headers)
+
+
+def byte_range(request: Request, size: int) -> tuple[int, int] | None:
+    """(first, last) of a single `Range: bytes=...` request; None for the whole file (no Range, or
+    several ranges: answered whole, as RFC 9110 allows); 416 when it cannot be satisfied."""
+    value = request.headers.get("range")
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", value or "")
+    if not value or match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        first, last = max(0, size - int(last)), size - 1
+    else:
+        first, last = int(first), min(int(last) if last else size - 1, size - 1)
+    if first >= size or first > last:
+        raise HTTPException(416, f"range not satisfiable: the file has {size} bytes",
+                            headers={"Content-Range": f"bytes */{size}"})
+    return first, last
+
+
+def streamed(request: Request, store, key: str, size: int, filename: str, headers: dict) -> Response:
+    span = byte_range(request, size)
+    first, last = span or (0, size - 1)
+    headers = {**headers, "Accept-Ranges": "bytes", "Content-Length": str(last - first + 1),
+               "Content-Disposition": f'attachment; filename="{filename}"'}
+    status = 206 if span else 200
+    if span:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+
+    def chunks() -> Iterator[bytes]:  # iterated in a worker thread by Starlette
+        left = last - first + 1
+        with store.open_remote(key) as source:
+            source.seek(first)
+            while left > 0:
+                chunk = source.read(min(CHUNK_BYTES, left))
+                if not chunk:
+                    raise OSError(f"artifact {key} ended {left} bytes early")
+                left -= len(chunk)
+                yield chunk
+
+    return StreamingResponse(chunks(), status_code=status, headers=headers, media_type="application/octet-stream")
 
 
 def file_response(request: Request, path, sha256: str, filename: str) -> Response:

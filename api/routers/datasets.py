@@ -65,14 +65,20 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
     `{"uri": ..., "format": ...}`."""
     if request.headers.get("content-type", "").startswith("multipart/"):
         return await upload(request, session, settings, project)
-    try:
+    try:  # the body is capped (max_json_body_bytes) and its nesting checked by the middleware
         body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise HTTPException(422, f"body is not JSON: {exc}")
     try:
         if isinstance(body, dict) and "builtin" in body:
             spec = BuiltinRequest.model_validate(body)
-            return await run_in_threadpool(datasets.register_builtin, session, project, spec.builtin)
+
+            def register_builtin():
+                row = datasets.register_builtin(session, project, spec.builtin)
+                session.commit()  # before the answer: a client may submit a job on it straight away
+                return row
+
+            return await run_in_threadpool(register_builtin)
         spec = UriRequest.model_validate(body)
     except ValidationError as exc:
         raise HTTPException(422, _errors(exc))

@@ -1,6 +1,8 @@
 """Liveness, readiness (database reachable) and Prometheus metrics."""
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
@@ -26,10 +28,23 @@ def readyz(session: SessionDep) -> dict:
     return {"status": "ready"}
 
 
+def check_metrics_token(request: Request, settings) -> None:
+    """/metrics counts every project's jobs: with DARKMATTER_METRICS_TOKEN set it needs that token;
+    without one it is open only when auth is off (a single-user service)."""
+    if settings.metrics_token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.metrics_token}".encode()):
+            raise HTTPException(401, "/metrics needs Authorization: Bearer <DARKMATTER_METRICS_TOKEN>",
+                                headers={"WWW-Authenticate": "Bearer"})
+    elif settings.auth:
+        raise HTTPException(403, "/metrics is off: set DARKMATTER_METRICS_TOKEN to scrape it when auth is on")
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
 def prometheus(request: Request, session: SessionDep, settings: SettingsDep) -> str:
     """Jobs by state, queue depth (queued jobs per queue: the database is the truth, the broker a
     doorbell), live workers per queue (their rows in `workers`), and HTTP latency histograms."""
+    check_metrics_token(request, settings)
     lines = ["# HELP darkmatter_jobs Jobs by state.", "# TYPE darkmatter_jobs gauge"]
     for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
         lines.append(f'darkmatter_jobs{{state="{state}"}} {count}')

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.events import Cursor, event_dict, feed
@@ -49,23 +51,33 @@ def job_out(session, job: Job, settings=None, metrics: dict[str, float] | None =
     return out
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut)
-def submit(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep, project: ProjectDep,
-           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+@router.post("/jobs", status_code=201, response_model=JobOut, responses={200: {"description": "an Idempotency-Key "
+                                                                                   "replay: the job it created"}})
+def submit(spec: Annotated[JobSpec, Body()], response: Response, session: SessionDep, settings: SettingsDep,
+           project: ProjectDep, idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
     if spec.queue not in settings.queue_list:
         raise HTTPException(422, f"queue {spec.queue!r} is not configured; configured queues: "
                                  f"{', '.join(settings.queue_list)} (DARKMATTER_QUEUES)")
-    try:
-        job, created = create_job(session, project, spec, idempotency_key, settings.max_attempts)
-    except IdempotencyConflict as exc:
-        raise HTTPException(409, str(exc))
-    except (DatasetNotFound, CheckpointNotFound) as exc:
-        raise HTTPException(404, str(exc))
-    except (SpecRejected, DatasetUnavailable, ValueError) as exc:
-        raise HTTPException(422, str(exc))
-    session.commit()
+    for attempt in range(2):  # a concurrent submit with the same Idempotency-Key may win the insert
+        try:
+            job, created = create_job(session, project, spec, idempotency_key, settings.max_model_parameters,
+                                      settings.max_attempts)
+            session.commit()
+            break
+        except IntegrityError:
+            session.rollback()
+            if not idempotency_key or attempt:
+                raise
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, str(exc))
+        except (DatasetNotFound, CheckpointNotFound) as exc:
+            raise HTTPException(404, str(exc))
+        except (SpecRejected, DatasetUnavailable, ValueError) as exc:
+            raise HTTPException(422, str(exc))
     if created:
         enqueue(settings, job.id, job.queue, copies=job.nodes)
+    else:
+        response.status_code = 200  # a replay: the job the first request created
     return job_out(session, job, settings)
 
 
@@ -113,17 +125,44 @@ def metrics(job_id: str, session: SessionDep, project: ProjectDep, name: str | N
     return {"data": [{"step": m.step, "name": m.name, "value": m.value, "at": m.at.isoformat()} for m in rows]}
 
 
+def event_dict(e: JobEvent) -> dict:
+    return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
+
+
+def read_events(settings, project: str, job_id: str, after: int, limit: int) -> tuple[list[dict], str]:
+    """(events after `after`, the job's state) in a short session of its own (404 for a job of
+    another project)."""
+    with session_scope(settings.database_url) as session:
+        state = get_job(session, project, job_id).state
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+                               .order_by(JobEvent.id).limit(limit)).all()
+        return [event_dict(e) for e in rows], state
+
+
 @router.get("/jobs/{job_id}/events")
-async def events(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
+async def events(job_id: str, request: Request, settings: SettingsDep, project: ProjectDep,
                  stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0, metrics: bool = True,
                  last_event_id: Annotated[str | None, Header(max_length=100)] = None):
     """The job's events; with stream=true a Server-Sent Events stream (with its metrics unless
-    metrics=false) until the job ends, resumable with the Last-Event-ID header."""
-    get_job(session, project, job_id)
+    metrics=false) until the job ends, resumable with the Last-Event-ID header. Every database
+    read runs in a worker thread with its own short session: a stream holds no pooled connection
+    between polls and never blocks the event loop."""
+    rows, _ = await run_in_threadpool(read_events, settings, project, job_id, after, 0 if stream else 1000)
     if not stream:
-        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-                               .order_by(JobEvent.id).limit(1000)).all()
-        return {"data": [event_dict(e) for e in rows]}
-    cursor = Cursor.parse(last_event_id, after)
-    return StreamingResponse(feed(settings.database_url, job_id, cursor, metrics, request.is_disconnected),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return {"data": rows}
+    streams = request.app.state.event_streams  # project -> streams open now (one event loop: no lock)
+    if sum(streams.values()) >= settings.max_event_streams or streams[project] >= settings.max_event_streams_per_project:
+        raise HTTPException(429, f"too many event streams are open ({streams[project]} of this project, "
+                                 f"{sum(streams.values())} in all); close some or poll without stream=true",
+                            headers={"Retry-After": "5"})
+
+    async def counted():
+        streams[project] += 1  # counted while it runs
+        try:
+            async for text in feed(settings.database_url, job_id, Cursor.parse(last_event_id, after), metrics,
+                                   request.is_disconnected):
+                yield text
+        finally:
+            streams[project] -= 1
+
+    return StreamingResponse(counted(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

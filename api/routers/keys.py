@@ -42,8 +42,13 @@ def create_key(body: NewKey, session: SessionDep, project: ProjectDep) -> dict:
 
 @router.post("/keys/{key_id}/disable")
 def disable_key(key_id: str, session: SessionDep, project: ProjectDep) -> dict:
-    row = keys.disable_key(session, project, key_id)
-    if row is None:
-        raise HTTPException(404, f"key {key_id!r} not found in this project")
+    """Disable a key of the caller's project (the caller's own key too), by its id: every request
+    with it answers 401 from then on."""
+    if not key_id.startswith("key_"):
+        raise HTTPException(422, "give the key's id (key_..., listed by GET /v1/keys), not the key itself")
+    try:
+        row = keys.disable_key(session, key_id, project)
+    except keys.KeyNotFound as exc:
+        raise HTTPException(404, str(exc))
     session.commit()
     return KeyOut.model_validate(row).model_dump(mode="json")

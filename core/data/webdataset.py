@@ -25,6 +25,23 @@ _BRACE = re.compile(r"\{([^{}]*)\}")
 Opener = Callable[[str], io.BufferedIOBase]
 
 
+def count_shards(spec: str | list[str]) -> int:
+    """How many names `expand_shards` gives, counted without expanding (a service checks this
+    against its limit first: `{0..99999}{0..99999}` is 10^10 names)."""
+    total = 0
+    for pattern in spec if isinstance(spec, list) else spec.split("::"):
+        names = 1
+        for match in _BRACE.finditer(pattern):
+            body = match.group(1)
+            lo, _, hi = body.partition("..")
+            if hi and lo.isdigit() and hi.isdigit():
+                names *= max(1, int(hi) - int(lo) + 1)
+            else:
+                names *= len(body.split(","))
+        total += names
+    return total
+
+
 def expand_shards(spec: str | list[str]) -> list[str]:
     """`shard-{000..009}.tar`, `{a,b}.tar`, several patterns joined by `::`, or a list."""
     patterns = spec if isinstance(spec, list) else spec.split("::")

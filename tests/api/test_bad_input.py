@@ -83,7 +83,7 @@ def test_unknown_builtin_dataset_is_422(api):
 def test_cancel_a_queued_job_is_immediate_and_idempotency_key_replays(api):
     first = api.post("/v1/jobs", json=TINY_PRETRAIN, headers={"Idempotency-Key": "k1"}).json()
     again = api.post("/v1/jobs", json=TINY_PRETRAIN, headers={"Idempotency-Key": "k1"})
-    assert again.status_code == 201 and again.json()["id"] == first["id"]
+    assert again.status_code == 200 and again.json()["id"] == first["id"]  # a replay, not a new job
     other = api.post("/v1/jobs", json={**TINY_PRETRAIN, "seed": 7}, headers={"Idempotency-Key": "k1"})
     assert other.status_code == 409
     cancelled = api.post(f"/v1/jobs/{first['id']}/cancel").json()
@@ -98,5 +98,9 @@ def test_methods_and_health(api):
     assert "simclr" in names
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").status_code == 200
-    assert "darkmatter_jobs" in api.get("/metrics").text or api.get("/metrics").status_code == 200
+    assert api.post("/v1/jobs", json=TINY_PRETRAIN).status_code == 201  # no worker: it stays queued
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200
+    assert "# TYPE darkmatter_jobs gauge" in metrics.text
+    assert 'darkmatter_jobs{state="queued"} 1' in metrics.text.splitlines()
     assert api.get("/openapi.json").json()["paths"]["/v1/jobs"]

@@ -74,6 +74,8 @@ def test_s3_zip_is_scanned_through_the_endpoint(client, small_service, s3, tmp_p
     assert row["n_items"] + row["n_test"] == 30 and row["n_classes"] == 3
     missing = client.post("/v1/datasets", json={"uri": "s3://data/nope.zip", "format": "zip"}).json()
     assert run_scan(missing["id"], small_service.model_copy(update={"s3_endpoint_url": endpoint})) == "invalid"
+    error = client.get(f"/v1/datasets/{missing['id']}").json()["error"]
+    assert error == "cannot read it from S3: missing, or not readable with the service's credentials"
 
 
 def test_uploaded_zip_and_s3_shards_train_on_one_worker(client, worker_process, s3, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from api.limits import TokenBuckets
+from api.ratelimit import TokenBuckets
 from jobs import checkpoints, datasets
 from jobs.db import session_scope
 from jobs.keys import create_key
@@ -73,6 +74,8 @@ def test_another_projects_ids_are_404(service, two_projects):
             assert api.get(path, headers=a).status_code == 200, path
             response = api.get(path, headers=b)
             assert response.status_code == 404 and "not found" in response.json()["detail"], path
+        assert api.head(f"/v1/checkpoints/{ckpt}/download", headers=a).status_code == 200
+        assert api.head(f"/v1/checkpoints/{ckpt}/download", headers=b).status_code == 404
         assert api.post(f"/v1/jobs/{job}/cancel", headers=b).status_code == 404
         assert api.post("/v1/embeddings", json={"model": ckpt, "input": [[[0]]]}, headers=b).status_code == 404
         assert api.post("/v1/jobs", json={"kind": "evaluate", "checkpoint": ckpt, "dataset": "digits"},
@@ -81,7 +84,9 @@ def test_another_projects_ids_are_404(service, two_projects):
         assert api.get("/v1/jobs", headers=b).json()["total"] == 0
         assert api.get("/v1/checkpoints", headers=b).json()["data"] == []
         assert api.get("/v1/checkpoints", params={"job": job}, headers=b).json()["data"] == []
-        assert job not in str(api.get("/v1/datasets", headers=b).json())
+        listed_by_b = api.get("/v1/datasets", headers=b).json()["data"]
+        assert ds not in [d["id"] for d in listed_by_b] and ds not in str(listed_by_b)
+        assert ds in [d["id"] for d in api.get("/v1/datasets", headers=a).json()["data"]]
         assert api.get("/v1/jobs", headers=a).json()["total"] == 1
 
 
@@ -97,8 +102,10 @@ def test_body_over_the_limit_is_413_even_when_chunked(sqlite_service):
         response = api.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
         assert response.status_code == 413, response.text
         assert api.post("/v1/jobs", json=TINY_PRETRAIN).status_code == 201  # under the limit
-        exempt = api.post("/v1/datasets", content=b" " * 3000, headers={"content-type": "application/json"})
-        assert exempt.status_code != 413  # uploads enforce max_upload_bytes themselves
+        upload = api.post("/v1/datasets", files={"file": ("d.npz", b" " * 3000)})
+        assert upload.status_code != 413  # multipart uploads enforce max_upload_bytes themselves
+        registration = api.post("/v1/datasets", content=b" " * 3000, headers={"content-type": "application/json"})
+        assert registration.status_code == 413  # a JSON registration is a body like any other
         bad = api.post("/v1/jobs", content=b"{}", headers={"content-type": "application/json",
                                                             "content-length": "nope"})
         assert bad.status_code == 400
@@ -125,15 +132,17 @@ def test_page_size_is_capped(sqlite_service):
             assert api.get(path, params={"offset": 10**30}).status_code == 422
 
 
-def test_rate_limit_is_per_key_with_retry_after(sqlite_service):
-    with client(sqlite_service, rate_limit_per_second=0.5, rate_limit_burst=3) as api:
-        codes = [api.get("/v1/methods", headers={"X-API-Key": "k1"}).status_code for _ in range(4)]
-        assert codes == [200, 200, 200, 429]
-        limited = api.get("/v1/methods", headers={"X-API-Key": "k1"})
+def test_rate_limit_is_per_verified_key_with_retry_after(service, two_projects):
+    a, b = bearer(two_projects["a"]), bearer(two_projects["b"])
+    with client(service, auth=True, rate_limit_per_second=0.5, rate_limit_burst=3) as api:
+        # The first request counts against the address (the key is not verified yet), the rest against the key.
+        codes = [api.get("/v1/jobs", headers=a).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]
+        limited = api.get("/v1/jobs", headers=a)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "rate limit" in limited.json()["detail"]
-        assert api.get("/v1/methods", headers={"X-API-Key": "k2"}).status_code == 200  # its own bucket
-        assert api.get("/healthz", headers={"X-API-Key": "k1"}).status_code == 200  # probes are exempt
+        assert api.get("/v1/jobs", headers=b).status_code == 200  # another key is not held back by a's bucket
+        assert api.get("/healthz", headers=a).status_code == 200  # probes are exempt
 
 
 def test_token_bucket_refills_at_its_rate():
@@ -142,3 +151,56 @@ def test_token_bucket_refills_at_its_rate():
     assert buckets.take("k", now=0.0) == pytest.approx(0.5)
     assert buckets.take("k", now=0.5) == 0  # one token back after 1/rate seconds
     assert buckets.take("other", now=0.5) == 0
+
+
+def test_isolation_on_scores_neighbors_indexes_evaluations_streams_and_uploads(service, two_projects, tmp_path):
+    from jobs.tables import Job, Score
+    from tests.datasets.make import digits_zip
+
+    a, b = bearer(two_projects["a"]), bearer(two_projects["b"])
+    ckpt, job = two_projects["checkpoint"], two_projects["job"]
+    with session_scope(service.database_url) as session:
+        project_a = session.get(Job, job).project_id
+        session.add(Score(project_id=project_a, checkpoint_id=ckpt, method="simclr", backbone="small_cnn",
+                          dataset_id=two_projects["dataset"], protocol="knn", metric="top1", value=0.9))
+        session.add(Job(id="job_index_of_a", project_id=project_a, kind="embed-index", state="succeeded", spec={},
+                        queue="default", result={"key": "indexes/job_index_of_a.safetensors", "sha256": "0" * 64,
+                                                 "checkpoint": ckpt, "dataset": two_projects["dataset"],
+                                                 "split": "train"}))
+    with client(service, auth=True) as api:
+        mine = api.get("/v1/scores", headers=a).json()
+        assert [s["checkpoint_id"] for s in mine["data"]] == [ckpt] and mine["leaderboard"]
+        for params in ({}, {"checkpoint": ckpt}, {"dataset": two_projects["dataset"]}, {"method": "simclr"}):
+            theirs = api.get("/v1/scores", params=params, headers=b)
+            assert theirs.status_code in (200, 404), theirs.text
+            if theirs.status_code == 200:
+                assert theirs.json()["data"] == [] and ckpt not in str(theirs.json()), params
+
+        query = {"index": "job_index_of_a", "query": [0], "k": 1}
+        assert api.post("/v1/neighbors", json=query, headers=a).status_code == 410  # a's: found, file missing
+        refused = api.post("/v1/neighbors", json=query, headers=b)
+        assert refused.status_code == 404 and "not found" in refused.json()["detail"]
+
+        for spec in ({"kind": "embed-index", "checkpoint": ckpt, "dataset": "digits"},
+                     {"kind": "evaluate", "checkpoints": ["raw-pixels", ckpt], "dataset": "digits"},
+                     {"kind": "evaluate", "checkpoints": [ckpt], "dataset": "digits"}):
+            response = api.post("/v1/jobs", json=spec, headers=b)
+            assert response.status_code == 404 and ckpt in response.json()["detail"], (spec, response.text)
+            assert api.post("/v1/jobs", json=spec, headers=a).status_code == 201, spec
+        assert api.get("/v1/jobs", headers=b).json()["total"] == 0
+
+        stream = api.get(f"/v1/jobs/{job}/events", params={"stream": "true"}, headers=b)
+        assert stream.status_code == 404 and "not found" in stream.json()["detail"]
+        assert api.get(f"/v1/jobs/{job}/events", params={"stream": "true"}).status_code == 401
+
+        data = digits_zip(tmp_path / "d.zip", n=30).read_bytes()
+        anonymous = api.post("/v1/datasets", files={"file": ("d.zip", data)})
+        assert anonymous.status_code == 401
+        uploads = Path(service.storage_url) / "datasets"
+        assert not uploads.exists() or not any(uploads.rglob("*"))  # nothing kept from a refused upload
+        uploaded = api.post("/v1/datasets", files={"file": ("d.zip", data)}, headers=b)
+        assert uploaded.status_code == 201, uploaded.text
+        theirs = uploaded.json()["id"]
+        assert api.get(f"/v1/datasets/{theirs}", headers=a).status_code == 404
+        assert theirs not in str(api.get("/v1/datasets", headers=a).json())
+        assert api.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": theirs}, headers=a).status_code == 404

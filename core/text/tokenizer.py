@@ -73,28 +73,25 @@ def fingerprint(data: bytes) -> str:
 @dataclass
 class Encoded:
     """ids: (N, L) int64 padded with PAD, each row [CLS] tokens [SEP]; lengths: tokens per row
-    (with CLS and SEP); truncated: whether the text was cut to fit max_length."""
+    (with CLS and SEP); truncated: whether the text was cut to fit max_length; text_tokens: each
+    text's own token count before any cut."""
     ids: Tensor
     lengths: Tensor
     truncated: list[bool]
+    text_tokens: list[int]
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
     """Tokenise, add [CLS] .. [SEP], cut to max_length (keeping the final [SEP]) and pad."""
     if max_length < 3:
         raise ValueError(f"max_length {max_length} leaves no room for a token between [CLS] and [SEP]")
-    rows, truncated = [], []
+    rows, counts = [], []
     for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        ids = encoding.ids
-        truncated.append(len(ids) > max_length - 2)
-        rows.append([CLS, *ids[: max_length - 2], SEP])
-    return pad(rows, truncated)
-
-
-def pad(rows: list[list[int]], truncated: list[bool] | None = None) -> Encoded:
+        counts.append(len(encoding.ids))
+        rows.append([CLS, *encoding.ids[: max_length - 2], SEP])
     width = max((len(r) for r in rows), default=2)
     ids = torch.full((len(rows), width), PAD, dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return Encoded(ids, lengths, truncated or [False] * len(rows))
+    return Encoded(ids, lengths, [c > max_length - 2 for c in counts], counts)

@@ -24,7 +24,7 @@ class TokenizerSpec(BaseModel):
     vocabulary size unless given here), or reused from an earlier text checkpoint."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["wordpiece", "bpe"] | None = None
+    kind: Literal["bpe", "wordpiece"] | None = None
     vocab_size: int | None = Field(None, ge=6, le=250_000)
     lowercase: bool | None = None
     checkpoint: str | None = Field(None, description="reuse this text checkpoint's tokenizer")

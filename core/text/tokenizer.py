@@ -1,5 +1,11 @@
-"""Tokenizers trained on a job's corpus (WordPiece or byte-level-free BPE from the `tokenizers`
-package), with the special tokens every text method and consumer relies on at fixed ids."""
+"""Tokenizers trained on a job's corpus (BPE or WordPiece from the `tokenizers` package), with the
+special tokens every text method and consumer relies on at fixed ids.
+
+BPE here has no word-boundary marker, which keeps its training deterministic: `tokenizers`
+assigns the ids of WordPiece's '##' continuation pieces (and of BPE's end-of-word variants) in
+hash-map order, so their merge ties break differently from run to run (huggingface/tokenizers
+issue 1794). WordPiece stays available; a run records its tokenizer in every checkpoint and a
+resumed run reuses it, so only a fresh run can differ."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +15,7 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-KINDS = ("wordpiece", "bpe")
+KINDS = ("bpe", "wordpiece")
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # their ids are their positions
 CAPACITY_PROBE = 10_000_000  # a vocabulary size no corpus fills: training with it finds the corpus's capacity
@@ -19,10 +25,10 @@ class CorpusTooSmall(ValueError):
     """The corpus cannot fill the requested vocabulary."""
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "wordpiece", lowercase: bool = True):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "bpe", lowercase: bool = True):
     """A `tokenizers.Tokenizer` trained on `texts`: BERT-style normalisation (NFD, accents
     stripped when lowercasing) and pre-tokenisation (whitespace and punctuation), then WordPiece
-    (continuation pieces prefixed '##') or BPE (end-of-word suffix '</w>'). Special tokens take
+    (continuation pieces prefixed '##') or BPE (no boundary marker). Special tokens take
     ids 0..4 (PAD, UNK, CLS, SEP, MASK). Raises CorpusTooSmall when the corpus yields fewer than
     `vocab_size` tokens."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -37,10 +43,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "wordpiec
                                             show_progress=False)
         tokenizer.decoder = decoders.WordPiece()
     else:
-        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]", end_of_word_suffix="</w>"))
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                      end_of_word_suffix="</w>", show_progress=False)
-        tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase or None)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(texts, trainer=trainer)
@@ -51,7 +55,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, kind: str = "wordpiec
     return tokenizer
 
 
-def vocab_capacity(texts: list[str], kind: str = "wordpiece", lowercase: bool = True) -> int:
+def vocab_capacity(texts: list[str], kind: str = "bpe", lowercase: bool = True) -> int:
     """The largest vocabulary this corpus can fill (training stops when nothing is left to merge)."""
     return train_tokenizer(texts, CAPACITY_PROBE, kind, lowercase).get_vocab_size()
 

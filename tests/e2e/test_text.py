@@ -46,7 +46,7 @@ def test_mlm_on_uploaded_glosses_end_to_end(api, worker, tmp_path):
 
     job = api.post("/v1/jobs", json={**MLM, "dataset": dataset["id"]})
     assert job.status_code == 201, job.text
-    assert job.json()["recipe"]["tokenizer"] == {"kind": "wordpiece", "vocab_size": 500, "lowercase": True}
+    assert job.json()["recipe"]["tokenizer"] == {"kind": "bpe", "vocab_size": 500, "lowercase": True}
     done = wait_for(api, job.json()["id"], timeout=300)
     assert done["state"] == "succeeded", (done, w.output()[-3000:])
     assert done["step"] == 300 and "mlm_accuracy" in done["metrics"]

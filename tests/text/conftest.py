@@ -1,0 +1,27 @@
+"""Fixtures for the text tests: one thread, and a tokenizer trained once on real glosses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.text.corpus import glosses
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def gloss_texts() -> list[str]:
+    return [r["text"] for r in glosses(per_class=300)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(gloss_texts):
+    from core.text.tokenizer import train_tokenizer
+
+    return train_tokenizer(gloss_texts, 500)

@@ -25,3 +25,27 @@ def tokenizer(gloss_texts):
     from core.text.tokenizer import train_tokenizer
 
     return train_tokenizer(gloss_texts, 500)
+
+
+@pytest.fixture
+def text_service(tmp_path):
+    from tests.conftest import make_settings
+
+    settings, _ = make_settings("sqlite", tmp_path / "home")
+    from jobs.migrate import upgrade
+
+    upgrade(settings.database_url)
+    yield settings
+    from jobs.db import get_engine
+
+    get_engine(settings.database_url).dispose()
+
+
+@pytest.fixture
+def client(text_service):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(text_service)) as test_client:
+        yield test_client

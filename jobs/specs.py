@@ -134,7 +134,7 @@ class EvaluateSpec(Strict):
     protocols: list[EvaluationSpec] = Field(default_factory=lambda: [EvaluationSpec()], min_length=1)
     backbone: str | None = Field(None, description="architecture for random-init")
     backbone_options: dict = Field(default_factory=dict, description="its options, e.g. {\"width\": 32}; for tfidf, "
-                                                                     "{\"max_features\": 4096}")
+                                                                     "{\"max_features\": 50000, \"dims\": 256}")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)

@@ -71,14 +71,22 @@ def masked_token_scores(encoder: nn.Module, head: nn.Module, corpus: TokenizedCo
                         "masked_tokens": float(n)}}
 
 
-def tfidf_features(train_texts: list[str], other_texts: list[str], max_features: int = 4096) -> tuple[Tensor, Tensor]:
-    """The TF-IDF baseline's features: sublinear term frequencies of the training split's
-    `max_features` most frequent words, times their inverse document frequency, L2-normalised
-    per document (sklearn's TfidfVectorizer), for the training texts and for `other_texts`."""
+def tfidf_features(train_texts: list[str], other_texts: list[str], max_features: int = 50_000, dims: int = 256,
+                   seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The TF-IDF baseline's features for the training texts and for `other_texts`: sublinear
+    term frequencies of the training split's `max_features` most frequent words times their
+    inverse document frequency, L2-normalised per document (sklearn's TfidfVectorizer), then
+    projected on the training split's top `dims` singular directions (LSA, Deerwester et al.,
+    1990), so the probes see a dense vector of an encoder's size; dims 0 keeps the raw TF-IDF."""
+    from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(sublinear_tf=True, max_features=max_features)
     train = vectorizer.fit_transform(train_texts)
     other = vectorizer.transform(other_texts)
-    return (torch.from_numpy(train.toarray().astype(np.float32)),
-            torch.from_numpy(other.toarray().astype(np.float32)))
+    if dims and dims < min(train.shape):
+        svd = TruncatedSVD(dims, random_state=seed).fit(train)
+        train, other = svd.transform(train), svd.transform(other)
+    else:
+        train, other = train.toarray(), other.toarray()
+    return torch.from_numpy(train.astype(np.float32)), torch.from_numpy(other.astype(np.float32))

@@ -116,12 +116,13 @@ class Client:
             raise ApiError(502, f"downloaded file does not match its ETag sha256 {etag}")
         return dest, digest.hexdigest()
 
-    def embed(self, model: str, inputs: list, encoding_format: str = "float") -> dict:
+    def embed(self, model: str, inputs: list, encoding_format: str = "float", truncate: bool = True) -> dict:
+        """Images (base64 / pixel arrays) for an image checkpoint, strings for a text checkpoint."""
         return self._call("POST", "/v1/embeddings", json={"model": model, "input": inputs,
-                                                          "encoding_format": encoding_format})
+                                                          "encoding_format": encoding_format, "truncate": truncate})
 
     def neighbors(self, index: str, query: list, k: int = 10, exact: bool = False) -> dict:
-        """k nearest items of an embed-index job for item ids, base64 images or pixel arrays."""
+        """k nearest items of an embed-index job for item ids, base64 images, pixel arrays or free text."""
         return self._call("POST", "/v1/neighbors", json={"index": index, "query": query, "k": k, "exact": exact})
 
     def checkpoint_scores(self, checkpoint_id: str) -> dict:

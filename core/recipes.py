@@ -59,10 +59,8 @@ class Recipe:
         out = asdict(self)
         out["betas"] = list(self.betas)
         out["views"] = self.views.to_dict()
-        if self.tokenizer:  # a text recipe: no views, a tokenizer
+        if self.tokenizer:  # a text recipe: a tokenizer, no views
             del out["views"]
-        else:
-            del out["tokenizer"]
         return out
 
 

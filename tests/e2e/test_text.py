@@ -1,7 +1,7 @@
 """Text through every path of the service, on a real worker, on each backend: upload a corpus of
 WordNet glosses, pretrain `mlm` with a tokenizer trained in the job, then scores, the checkpoint's
 tokenizer and weights, /v1/embeddings, an evaluate job with the text baselines, an index and
-free-text neighbours."""
+free-text neighbours, and `simcse` reusing the mlm checkpoint's tokenizer."""
 from __future__ import annotations
 
 import time
@@ -99,12 +99,20 @@ def test_mlm_on_uploaded_glosses_end_to_end(api, worker, tmp_path):
     assert evaluated["result"]["scores"]["tfidf"]["knn"]["top1@k20"] > 0.25
     indexed = wait_for(api, index.json()["id"])
     assert indexed["state"] == "succeeded", (indexed, w.output()[-3000:])
-    first = next(r["text"] for r in records)  # item 0 of the train split is the corpus's first train document
     found = api.post("/v1/neighbors", json={"index": indexed["id"], "query": ["a dog that barks", 0], "k": 3})
     assert found.status_code == 200, found.text
     assert [len(d["neighbors"]) for d in found.json()["data"]] == [3, 3]
-    assert found.json()["data"][1]["neighbors"][0]["item"] == 0
-    del first
+    assert found.json()["data"][1]["neighbors"][0]["item"] == 0  # an indexed item is its own nearest
+
+    # simcse on the same corpus, reusing the mlm checkpoint's tokenizer
+    reuse = api.post("/v1/jobs", json={"method": "simcse", "dataset": dataset["id"], "steps": 10, "batch_size": 32,
+                                       "tokenizer": {"checkpoint": checkpoint_id}, "evaluations": []})
+    assert reuse.status_code == 201, reuse.text
+    assert reuse.json()["recipe"]["backbone_options"]["vocab_size"] == 500
+    reused = wait_for(api, reuse.json()["id"])
+    assert reused["state"] == "succeeded", (reused, w.output()[-3000:])
+    again = api.get(f"/v1/checkpoints/{reused['result']['checkpoint']}").json()["manifest"]["tokenizer"]
+    assert again["sha256"] == checkpoint["manifest"]["tokenizer"]["sha256"]
 
     # text into an image model is refused with the reason
     image_job = wait_for(api, api.post("/v1/jobs", json=TINY_PRETRAIN).json()["id"])

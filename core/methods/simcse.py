@@ -29,7 +29,8 @@ RECIPES = {
         ("small", 3e-4, 64, 10, "as tiny, lowered for the deeper model", "a short run", ""),
         ("base", 3e-5, 64, 1, f"{SIMCSE} table D.1 (BERT-base unsupervised: 3e-5)",
          f"{SIMCSE} (one epoch of 1M Wikipedia sentences)",
-         "The paper fine-tunes a pretrained BERT-base; start from an mlm checkpoint's tokenizer and weights for that."),
+         "The paper's settings for fine-tuning a pretrained BERT-base; this service starts every run from random "
+         "weights (a tokenizer, not weights, can come from a checkpoint), so from scratch give a larger lr."),
     ]
 }
 

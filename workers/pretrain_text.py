@@ -74,7 +74,7 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
     if result.reason == "nan":
         return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
     results = {}
-    if len(test_set) and hasattr(method, "head") and spec.method == "mlm":
+    if len(test_set) and hasattr(method, "head"):  # an MLM head: mlm, mlm+simcse
         results.update(record_masked_tokens(ctx, method, corpus, test_set.texts, spec, callbacks, device))
     if spec.evaluations and (dataset_row.stats or {}).get("labelled") and len(test_set):
         results.update(evaluate_text_encoder(

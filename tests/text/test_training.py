@@ -60,7 +60,7 @@ class Keep(Callbacks):
         self.states[step] = copy.deepcopy(state)  # the live tensors go on changing
 
 
-@pytest.mark.parametrize("name", ["mlm", "simcse"])
+@pytest.mark.parametrize("name", ["mlm", "simcse", "mlm+simcse"])
 def test_resume_replays_the_uninterrupted_run(tokenizer, corpus, name):
     method, config = method_for(name, tokenizer, 6)
     config.checkpoint_every = 3

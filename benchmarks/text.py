@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--methods", default="mlm,simcse")
     parser.add_argument("--budget-s", type=float, default=420.0, help="training seconds per method")
     parser.add_argument("--eval-train", type=int, default=10000, help="training glosses the probes fit on")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads (1: no OpenMP barrier waits on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -37,7 +37,7 @@ def default_evaluations() -> list[EvaluationSpec]:
 class PretrainSpec(Strict):
     kind: Literal["pretrain"] = "pretrain"
     method: str = Field(description="a registered method name (GET /v1/methods)")
-    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist)")
+    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist, wordnet-glosses)")
     scale: Literal["small", "large", "tiny", "base"] | None = Field(
         None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size. "
                           "Text methods: tiny, small or base (the model size; default tiny)")
@@ -132,9 +132,8 @@ class EvaluateSpec(Strict):
                                    description="several checkpoint ids and/or baselines, evaluated in turn")
     dataset: str
     protocols: list[EvaluationSpec] = Field(default_factory=lambda: [EvaluationSpec()], min_length=1)
-    backbone: str | None = Field(None, description="architecture for random-init")
-    backbone_options: dict = Field(default_factory=dict, description="its options, e.g. {\"width\": 32}; for tfidf, "
-                                                                     "{\"max_features\": 50000, \"dims\": 256}")
+    backbone: str | None = Field(None, description="architecture for random-init (text: default text_tiny)")
+    backbone_options: dict = Field(default_factory=dict, description="its options, e.g. {\"width\": 32}")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)

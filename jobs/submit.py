@@ -91,8 +91,16 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
         raise SpecRejected(f"checkpoint {ckpt.id} takes {expected}-channel images; dataset {dataset.id} has {channels}")
 
 
-def check_text_sources(session: Session, project_id: str, dataset, sources: list[str]) -> None:
+def check_text_sources(session: Session, project_id: str, dataset, sources: list[str],
+                       backbone: str | None = None, backbone_options: dict | None = None) -> None:
     """Text datasets take text checkpoints and the tfidf / random-init baselines."""
+    if "random-init" in sources:
+        try:
+            with torch.device("meta"):
+                options = {"vocab_size": 8000, **(backbone_options or {})}
+                build_backbone(backbone or "text_tiny", in_channels=1, image_size=0, **options)
+        except (TypeError, ValueError) as exc:
+            raise SpecRejected(f"cannot build the random-init text backbone: {exc}") from exc
     for source in sources:
         if source == "raw-pixels":
             raise SpecRejected(f"dataset {dataset.id} is text: use the baselines tfidf or random-init")
@@ -113,7 +121,7 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec) -> dic
     if text.is_text(dataset) and dataset.state == "ready":
         if not (dataset.stats or {}).get("labelled"):
             raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
-        check_text_sources(session, project_id, dataset, spec.sources())
+        check_text_sources(session, project_id, dataset, spec.sources(), spec.backbone, spec.backbone_options)
         return {**spec.model_dump(mode="json"), "dataset": dataset.id}
     check_image_sources(session, project_id, dataset, spec.sources())
     if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":

@@ -49,8 +49,7 @@ class TextSource(Source):
 def open_text_source(ctx: JobContext, ref: str, dataset_row: Dataset, train: TextSplit, test: TextSplit, seed: int,
                      backbone: str | None = None, backbone_options: dict | None = None) -> TextSource:
     if ref == "tfidf":
-        options = dict(backbone_options or {})
-        train_x, test_x = tfidf_features(train.texts, test.texts, **options)
+        train_x, test_x = tfidf_features(train.texts, test.texts, seed=seed)
         return TextSource("tfidf", None, who={"baseline": ref, "method": ref}, tfidf={"train": train_x, "test": test_x})
     if ref == "random-init":
         return random_init_source(train, seed, backbone, backbone_options)

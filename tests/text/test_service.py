@@ -63,6 +63,9 @@ def test_specs_a_text_dataset_cannot_run_are_422(client, glosses_dataset):
         response = client.post("/v1/jobs", json=spec)
         assert response.status_code == 422 and reason in response.text, (change, response.text)
     for spec in ({"kind": "evaluate", "dataset": dataset, "checkpoint": "raw-pixels"},
+                 {"kind": "evaluate", "dataset": dataset, "checkpoint": "random-init",
+                  "backbone_options": {"dim": 100, "heads": 3}},
+                 {"kind": "evaluate", "dataset": dataset, "checkpoint": "random-init", "backbone": "resnet18"},
                  {"kind": "evaluate", "dataset": "digits", "checkpoint": "tfidf"},
                  {**MLM, "dataset": "digits"}):
         assert client.post("/v1/jobs", json=spec).status_code == 422, spec

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
+from core.backbones.text import TEXT_BACKBONES
 from core.methods import build_resolved, method_info
 from jobs import datasets, text
 from jobs.ids import new_id
@@ -37,6 +38,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec) -> tup
         return check_text_pretrain(session, project_id, spec, dataset)
     if method_info(spec.method).modality == "text":
         raise SpecRejected(f"{spec.method} is a text method; dataset {dataset.id} holds images")
+    if spec.backbone in TEXT_BACKBONES:
+        raise SpecRejected(f"{spec.backbone} is a text backbone; dataset {dataset.id} holds images")
     stats = dataset.stats or {}
     try:
         recipe = spec.resolve(stats.get("image_size", 32), dataset.n_items or 0)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.backbones.text import TEXT_BACKBONES
 from core.data import DatasetUnavailable
 from core.data.builtin import TEXT_NAMES, load_text
 from core.data.text import TextDataset, content_hash, describe_splits, read_text, split_text
@@ -87,6 +88,8 @@ def check_text_spec(spec, dataset: Dataset, method_modality: str) -> None:
     if method_modality != "text":
         raise ValueError(f"dataset {dataset.id} is text; {spec.method} is an image method "
                          "(text methods: see GET /v1/methods, modality text)")
+    if spec.backbone and spec.backbone not in TEXT_BACKBONES:
+        raise ValueError(f"{spec.backbone} is an image backbone; text methods take {', '.join(TEXT_BACKBONES)}")
     unused = [name for name, value in (("image_size", spec.image_size), ("augment", spec.augment),
                                        ("health_every", spec.health_every)) if value]
     if unused:

@@ -142,6 +142,7 @@ def _text_backbone(dim: int, depth: int, heads: int, max_length: int):
     return build
 
 
+TEXT_BACKBONES = ("text_tiny", "text_small", "text_base")
 register_backbone("text_tiny")(_text_backbone(dim=128, depth=2, heads=2, max_length=64))
 register_backbone("text_small")(_text_backbone(dim=256, depth=4, heads=4, max_length=128))
 register_backbone("text_base")(_text_backbone(dim=768, depth=12, heads=12, max_length=512))  # BERT-base-like

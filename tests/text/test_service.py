@@ -57,6 +57,7 @@ def test_specs_a_text_dataset_cannot_run_are_422(client, glosses_dataset):
         ({"tokenizer": {"checkpoint": "ckpt_x", "vocab_size": 100}}, "not both"),
         ({"scale": "large"}, "no 'large' recipe"),
         ({"method": "simclr"}, "image method"),
+        ({"backbone": "resnet18"}, "resnet18 is an image backbone"),
     ]
     for change, reason in cases:
         spec = {k: v for k, v in {**MLM, "dataset": dataset, **change}.items() if v is not None}
@@ -67,7 +68,8 @@ def test_specs_a_text_dataset_cannot_run_are_422(client, glosses_dataset):
                   "backbone_options": {"dim": 100, "heads": 3}},
                  {"kind": "evaluate", "dataset": dataset, "checkpoint": "random-init", "backbone": "resnet18"},
                  {"kind": "evaluate", "dataset": "digits", "checkpoint": "tfidf"},
-                 {**MLM, "dataset": "digits"}):
+                 {**MLM, "dataset": "digits"},
+                 {"method": "simclr", "backbone": "text_tiny", "dataset": "digits", "steps": 2}):
         assert client.post("/v1/jobs", json=spec).status_code == 422, spec
     ok = client.post("/v1/jobs", json={**MLM, "dataset": dataset})
     assert ok.status_code == 201, ok.text

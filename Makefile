@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fashion-mnist compose-tool chromium bench clean
+.PHONY: venv demo test lint fashion-mnist wordnet compose-tool chromium bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,13 @@ fashion-mnist:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) ; } || \
 	  echo "dataset-fashion-mnist not installed; the demo will use digits"
 
+# WordNet from Debian: the built-in labelled text set `wordnet-glosses` (its tests skip without it).
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || \
+	  { command -v apt-get >/dev/null && (apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wordnet-base >/dev/null 2>&1)) ; } || \
+	  echo "wordnet-base not installed; wordnet-glosses will be unavailable"
+
 # docker-compose (Debian) validates docker-compose.yml in the tests; best effort, the test skips without it.
 compose-tool:
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || \
@@ -36,20 +43,21 @@ chromium:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
 	  echo "chromium not installed; the dashboard's browser tests will be skipped"
 
-demo: $(STAMP) fashion-mnist
+demo: $(STAMP) fashion-mnist wordnet
 	$(BIN)/darkmatter demo
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) fashion-mnist compose-tool chromium
+test: $(STAMP) fashion-mnist wordnet compose-tool chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # In-process speed/sanity check of every method, then every method's small recipe for one CPU budget through
 # HTTP (hours on 2 cores; e.g. BENCH_ARGS="--methods simclr,mae --budget-s 60").
-bench: $(STAMP) fashion-mnist
+bench: $(STAMP) fashion-mnist wordnet
 	$(BIN)/python benchmarks/methods.py
+	$(BIN)/python benchmarks/text.py $(TEXT_BENCH_ARGS)
 	$(BIN)/python benchmarks/recipes.py $(BENCH_ARGS)
 
 clean:

@@ -62,13 +62,15 @@ class Calls:
         return self._call("GET", f"/v1/checkpoints/{checkpoint_id}/scores")
 
     # embeddings, neighbours, scores
-    def embed(self, model: str, inputs: list, encoding_format: str = "float"):
-        """The raw /v1/embeddings answer; `embeddings()` gives a numpy array."""
+    def embed(self, model: str, inputs: list, encoding_format: str = "float", truncate: bool = True):
+        """The raw /v1/embeddings answer (`embeddings()` gives a numpy array): images (base64 /
+        pixel arrays) for an image checkpoint, strings for a text checkpoint (truncate=False: an
+        over-long string answers 422 instead of being cut to the model's max length)."""
         return self._call("POST", "/v1/embeddings", json={"model": model, "input": inputs,
-                                                          "encoding_format": encoding_format})
+                                                          "encoding_format": encoding_format, "truncate": truncate})
 
     def neighbors(self, index: str, query: list, k: int = 10, exact: bool = False):
-        """k nearest items of an embed-index job for item ids, base64 images or pixel arrays."""
+        """k nearest items of an embed-index job for item ids, base64 images, pixel arrays or free text."""
         return self._call("POST", "/v1/neighbors", json={"index": index, "query": query, "k": k, "exact": exact})
 
     def scores(self, **filters):

@@ -44,6 +44,7 @@ class Recipe:
     backbone_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     views: ViewConfig = field(default_factory=ViewConfig)
+    tokenizer: dict = field(default_factory=dict)  # text methods: kind, vocab_size, lowercase
     sources: dict = field(default_factory=dict)  # field name -> where the value comes from
     notes: str = ""  # where and why the recipe deviates from the paper
 
@@ -58,6 +59,8 @@ class Recipe:
         out = asdict(self)
         out["betas"] = list(self.betas)
         out["views"] = self.views.to_dict()
+        if self.tokenizer:  # a text recipe: a tokenizer, no views
+            del out["views"]
         return out
 
 
@@ -75,12 +78,14 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     """Every value a run uses: the method's recipe for the image scale, with the spec's explicit
     fields on top. `overrides` holds only what the user set (None values are ignored):
     scale, epochs | steps, any OVERRIDABLE name, optimizer_options, backbone_options,
-    method_options, augment. Returns a JSON-able dict; `train` holds TrainConfig's fields."""
+    method_options, augment; for a text method, tokenizer (its vocab_size sizes the embedding).
+    Returns a JSON-able dict; `train` holds TrainConfig's fields."""
     from core.methods.registry import method_info
 
     info = method_info(method)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    scale = given.get("scale") or scale_for(image_size)
+    text = info.modality == "text"
+    scale = given.get("scale") or (next(iter(info.recipes)) if text else scale_for(image_size))
     if scale not in info.recipes:
         raise ValueError(f"{method} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
     recipe = info.recipes[scale]
@@ -94,6 +99,8 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     backbone_options.update(given.get("backbone_options", {}))
     method_options = {**info.options(), **recipe.method_options, **given.get("method_options", {})}
     views = ViewConfig.from_dict(given.get("augment"), base=recipe.views)
+    if text and given.get("augment"):
+        raise ValueError(f"{method} is a text method: it takes no image augmentations")
 
     batch = recipe.batch_size
     if batch > n_items:
@@ -110,10 +117,16 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         horizon = total / steps_per_epoch if name in given else recipe.epochs
         return epoch_point(getattr(recipe, name), horizon, total, steps_per_epoch)
 
+    inputs = {"image_size": image_size, "views": views.to_dict()}
+    if text:
+        if "vocab_size" in given.get("backbone_options", {}):
+            raise ValueError("a text encoder's vocab_size is the tokenizer's: set tokenizer.vocab_size")
+        tokenizer = {**recipe.tokenizer, **given.get("tokenizer", {})}
+        backbone_options["vocab_size"] = tokenizer["vocab_size"]
+        inputs = {"modality": "text", "tokenizer": tokenizer}
     return {
-        "method": method, "scale": scale, "image_size": image_size, "n_items": n_items,
+        "method": method, "scale": scale, "n_items": n_items, **inputs,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
-        "views": views.to_dict(),
         "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
         "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,
         "train": {

@@ -108,7 +108,8 @@ def training_state(method: Method, optimizer, scaler, step: int, config: TrainCo
     hyper-parameters and its views."""
     return {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config),
-            "hparams": dict(getattr(method, "hparams", {})), "views": method.views.config.to_dict()}
+            "hparams": dict(getattr(method, "hparams", {})),
+            "views": method.views.config.to_dict() if method.views is not None else None}  # text methods have none
 
 
 class _Step(nn.Module):

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
+from core.data.builtin import TEXT_NAMES
 from core.data.files import load_npz
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
 from core.data.webdataset import WebDatasetStream, count_shards, expand_shards, fsspec_opener, head_sample, scan_shards
@@ -43,6 +44,10 @@ def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
     """Register (or return the already registered) built-in dataset; scanned synchronously (small)."""
     if name not in BUILTIN_NAMES:
         raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
+    if name in TEXT_NAMES:
+        from jobs.text import register_builtin_text
+
+        return register_builtin_text(session, project_id, name)
     existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
     if existing is not None and existing.state == "ready":
         return existing
@@ -247,7 +252,7 @@ def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDat
     """(train, test) uint8 arrays at the dataset's scanned size."""
     if dataset.format == "builtin" or "prepared" not in (dataset.stats or {}):
         if dataset.format in ("txt", "jsonl"):
-            raise DatasetUnavailable("text datasets cannot be loaded as images (text training is not available yet)")
+            raise DatasetUnavailable("a text dataset has no images (jobs.text.load_splits reads its documents)")
         if dataset.format == "webdataset":
             raise DatasetUnavailable("webdataset shards are streamed, not loaded (use stream())")
         return load_source(dataset.uri)

@@ -10,9 +10,10 @@ from core.evaluate.protocols import check_options
 from core.index import faiss_available
 from core.methods import method_info, method_names
 from core.recipes import OPTIMIZER_OPTIONS, OVERRIDABLE, resolve
+from jobs.text import TokenizerSpec
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-BASELINES = ("raw-pixels", "random-init")
+BASELINES = ("raw-pixels", "random-init", "tfidf")  # tfidf: text datasets; raw-pixels: images
 
 
 class Strict(BaseModel):
@@ -36,9 +37,10 @@ def default_evaluations() -> list[EvaluationSpec]:
 class PretrainSpec(Strict):
     kind: Literal["pretrain"] = "pretrain"
     method: str = Field(description="a registered method name (GET /v1/methods)")
-    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist)")
-    scale: Literal["small", "large"] | None = Field(
-        None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size")
+    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist, wordnet-glosses)")
+    scale: Literal["small", "large", "tiny", "base"] | None = Field(
+        None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size. "
+                          "Text methods: tiny, small or base (the model size; default tiny)")
     backbone: str | None = Field(None, description="default: the recipe's backbone")
     backbone_options: dict = Field(default_factory=dict)
     method_options: dict = Field(default_factory=dict)
@@ -60,6 +62,7 @@ class PretrainSpec(Strict):
     grad_clip_mode: Literal["global", "per_parameter"] | None = None
     freeze_last_layer_epochs: float | None = Field(None, ge=0, le=10_000)
     augment: dict = Field(default_factory=dict, description="overrides of the method's view defaults")
+    tokenizer: TokenizerSpec | None = Field(None, description="text methods: the tokenizer to train, or reuse")
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -115,12 +118,17 @@ class PretrainSpec(Strict):
     def overrides(self) -> dict:
         """The recipe fields this spec sets explicitly (everything else comes from the recipe)."""
         names = ("scale", "epochs", "steps", "optimizer_options", "backbone_options", "method_options", "augment")
-        return {k: v for k in names + OVERRIDABLE if (v := getattr(self, k, None)) not in (None, {})}
+        given = {k: v for k in names + OVERRIDABLE if (v := getattr(self, k, None)) not in (None, {})}
+        if self.tokenizer and self.tokenizer.overrides():
+            given["tokenizer"] = self.tokenizer.overrides()
+        return given
 
-    def resolve(self, image_size: int, n_items: int) -> dict:
+    def resolve(self, image_size: int, n_items: int, tokenizer: dict | None = None) -> dict:
         """The resolved recipe for a dataset of `n_items` images of side `image_size` (the
-        spec's own image_size wins). Raises ValueError when it cannot run."""
-        recipe = resolve(self.method, self.image_size or image_size, n_items, self.overrides())
+        spec's own image_size wins), or of n_items texts; `tokenizer`: the facts of a reused
+        tokenizer. Raises ValueError when it cannot run."""
+        overrides = {**self.overrides(), **({"tokenizer": tokenizer} if tokenizer else {})}
+        recipe = resolve(self.method, self.image_size or image_size, n_items, overrides)
         recipe["train"].update(seed=self.seed, precision=self.precision, compile=self.compile, log_every=self.log_every,
                                checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
         if self.checkpoint_seconds is not None:
@@ -139,12 +147,13 @@ class PretrainSpec(Strict):
 
 class EvaluateSpec(Strict):
     kind: Literal["evaluate"]
-    checkpoint: str | None = Field(None, description="a checkpoint id, or a baseline: raw-pixels | random-init")
+    checkpoint: str | None = Field(None, description="a checkpoint id, or a baseline: raw-pixels | random-init "
+                                                     "(images), tfidf | random-init (text)")
     checkpoints: list[str] = Field(default_factory=list, max_length=50,
                                    description="several checkpoint ids and/or baselines, evaluated in turn")
     dataset: str
     protocols: list[EvaluationSpec] = Field(default_factory=lambda: [EvaluationSpec()], min_length=1)
-    backbone: str | None = Field(None, description="architecture for random-init")
+    backbone: str | None = Field(None, description="architecture for random-init (text: default text_tiny)")
     backbone_options: dict = Field(default_factory=dict, description="its options, e.g. {\"width\": 32}")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

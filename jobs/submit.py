@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from core.backbones import build_backbone
 from core.backbones.sizes import check_options, estimate_parameters, token_count
+from core.backbones.text import TEXT_BACKBONES
 from core.methods import build_resolved, method_info
-from jobs import datasets, gang
+from jobs import datasets, gang, text
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
 from jobs.specs import BASELINES, EmbedIndexSpec, EvaluateSpec, PretrainSpec
@@ -41,8 +42,12 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     dataset = datasets.resolve(session, project_id, spec.dataset)
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
-    if (dataset.stats or {}).get("modality") == "text":
-        raise SpecRejected(f"dataset {dataset.id} is text: training on text datasets is not available yet")
+    if text.is_text(dataset):
+        return check_text_pretrain(session, project_id, spec, dataset)
+    if method_info(spec.method).modality == "text":
+        raise SpecRejected(f"{spec.method} is a text method; dataset {dataset.id} holds images")
+    if spec.backbone in TEXT_BACKBONES:
+        raise SpecRejected(f"{spec.backbone} is a text backbone; dataset {dataset.id} holds images")
     stats = dataset.stats or {}
     try:
         recipe = spec.resolve(stats.get("image_size", 32), dataset.n_items or 0)
@@ -53,6 +58,21 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     check_workload(recipe)
     model = try_build(spec.method, recipe, stats.get("channels", 3))
     check_size(f"{spec.method} with {recipe['backbone']}", model, max_parameters)
+    spec_dict = spec.model_dump(mode="json", exclude_none=True)
+    spec_dict["dataset"] = dataset.id
+    return spec_dict, recipe
+
+
+def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, dataset) -> tuple[dict, dict]:
+    try:
+        text.check_text_spec(spec, dataset, method_info(spec.method).modality)
+        reused = (text.checkpoint_tokenizer(session, project_id, spec.tokenizer.checkpoint)
+                  if spec.tokenizer and spec.tokenizer.checkpoint else None)
+        recipe = spec.resolve(0, dataset.n_items or 0, tokenizer=reused)
+        text.check_capacity(recipe, dataset)
+    except (ValueError, LookupError) as exc:
+        raise SpecRejected(str(exc)) from exc
+    try_build(spec.method, recipe, 1)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
     return spec_dict, recipe
@@ -140,8 +160,39 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
         raise SpecRejected(f"checkpoint {ckpt.id} takes {expected}-channel images; dataset {dataset.id} has {channels}")
 
 
+def check_text_sources(session: Session, project_id: str, dataset, sources: list[str],
+                       backbone: str | None = None, backbone_options: dict | None = None) -> None:
+    """Text datasets take text checkpoints and the tfidf / random-init baselines."""
+    if "random-init" in sources:
+        try:
+            with torch.device("meta"):
+                options = {"vocab_size": 8000, **(backbone_options or {})}
+                build_backbone(backbone or "text_tiny", in_channels=1, image_size=0, **options)
+        except (TypeError, ValueError) as exc:
+            raise SpecRejected(f"cannot build the random-init text backbone: {exc}") from exc
+    for source in sources:
+        if source == "raw-pixels":
+            raise SpecRejected(f"dataset {dataset.id} is text: use the baselines tfidf or random-init")
+        if source not in BASELINES and check_checkpoint(session, project_id, source).manifest.get("modality") != "text":
+            raise SpecRejected(f"checkpoint {source} embeds images; dataset {dataset.id} is text")
+
+
+def check_image_sources(session: Session, project_id: str, dataset, sources: list[str]) -> None:
+    for source in sources:
+        if source == "tfidf":
+            raise SpecRejected(f"tfidf is a text baseline; dataset {dataset.id} holds images")
+        if source not in BASELINES and check_checkpoint(session, project_id, source).manifest.get("modality") == "text":
+            raise SpecRejected(f"checkpoint {source} is a text model; dataset {dataset.id} holds images")
+
+
 def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec, max_parameters: int | None = None) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
+    if text.is_text(dataset) and dataset.state == "ready":
+        if not (dataset.stats or {}).get("labelled"):
+            raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
+        check_text_sources(session, project_id, dataset, spec.sources(), spec.backbone, spec.backbone_options)
+        return {**spec.model_dump(mode="json"), "dataset": dataset.id}
+    check_image_sources(session, project_id, dataset, spec.sources())
     if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
         raise SpecRejected(f"dataset {dataset.id} cannot be evaluated on ({dataset.state}, {dataset.format}); "
                            "evaluation needs a ready image dataset held in memory")
@@ -167,6 +218,11 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec, max_pa
 
 def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -> dict:
     dataset = datasets.resolve(session, project_id, spec.dataset)
+    if text.is_text(dataset) and dataset.state == "ready":
+        check_checkpoint(session, project_id, spec.checkpoint)
+        check_text_sources(session, project_id, dataset, [spec.checkpoint])
+        return {**spec.model_dump(mode="json"), "dataset": dataset.id}
+    check_image_sources(session, project_id, dataset, [spec.checkpoint])
     if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":
         raise SpecRejected(f"dataset {dataset.id} cannot be indexed ({dataset.state}, {dataset.format}); "
                            "an index needs a ready image dataset held in memory")

@@ -26,12 +26,17 @@ def run_embed_index(ctx: JobContext, raw_spec: dict):
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
     started = time.perf_counter()
     ctx.log_metrics(0, {}, 2)
-    train_set, test_set = datasets.load(dataset_row, ctx.store)
-    data = train_set if spec.split == "train" else test_set
-    source = open_source(ctx, spec.checkpoint, dataset_row, 0, None)
-    if ctx.stop_reason():
-        return _stopped(ctx, ctx.stop_reason())
-    features = source_features(ctx, source, dataset_row, spec.split, data, device)
+    if (dataset_row.stats or {}).get("modality") == "text":
+        from workers.text_eval import text_index_features
+
+        data, features = text_index_features(ctx, spec, dataset_row, device)
+    else:
+        train_set, test_set = datasets.load(dataset_row, ctx.store)
+        data = train_set if spec.split == "train" else test_set
+        source = open_source(ctx, spec.checkpoint, dataset_row, 0, None)
+        if ctx.stop_reason():
+            return _stopped(ctx, ctx.stop_reason())
+        features = source_features(ctx, source, dataset_row, spec.split, data, device)
     ctx.log_metrics(1, {}, 2)
     vectors = F.normalize(features.float(), dim=1).to(getattr(torch, spec.dtype)).contiguous()
     key = index_key(ctx.job_id)

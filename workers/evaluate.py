@@ -93,11 +93,14 @@ class Progress:
 
 
 def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train_set, test_set, protocols: list[dict],
-                    seed: int, device, progress: Progress | None = None) -> tuple[dict, str | None]:
-    """({protocol: {metric: value}}, stop reason or None) for one source; each result is recorded."""
+                    seed: int, device, progress: Progress | None = None,
+                    featurize=source_features) -> tuple[dict, str | None]:
+    """({protocol: {metric: value}}, stop reason or None) for one source; each result is recorded.
+    `featurize(ctx, source, dataset_row, split, data, device)`: the features of a split (images
+    by default; workers/text_eval.py gives text's)."""
     results: dict = {}
-    train_x = source_features(ctx, source, dataset_row, "train", train_set, device)
-    test_x = source_features(ctx, source, dataset_row, "test", test_set, device)
+    train_x = featurize(ctx, source, dataset_row, "train", train_set, device)
+    test_x = featurize(ctx, source, dataset_row, "test", test_set, device)
     keep_train, keep_test = train_set.labels >= 0, test_set.labels >= 0
     train_x, train_y = train_x[keep_train], train_set.labels[keep_train]
     test_x, test_y = test_x[keep_test], test_set.labels[keep_test]
@@ -154,6 +157,10 @@ def run_evaluate(ctx: JobContext, raw_spec: dict):
     spec = EvaluateSpec.model_validate(raw_spec)
     device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
+    if (dataset_row.stats or {}).get("modality") == "text":
+        from workers.text_eval import run_evaluate_text
+
+        return run_evaluate_text(ctx, spec, dataset_row)
     train_set, test_set = datasets.load(dataset_row, ctx.store)
     protocols = [p.model_dump() for p in spec.protocols]
     refs = spec.sources()

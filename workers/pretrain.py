@@ -104,6 +104,10 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     spec = PretrainSpec.model_validate(raw_spec)
     device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
+    if (dataset_row.stats or {}).get("modality") == "text":
+        from workers.pretrain_text import run_pretrain_text
+
+        return run_pretrain_text(ctx, spec, raw_spec, dataset_row, device)
     if datasets.is_streamed(dataset_row):  # WebDataset shards: batches streamed, nothing held whole
         train_set, test_set = None, None
         source = datasets.stream(ctx.settings, dataset_row)

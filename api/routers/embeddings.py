@@ -1,4 +1,5 @@
-"""OpenAI-style embeddings from any checkpoint's backbone."""
+"""OpenAI-style embeddings from any checkpoint's backbone: images for image models, strings for
+text models (tokenised with the checkpoint's own tokenizer)."""
 from __future__ import annotations
 
 import base64
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.inputs import BadInput, decode_array, decode_image, to_model_input
 from api.batching import Batcher, DeadlineExceeded
+from api.text_inputs import embed_texts
 from api.models import ModelCache
 from api.routers.checkpoints import get_checkpoint
 from core.augment import normalize
@@ -24,8 +26,11 @@ Item = Union[str, list]
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="a checkpoint id")
-    input: list[Item] = Field(min_length=1, description="base64 images (PNG/JPEG) or pixel arrays (H x W [x C], 0..255)")
+    input: list[Item] = Field(min_length=1, description="image checkpoints: base64 images (PNG/JPEG) or pixel arrays "
+                                                        "(H x W [x C], 0..255); text checkpoints: strings")
     encoding_format: Literal["float", "base64"] = "float"
+    truncate: bool = Field(True, description="text: cut a text longer than the model's max_length (reported in "
+                                             "usage); false answers 422 instead")
 
 
 def cache(request: Request) -> ModelCache:
@@ -76,7 +81,7 @@ def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tupl
                 raise BadInput(i, "expected a base64 image or a pixel array")
             images.append(to_model_input(i, array, channels, size))
     except BadInput as exc:
-        raise HTTPException(422, str(exc))
+        raise HTTPException(422, f"{exc} (this checkpoint embeds images: base64 PNG/JPEG or pixel arrays)")
     norm = manifest["normalization"]
     x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
 
@@ -92,6 +97,20 @@ def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tupl
         raise HTTPException(503, f"the model is busy: {exc}; retry", headers={"Retry-After": "1"})
 
 
+def embed_any(inputs: list, encoder, manifest: dict, settings, truncate: bool = True,
+              batching: tuple[Batcher, str] | None = None) -> tuple[torch.Tensor, dict]:
+    """(embeddings, usage) for the checkpoint's modality: strings for text models, images else
+    (images batched with concurrent requests for the same checkpoint)."""
+    if manifest.get("modality") == "text":
+        check_sizes(inputs, settings)
+        try:
+            return embed_texts(inputs, encoder, truncate)
+        except BadInput as exc:
+            raise HTTPException(422, str(exc))
+    vectors = embed_inputs(inputs, encoder, manifest, settings, batching)
+    return vectors, {"inputs": len(vectors)}
+
+
 @router.post("/embeddings")
 def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, settings: SettingsDep,
                project: ProjectDep) -> dict:
@@ -99,11 +118,12 @@ def embeddings(body: EmbeddingRequest, request: Request, session: SessionDep, se
         raise HTTPException(413, f"{len(body.input)} inputs; at most {settings.max_embedding_inputs} per request")
     check_sizes(body.input, settings)
     encoder, manifest = load_encoder(request, settings, session, project, body.model)
-    vectors = embed_inputs(body.input, encoder, manifest, settings, (batcher(request), body.model)).numpy()
+    vectors, usage = embed_any(body.input, encoder, manifest, settings, body.truncate, (batcher(request), body.model))
+    vectors = vectors.numpy()
     data = []
     for i, vector in enumerate(vectors):
         value = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else [float(v) for v in vector])
         data.append({"object": "embedding", "index": i, "embedding": value})
     return {"object": "list", "model": body.model, "data": data,
-            "dimensions": int(vectors.shape[1]), "usage": {"inputs": len(vectors)}}
+            "dimensions": int(vectors.shape[1]), "usage": usage}

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
-from api.routers.embeddings import batcher, embed_inputs, load_encoder
+from api.routers.embeddings import batcher, embed_any, load_encoder
 from core.checkpoint import CorruptCheckpoint, load_tree
 from core.index import exact_search, hnsw_search, load_hnsw
 from jobs.storage import store_for
@@ -25,7 +25,8 @@ class NeighborsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: str = Field(description="the id of a succeeded embed-index job")
     query: list[Union[StrictInt, str, list]] = Field(
-        min_length=1, description="item ids of the indexed split, base64 images, or pixel arrays (as /v1/embeddings)")
+        min_length=1, description="item ids of the indexed split, or inputs as /v1/embeddings takes them: base64 "
+                                  "images or pixel arrays for an image index, free text for a text index")
     k: int = Field(10, ge=1, le=1000)
     exact: bool = Field(False, description="exact cosine search even when the index has an HNSW graph")
 
@@ -80,8 +81,8 @@ def neighbors(body: NeighborsRequest, request: Request, session: SessionDep, set
             queries[i] = vectors[q]
     if inputs:
         encoder, manifest = load_encoder(request, settings, session, project, job.result["checkpoint"])
-        embedded = embed_inputs([q for _, q in inputs], encoder, manifest, settings,
-                                (batcher(request), job.result["checkpoint"]))
+        embedded, _ = embed_any([q for _, q in inputs], encoder, manifest, settings,
+                                batching=(batcher(request), job.result["checkpoint"]))
         for (i, _), vector in zip(inputs, embedded):
             queries[i] = vector
     q = torch.stack(queries).float()

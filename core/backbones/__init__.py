@@ -1,4 +1,4 @@
-"""Backbones: each maps (B, C, H, W) images to (B, feature_dim) features."""
+"""Backbones: each maps (B, C, H, W) images (or, for text, (B, L) token ids) to (B, feature_dim) features."""
 from __future__ import annotations
 
 from typing import Callable
@@ -34,4 +34,4 @@ def backbone_names() -> list[str]:
 
 
 def _load_all() -> None:
-    from core.backbones import cnn, resnet, vit  # noqa: F401  (registers)
+    from core.backbones import cnn, resnet, text, vit  # noqa: F401  (registers)

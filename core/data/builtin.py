@@ -1,4 +1,5 @@
-"""Built-in datasets: sklearn's bundled digits and Fashion-MNIST from the Debian package."""
+"""Built-in datasets: sklearn's bundled digits and Fashion-MNIST from the Debian package; WordNet
+glosses (text) from Debian's wordnet-base."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
 from core.data.idx import read_idx
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-NAMES = ("digits", "fashion-mnist")
+TEXT_NAMES = ("wordnet-glosses",)
+NAMES = ("digits", "fashion-mnist", *TEXT_NAMES)
 
 
 def load(name: str) -> tuple[ArrayDataset, ArrayDataset]:
@@ -19,6 +21,8 @@ def load(name: str) -> tuple[ArrayDataset, ArrayDataset]:
         return digits()
     if name == "fashion-mnist":
         return fashion_mnist()
+    if name in TEXT_NAMES:
+        raise DatasetUnavailable(f"{name} is a text dataset (core.data.builtin.load_text)")
     raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -53,3 +57,12 @@ def fashion_mnist() -> tuple[ArrayDataset, ArrayDataset]:
         return ArrayDataset(torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64)))
 
     return part("train"), part("t10k")
+
+
+def load_text(name: str):
+    """(train, test) core.data.text.TextDataset of a built-in text set."""
+    from core.data.wordnet import wordnet_glosses
+
+    if name == "wordnet-glosses":
+        return wordnet_glosses()
+    raise DatasetUnavailable(f"unknown built-in text dataset {name!r}; choose one of {', '.join(TEXT_NAMES)}")

@@ -1,6 +1,6 @@
 """Text datasets: .txt (one document per line) and .jsonl ({"text": ..., "label": optional}).
 
-They are validated and described here; training on text arrives with the text methods."""
+Validated, described and split here; tokenised for training in core/data/text_batches.py."""
 from __future__ import annotations
 
 import json
@@ -17,6 +17,12 @@ class TextDataset:
     texts: list[str]
     labels: list[int]  # -1 where unlabelled
     classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> "TextDataset":
+        return TextDataset([self.texts[i] for i in indices], [self.labels[i] for i in indices], self.classes)
 
 
 def read_text(path: str | Path, fmt: str, max_doc_chars: int = 1_000_000) -> TextDataset:
@@ -37,6 +43,8 @@ def read_text(path: str | Path, fmt: str, max_doc_chars: int = 1_000_000) -> Tex
                     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                         raise DatasetUnavailable(f"line {number} needs a string field 'text'")
                     text, label = record["text"], record.get("label")
+                    if not text.strip():
+                        raise DatasetUnavailable(f"line {number}: 'text' is empty")
                     if label is not None and (not isinstance(label, (str, int)) or isinstance(label, bool)):
                         raise DatasetUnavailable(f"line {number}: 'label' must be a string or an integer")
                 if len(text) > max_doc_chars:
@@ -53,12 +61,45 @@ def read_text(path: str | Path, fmt: str, max_doc_chars: int = 1_000_000) -> Tex
 
 
 def describe_text(data: TextDataset, test_fraction: float, seed: int) -> dict:
-    """Counts and lengths; the test split is a seeded fraction of the documents."""
-    n = len(data.texts)
-    n_test = max(1, int(round(n * test_fraction))) if n >= 2 else 0
-    lengths = [len(t) for t in data.texts]
-    return {"modality": "text", "n_items": n - n_test, "n_test": n_test, "n_classes": len(data.classes),
-            "classes": data.classes, "labelled": any(label >= 0 for label in data.labels),
-            "chars": {"mean": sum(lengths) / n, "max": max(lengths), "min": min(lengths)},
-            "words_mean": sum(len(t.split()) for t in data.texts) / n,
-            "split": f"seeded fraction {test_fraction} (seed {seed})"}
+    """Counts, lengths and vocabulary capacity; the test split is a seeded fraction of the documents."""
+    train, test = split_text(data, test_fraction, seed)
+    return describe_splits(train, test, f"seeded fraction {test_fraction} (seed {seed})")
+
+
+def describe_splits(train: TextDataset, test: TextDataset, split: str) -> dict:
+    """What a text dataset row records. `vocab_capacity`: the largest vocabulary each tokenizer
+    kind can learn from the training split, so that a spec asking for more is refused at once."""
+    from core.text.tokenizer import KINDS, vocab_capacity
+
+    texts = train.texts + test.texts
+    lengths = [len(t) for t in texts]
+    labels = train.labels + test.labels
+    return {"modality": "text", "n_items": len(train), "n_test": len(test), "n_classes": len(train.classes),
+            "classes": train.classes, "labelled": any(label >= 0 for label in labels),
+            "chars": {"mean": sum(lengths) / len(texts), "max": max(lengths), "min": min(lengths)},
+            "words_mean": sum(len(t.split()) for t in texts) / len(texts),
+            "vocab_capacity": {kind: vocab_capacity(train.texts, kind) for kind in KINDS},
+            "split": split}
+
+
+def content_hash(train: TextDataset, test: TextDataset) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for part in (train, test):
+        digest.update(json.dumps([part.texts, part.labels, part.classes]).encode())
+    return digest.hexdigest()
+
+
+def test_size(n: int, test_fraction: float) -> int:
+    return max(1, int(round(n * test_fraction))) if n >= 2 else 0
+
+
+def split_text(data: TextDataset, test_fraction: float, seed: int) -> tuple[TextDataset, TextDataset]:
+    """(train, test): a seeded permutation's first test_size documents are the test split."""
+    import torch
+
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = test_size(len(data), test_fraction)
+    return data.subset(sorted(order[n_test:])), data.subset(sorted(order[:n_test]))

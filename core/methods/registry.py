@@ -20,8 +20,8 @@ class MethodInfo:
 
     @property
     def default_backbone(self) -> str:
-        """The backbone of the paper's own (large-scale) recipe."""
-        return self.recipes["large"].backbone
+        """The backbone of the paper's own (large-scale; for text, base-size) recipe."""
+        return self.recipes["base" if self.modality == "text" else "large"].backbone
 
     def options(self) -> dict:
         """Method hyper-parameters with their defaults (from the class signature)."""
@@ -98,9 +98,25 @@ def build(name: str, backbone: str | None = None, in_channels: int = 3, image_si
     return method
 
 
-def build_resolved(recipe: dict, in_channels: int, mean: list[float] | None = None, std: list[float] | None = None):
+def build_resolved(recipe: dict, in_channels: int = 3, mean: list[float] | None = None,
+                   std: list[float] | None = None):
     """The method exactly as a resolved recipe (core.recipes.resolve) says: backbone, its
     options, views and every method option explicit."""
+    if recipe.get("modality") == "text":
+        return build_text(recipe)
     return build(recipe["method"], recipe["backbone"], in_channels=in_channels, image_size=recipe["image_size"],
                  mean=mean, std=std, augment=recipe["views"], backbone_options=recipe["backbone_options"],
                  scale=recipe["scale"], **recipe["method_options"])
+
+
+def build_text(recipe: dict):
+    """A text method from its resolved recipe: the encoder sized by the recipe's tokenizer (its
+    vocab_size is in backbone_options), no views. The caller sets the trained tokenizer."""
+    info = method_info(recipe["method"])
+    unknown = set(recipe["method_options"]) - set(info.options())
+    if unknown:
+        raise ValueError(f"unknown option(s) for {info.name}: {', '.join(sorted(unknown))}")
+    net = build_backbone(recipe["backbone"], in_channels=1, image_size=0, **recipe["backbone_options"])
+    method = info.cls(net, None, **recipe["method_options"])
+    method.hparams = dict(recipe["method_options"])
+    return method

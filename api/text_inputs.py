@@ -1,0 +1,31 @@
+"""Text inputs to a text checkpoint: strings tokenised with the checkpoint's own tokenizer."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from api.inputs import BadInput
+
+BATCH = 64
+
+
+def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tuple[Tensor, dict]:
+    """((N, D) float32 embeddings, usage) of strings. BadInput for a non-string, an empty string,
+    or (truncate False) a text longer than the model's max_length."""
+    for i, item in enumerate(inputs):
+        if not isinstance(item, str):
+            raise BadInput(i, "this checkpoint embeds text: give strings")
+        if not item.strip():
+            raise BadInput(i, "empty text")
+    encoded = encoder.encode(inputs)
+    room = encoder.max_length - 2  # [CLS] and [SEP] take two positions
+    if not truncate:
+        for i, (cut, count) in enumerate(zip(encoded.truncated, encoded.text_tokens)):
+            if cut:
+                raise BadInput(i, f"{count} tokens; the model holds {room} (send truncate: true to cut it)")
+    with torch.no_grad():
+        vectors = torch.cat([encoder(chunk).float() for chunk in encoded.ids.split(BATCH)])
+    truncated = [i for i, cut in enumerate(encoded.truncated) if cut]
+    usage = {"inputs": len(inputs), "tokens": int(encoded.lengths.sum()), "max_length": encoder.max_length,
+             "truncated": truncated, "tokens_dropped": sum(encoded.text_tokens[i] - room for i in truncated)}
+    return vectors, usage

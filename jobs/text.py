@@ -1,0 +1,107 @@
+"""The service's text layer: the tokenizer part of a spec, text datasets (built-in, uploaded or by
+path) loaded into their splits, and the checks a text pretrain job passes before it is queued."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.backbones.text import TEXT_BACKBONES
+from core.data import DatasetUnavailable
+from core.data.builtin import TEXT_NAMES, load_text
+from core.data.text import TextDataset, content_hash, describe_splits, read_text, split_text
+from jobs.ids import new_id
+from jobs.settings import Settings
+from jobs.storage import ArtifactStore
+from jobs.tables import Checkpoint, Dataset
+
+TEXT_BASELINES = ("tfidf", "random-init")
+
+
+class TokenizerSpec(BaseModel):
+    """How a text job gets its tokenizer: trained on the job's corpus (the recipe's kind and
+    vocabulary size unless given here), or reused from an earlier text checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["bpe", "wordpiece"] | None = None
+    vocab_size: int | None = Field(None, ge=6, le=250_000)
+    lowercase: bool | None = None
+    checkpoint: str | None = Field(None, description="reuse this text checkpoint's tokenizer")
+
+    @model_validator(mode="after")
+    def one_source(self) -> "TokenizerSpec":
+        if self.checkpoint and (self.kind or self.vocab_size or self.lowercase is not None):
+            raise ValueError("give tokenizer.checkpoint or the fields of a tokenizer to train, not both")
+        return self
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v is not None and k != "checkpoint"}
+
+
+def is_text(dataset: Dataset) -> bool:
+    return (dataset.stats or {}).get("modality") == "text"
+
+
+def register_builtin_text(session: Session, project_id: str, name: str) -> Dataset:
+    existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
+    if existing is not None and existing.state == "ready":
+        return existing
+    train, test = load_text(name)  # raises DatasetUnavailable with the install hint
+    stats = describe_splits(train, test, "fixed (the package's files, a seed-0 permutation, 10 % test)")
+    dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
+                                  format="builtin")
+    dataset.n_items, dataset.n_test, dataset.n_classes = stats.pop("n_items"), stats.pop("n_test"), stats.pop("n_classes")
+    dataset.content_hash, dataset.stats = content_hash(train, test), stats
+    dataset.state, dataset.error = "ready", None
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def load_splits(settings: Settings, store: ArtifactStore, dataset: Dataset) -> tuple[TextDataset, TextDataset]:
+    """(train, test) documents of a ready text dataset, split as its scan described."""
+    from jobs.datasets import local_source
+
+    if dataset.uri.startswith("builtin://"):
+        return load_text(dataset.uri.removeprefix("builtin://"))
+    if dataset.format not in ("txt", "jsonl"):
+        raise DatasetUnavailable(f"dataset {dataset.id} is not text ({dataset.format})")
+    options = (dataset.stats or {}).get("options", {})
+    data = read_text(local_source(settings, store, dataset), dataset.format)
+    return split_text(data, options.get("test_fraction", 0.2), options.get("seed", 0))
+
+
+def checkpoint_tokenizer(session: Session, project_id: str, checkpoint_id: str) -> dict:
+    """The tokenizer facts of a text checkpoint of this project (for tokenizer.checkpoint)."""
+    row = session.get(Checkpoint, checkpoint_id)
+    if row is None or row.project_id != project_id:
+        raise LookupError(f"tokenizer checkpoint {checkpoint_id!r} not found")
+    if row.manifest.get("modality") != "text":
+        raise ValueError(f"checkpoint {checkpoint_id} is not a text model: it has no tokenizer")
+    return {**row.manifest["tokenizer"], "checkpoint": checkpoint_id}
+
+
+def check_text_spec(spec, dataset: Dataset, method_modality: str) -> None:
+    """ValueError with the reason when a pretrain spec and its text dataset cannot make a job."""
+    if method_modality != "text":
+        raise ValueError(f"dataset {dataset.id} is text; {spec.method} is an image method "
+                         "(text methods: see GET /v1/methods, modality text)")
+    if spec.backbone and spec.backbone not in TEXT_BACKBONES:
+        raise ValueError(f"{spec.backbone} is an image backbone; text methods take {', '.join(TEXT_BACKBONES)}")
+    unused = [name for name, value in (("image_size", spec.image_size), ("augment", spec.augment),
+                                       ("health_every", spec.health_every)) if value]
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not used by text methods")
+
+
+def check_capacity(recipe: dict, dataset: Dataset) -> None:
+    """The resolved tokenizer (the recipe's default size included) fits the corpus."""
+    tokenizer = recipe["tokenizer"]
+    if tokenizer.get("checkpoint"):
+        return
+    capacity = ((dataset.stats or {}).get("vocab_capacity") or {}).get(tokenizer["kind"])
+    if capacity and tokenizer["vocab_size"] > capacity:
+        raise ValueError(f"the corpus is too small for vocab_size {tokenizer['vocab_size']}: its training split "
+                         f"yields at most {capacity} {tokenizer['kind']} tokens; set tokenizer.vocab_size")

@@ -1,0 +1,164 @@
+"""Evaluation of text encoders inside the child: a text checkpoint, a random-init encoder or the
+TF-IDF baseline turns each split's documents into features, and the feature protocols (kNN,
+linear, few-shot, clustering, health) run on them through workers/evaluate.py's one loop."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from core.backbones import build_backbone
+from core.data.text import TextDataset
+from core.data.text_batches import TokenizedCorpus
+from core.evaluate.protocols import ENCODER_PROTOCOLS
+from core.evaluate.text import text_features, tfidf_features
+from core.text.tokenizer import CorpusTooSmall, train_tokenizer
+from jobs import checkpoints, lifecycle, text
+from jobs.features import feature_key, load_or_compute
+from jobs.specs import EvaluateSpec
+from jobs.tables import Checkpoint, Dataset, Job
+from workers.context import JobContext, pick_device
+from workers.evaluate import Progress, Source, evaluate_source
+
+RANDOM_INIT_BACKBONE = "text_tiny"
+RANDOM_INIT_VOCAB = 8000
+
+
+@dataclass
+class TextSplit:
+    """A split's documents with labels as a tensor (-1 unlabelled), as evaluate_source expects."""
+    texts: list[str]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def of(cls, data: TextDataset) -> "TextSplit":
+        return cls(data.texts, torch.tensor(data.labels, dtype=torch.long))
+
+
+@dataclass
+class TextSource(Source):
+    tfidf: dict = field(default_factory=dict)  # the TF-IDF baseline's features by split
+
+
+def open_text_source(ctx: JobContext, ref: str, dataset_row: Dataset, train: TextSplit, test: TextSplit, seed: int,
+                     backbone: str | None = None, backbone_options: dict | None = None) -> TextSource:
+    if ref == "tfidf":
+        train_x, test_x = tfidf_features(train.texts, test.texts, seed=seed)
+        return TextSource("tfidf", None, who={"baseline": ref, "method": ref}, tfidf={"train": train_x, "test": test_x})
+    if ref == "random-init":
+        return random_init_source(train, seed, backbone, backbone_options)
+    if ref == "raw-pixels":
+        raise ValueError("raw-pixels is an image baseline; text datasets have tfidf and random-init")
+    row = ctx.write(lambda s: s.get(Checkpoint, ref))
+    if row is None:
+        raise LookupError(f"checkpoint {ref!r} not found")
+    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
+    if manifest.get("modality") != "text":
+        raise ValueError(f"checkpoint {ref} embeds images; dataset {dataset_row.id} is text")
+    config = dict(manifest["backbone"])
+    encoder = build_backbone(config.pop("name"), **config)
+    encoder.load_state_dict(state)
+    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
+    return TextSource(row.id, encoder, who={"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone,
+                                            "compute_seconds": pretrain})
+
+
+def random_init_source(train: TextSplit, seed: int, backbone: str | None, backbone_options: dict | None) -> TextSource:
+    """An untrained encoder (seeded) with a tokenizer trained on the training split: what the
+    architecture and tokenizer give before any pretraining."""
+    name = backbone or RANDOM_INIT_BACKBONE
+    options = dict(backbone_options or {})
+    vocab = options.pop("vocab_size", RANDOM_INIT_VOCAB)
+    try:
+        tokenizer = train_tokenizer(train.texts, vocab)
+    except CorpusTooSmall:
+        tokenizer = train_tokenizer(train.texts, 10_000_000)  # as large as the corpus allows
+        vocab = tokenizer.get_vocab_size()
+    torch.manual_seed(seed)
+    encoder = build_backbone(name, in_channels=1, image_size=0, vocab_size=vocab, **options)
+    encoder.set_tokenizer(tokenizer)
+    tag = hashlib.sha256(json.dumps({**options, "vocab_size": vocab}, sort_keys=True).encode()).hexdigest()[:8]
+    return TextSource(f"random-init-{name}-{tag}-s{seed}", encoder, who={"baseline": "random-init",
+                                                                         "method": "random-init", "backbone": name})
+
+
+def text_split_features(ctx: JobContext, source: TextSource, dataset_row: Dataset, split: str, data: TextSplit,
+                        device):
+    """Features of one split's documents (cached in the artifact store for encoders)."""
+    if source.encoder is None:
+        return source.tfidf[split]
+
+    def compute():
+        corpus = TokenizedCorpus.from_texts(source.encoder.tokenizer, data.texts, source.encoder.max_length)
+        return text_features(source.encoder, corpus, device=device)
+
+    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
+    features, cached = load_or_compute(ctx.store, key, compute, data.labels)
+    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
+              + ("loaded from the feature cache" if cached else "computed and cached"),
+              features=key, cache="hit" if cached else "miss")
+    return features
+
+
+def feature_protocols(ctx: JobContext, protocols: list[dict]) -> list[dict]:
+    skipped = [p["protocol"] for p in protocols if p["protocol"] in ENCODER_PROTOCOLS]
+    if skipped:
+        ctx.event("log", f"{', '.join(skipped)} skipped: fine-tuning is for image encoders")
+    return [p for p in protocols if p["protocol"] not in ENCODER_PROTOCOLS]
+
+
+def evaluate_text_encoder(ctx: JobContext, encoder, train: TextDataset, test: TextDataset, protocols: list[dict],
+                          seed: int, device, *, dataset_id: str, checkpoint_id: str | None, method: str,
+                          backbone: str, compute_seconds: float) -> dict:
+    """A text pretrain job's auto-evaluation of its final encoder."""
+    dataset_row = ctx.write(lambda s: s.get(Dataset, dataset_id))
+    who = {"checkpoint_id": checkpoint_id, "method": method, "backbone": backbone, "compute_seconds": compute_seconds}
+    source = TextSource(checkpoint_id or f"job-{ctx.job_id}", encoder, who=who)
+    results, _ = evaluate_source(ctx, source, dataset_row, TextSplit.of(train), TextSplit.of(test),
+                                 feature_protocols(ctx, protocols), seed, device, featurize=text_split_features)
+    return results
+
+
+def run_evaluate_text(ctx: JobContext, spec: EvaluateSpec, dataset_row: Dataset):
+    device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
+    train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
+    train, test = TextSplit.of(train_set), TextSplit.of(test_set)
+    protocols = feature_protocols(ctx, [p.model_dump() for p in spec.protocols])
+    refs = spec.sources()
+    progress = Progress(ctx, len(refs) * len(protocols))
+    ctx.log_metrics(0, {}, progress.total)
+    started = time.perf_counter()
+    results: dict = {}
+    reason = None
+    try:
+        for ref in refs:
+            reason = ctx.stop_reason()
+            if reason:
+                break
+            source = open_text_source(ctx, ref, dataset_row, train, test, spec.seed, spec.backbone,
+                                      spec.backbone_options)
+            results[ref], reason = evaluate_source(ctx, source, dataset_row, train, test, protocols, spec.seed, device,
+                                                   progress, featurize=text_split_features)
+            if reason:
+                break
+    finally:
+        ctx.add_compute(time.perf_counter() - started)
+    if reason in ("shutdown", "lease-lost"):
+        return None, None, None
+    if reason == "cancelled":
+        return lifecycle.CANCELLED, {"scores": results}, None
+    return lifecycle.SUCCEEDED, {"scores": results}, None
+
+
+def text_index_features(ctx: JobContext, spec, dataset_row: Dataset, device) -> tuple[TextSplit, torch.Tensor]:
+    """(the split's documents, their features) for an embed-index job on a text dataset."""
+    train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
+    data = TextSplit.of(train_set if spec.split == "train" else test_set)
+    source = open_text_source(ctx, spec.checkpoint, dataset_row, data, data, 0)
+    return data, text_split_features(ctx, source, dataset_row, spec.split, data, device)

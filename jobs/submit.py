@@ -64,6 +64,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
 
 
 def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, dataset) -> tuple[dict, dict]:
+    if spec.devices * spec.nodes > 1:
+        raise SpecRejected("text methods train on one device for now; drop devices/nodes")
     try:
         text.check_text_spec(spec, dataset, method_info(spec.method).modality)
         reused = (text.checkpoint_tokenizer(session, project_id, spec.tokenizer.checkpoint)

@@ -59,13 +59,13 @@ def run(method_name: str = "simclr", stop_at: int | None = None, save_path: str 
 
 def run_every_method(steps: int = 2) -> dict[str, torch.Tensor]:
     """Every registered method for a few steps (tiny sizes): each method's float tensors."""
-    from core.methods import method_names
+    from core.methods import method_info, method_names
     from tests.core.tiny import build_tiny
 
     torch.set_num_threads(1)
     images, _ = digits_16(64)
     out = {}
-    for name in method_names():
+    for name in [n for n in method_names() if method_info(n).modality == "image"]:
         method = build_tiny(name, seed=2)
         train(method, images, TrainConfig(steps=steps, batch_size=16, lr=1e-3, seed=5, log_every=1))
         out.update({f"{name}.{k}": v for k, v in method.state_dict().items() if v.is_floating_point()})

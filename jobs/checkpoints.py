@@ -32,9 +32,23 @@ def write_parts(store: ArtifactStore, checkpoint_id: str, trees: dict[str, objec
 def register(session: Session, store: ArtifactStore, *, project_id: str, job_id: str, step: int, final: bool,
              method: str, backbone: str, dataset_id: str | None, trees: dict[str, object], manifest: dict,
              aliases: dict[str, str] | None = None) -> Checkpoint:
+    """Write the files, then add the row (in the caller's transaction)."""
+    checkpoint_id, parts, manifest = write_files(store, step, trees, manifest, aliases)
+    return add_row(session, checkpoint_id, parts, manifest, project_id=project_id, job_id=job_id, step=step,
+                   final=final, method=method, backbone=backbone, dataset_id=dataset_id)
+
+
+def write_files(store: ArtifactStore, step: int, trees: dict[str, object], manifest: dict,
+                aliases: dict[str, str] | None = None) -> tuple[str, dict, dict]:
+    """The files of a new checkpoint, outside any transaction (a slow upload must not hold the
+    job's row): (id, parts, manifest). Unregistered files are collected by the GC."""
     checkpoint_id = new_id("ckpt")
     manifest = {**manifest, "checkpoint": checkpoint_id, "step": step}
-    parts = write_parts(store, checkpoint_id, trees, manifest, aliases)
+    return checkpoint_id, write_parts(store, checkpoint_id, trees, manifest, aliases), manifest
+
+
+def add_row(session: Session, checkpoint_id: str, parts: dict, manifest: dict, *, project_id: str, job_id: str,
+            step: int, final: bool, method: str, backbone: str, dataset_id: str | None) -> Checkpoint:
     row = Checkpoint(id=checkpoint_id, project_id=project_id, job_id=job_id, step=step, final=final, method=method,
                      backbone=backbone, dataset_id=dataset_id, sha256=parts["backbone"]["sha256"],
                      bytes=sum(p["bytes"] for p in parts.values() if "alias_of" not in p), parts=parts, manifest=manifest)

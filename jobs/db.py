@@ -60,6 +60,14 @@ def db_now(session: Session) -> datetime:
     return datetime.now(timezone.utc)
 
 
+def bounded_lock_wait(session: Session, seconds: float = 2.0) -> None:
+    """Lease upkeep (heartbeats, sweeps, releases) waits at most `seconds` for a row lock: a child
+    stopped inside its short fenced transaction must not stall its worker, whose watchdog then
+    kills it (which frees the lock)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'"))
+
+
 def retrying(fn, attempts: int = 10, delay: float = 0.5):
     """Run fn(), retrying while the database is unreachable (a restart, a network blip)."""
     for attempt in range(attempts):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.db import db_now
+from jobs.db import bounded_lock_wait, db_now
 from jobs.tables import Job, JobEvent
 
 
@@ -55,6 +55,7 @@ def claim(session: Session, job_id: str, worker_id: str) -> bool:
 
 def heartbeat(session: Session, job_id: str, worker_id: str) -> str | None:
     """Renew the lease; returns the job's state, or None when this worker no longer holds it."""
+    bounded_lock_wait(session)
     result = session.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_(ACTIVE))
                              .values(heartbeat_at=db_now(session)))
     if result.rowcount != 1:
@@ -88,6 +89,7 @@ def release(session: Session, job_id: str, worker_id: str, reason: str, spend_at
     state, so a cancel landing between the read and the write is never turned into a retry.
     `spend_attempt=False` (a graceful shutdown) gives the attempt back. Returns the new state, or
     None when this worker did not hold the job."""
+    bounded_lock_wait(session)
     for _ in range(2):
         if finish(session, job_id, worker_id, CANCELLED, error=reason, from_states=(CANCELLING,)):
             return CANCELLED
@@ -123,6 +125,7 @@ def sweep_stale(session: Session, timeout_seconds: float, now: datetime | None =
     """Move jobs whose lease went stale to retrying (or failed after max_attempts).
     Safe to run in several processes at once: each move is conditional on the stale lease.
     Returns the ids now `retrying`, for the caller to re-enqueue."""
+    bounded_lock_wait(session)
     now = now or db_now(session)
     cutoff = now - timedelta(seconds=timeout_seconds)
     stale = session.execute(select(Job.id, Job.worker_id).where(Job.state.in_(ACTIVE), Job.heartbeat_at < cutoff)).all()

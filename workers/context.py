@@ -73,14 +73,14 @@ class JobContext:
         self.beat()
         return result
 
-    def commit(self, fn, tries: int = 4, delay: float = 1.0):
-        """`write` for a transaction that also writes artifacts (a checkpoint): a storage error
-        (S3/MinIO down, a network blip) is retried with backoff, then raised (the job is retried)."""
+    def with_storage_retries(self, fn, tries: int = 4, delay: float = 1.0):
+        """fn() that writes artifacts (a checkpoint's files): a storage error (S3/MinIO down, a
+        network blip) is retried with backoff, then raised (the job is retried)."""
         for attempt in range(tries):
             try:
-                return self.write(fn)
-            except lifecycle.LeaseLost:
-                raise
+                result = fn()
+                self.beat()
+                return result
             except OSError:
                 if attempt == tries - 1:
                     raise

@@ -55,16 +55,21 @@ class ServiceCallbacks(Callbacks):
         manifest = {**self.manifest, "metrics": self.logs}
         pruned: list[str] = []
 
+        def files():  # written before the transaction: the lease's row lock is held for milliseconds
+            return checkpoints.write_files(self.ctx.store, step, trees, manifest, aliases)
+
+        written = self.ctx.with_storage_retries(files)
+
         def write(session):
             job = session.get(Job, self.ctx.job_id)
-            row = checkpoints.register(session, self.ctx.store, project_id=job.project_id, job_id=job.id, step=step,
-                                       final=is_final, method=self.spec.method, backbone=self.manifest["backbone"]["name"],
-                                       dataset_id=self.dataset_id, trees=trees, manifest=manifest, aliases=aliases)
+            row = checkpoints.add_row(session, *written, project_id=job.project_id, job_id=job.id, step=step,
+                                      final=is_final, method=self.spec.method,
+                                      backbone=self.manifest["backbone"]["name"], dataset_id=self.dataset_id)
             lifecycle.log_event(session, job.id, "checkpoint", f"checkpoint {row.id} at step {step}", checkpoint=row.id)
             pruned[:] = retention.prune(session, job.id, self.spec.keep_last) if self.spec.keep_last else []
             return row.id
 
-        checkpoint_id = self.ctx.commit(write)
+        checkpoint_id = self.ctx.write(write)
         retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
         if final:  # the end of training, or the checkpoint a cancel stops at
             self.final_checkpoint = checkpoint_id

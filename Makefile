@@ -59,6 +59,10 @@ bench: $(STAMP) fashion-mnist wordnet
 	$(BIN)/python benchmarks/methods.py
 	$(BIN)/python benchmarks/text.py $(TEXT_BENCH_ARGS)
 	$(BIN)/python benchmarks/recipes.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python -m benchmarks.train_throughput
+	$(BIN)/python -m benchmarks.embed_serving
+	$(BIN)/python -m benchmarks.api_load
 
 clean:
 	rm -rf $(VENV) .darkmatter .pytest_cache test-artifacts

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.backbones.text import TEXT_BACKBONES
 from core.data import DatasetUnavailable
-from core.data.builtin import TEXT_NAMES, load_text
+from core.data.builtin import load_text
 from core.data.text import TextDataset, content_hash, describe_splits, read_text, split_text
 from jobs.ids import new_id
 from jobs.settings import Settings

@@ -15,6 +15,7 @@ from api.schemas import JobList, JobOut
 from core.data import DatasetUnavailable
 from jobs import fleet, lifecycle
 from jobs.datasets import DatasetNotFound
+from jobs.db import session_scope
 from jobs.queue import enqueue
 from jobs.specs import JobSpec
 from jobs.submit import CheckpointNotFound, IdempotencyConflict, SpecRejected, create_job
@@ -123,10 +124,6 @@ def metrics(job_id: str, session: SessionDep, project: ProjectDep, name: str | N
         q = q.where(Metric.name == name)
     rows = session.scalars(q.order_by(Metric.step, Metric.id).limit(limit)).all()
     return {"data": [{"step": m.step, "name": m.name, "value": m.value, "at": m.at.isoformat()} for m in rows]}
-
-
-def event_dict(e: JobEvent) -> dict:
-    return {"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "message": e.message, "data": e.data}
 
 
 def read_events(settings, project: str, job_id: str, after: int, limit: int) -> tuple[list[dict], str]:

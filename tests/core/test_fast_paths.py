@@ -7,7 +7,7 @@ import torch
 
 from core.methods import build
 from core.train import Callbacks, TrainConfig, train
-from tests.core.tiny import IMAGE_SIZE, TINY_OPTIONS, TINY_VIT, digits_16
+from tests.core.tiny import TINY_OPTIONS, TINY_VIT, digits_16
 
 STEPS = 20
 TOLERANCE = 2e-3  # float32 sums in another order (another memory layout, fused kernels) over 20 steps

@@ -4,7 +4,6 @@ fast while 50 SSE streams and 5 slow downloads are open (the figures are printed
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import subprocess

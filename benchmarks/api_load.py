@@ -8,12 +8,9 @@ operation runs from concurrent clients against a real API process for a fixed ti
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
-import httpx
-
-from benchmarks.service import embedded_settings, percentile, start_api
+from benchmarks.service import embedded_settings, run_clients, start_api
 
 TARGET_MS = 50.0
 
@@ -39,29 +36,6 @@ def fill(settings, n: int) -> list[str]:
     return ids
 
 
-def run(url: str, clients: int, seconds: float, request) -> tuple[float, float, float]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    def client(k: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            i = 0
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                response = request(http, k, i)
-                assert response.status_code < 300, response.text
-                latencies.append(time.perf_counter() - started)
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.monotonic() - started), percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -84,7 +58,7 @@ def main() -> None:
         print(f"{'operation':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
         results = {}
         for name, request in operations.items():
-            results[name] = run(url, args.clients, args.seconds, request)
+            results[name] = run_clients(url, args.clients, args.seconds, request)
             rate, p50, p99 = results[name]
             print(f"{name:<10} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f}")
         for name in ("get", "list"):

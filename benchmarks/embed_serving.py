@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import threading
-import time
-
-import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.service import embedded_settings, percentile, register_checkpoint, start_api
+from benchmarks.service import embedded_settings, register_checkpoint, run_clients, start_api
 
 TARGET = 3.0
 
@@ -30,28 +26,9 @@ def png(seed: int) -> str:
 
 
 def load(url: str, model: str, clients: int, seconds: float) -> tuple[float, float, float]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
     images = [png(i) for i in range(16)]
-
-    def client(k: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            i = 0
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                response = http.post(f"{url}/v1/embeddings", json={"model": model, "input": [images[(k + i) % 16]]})
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    return len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    return run_clients(url, clients, seconds, lambda http, k, i: http.post(
+        "/v1/embeddings", json={"model": model, "input": [images[(k + i) % 16]]}))
 
 
 def main() -> None:

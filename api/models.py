@@ -13,6 +13,15 @@ from jobs.storage import store_for
 from jobs.tables import Checkpoint
 
 
+def serving_device(settings: Settings) -> str:
+    """Where loaded models run: settings.embedding_device, "auto" being the GPU when there is one."""
+    if settings.embedding_device != "auto":
+        return settings.embedding_device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def model_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
@@ -38,7 +47,7 @@ class ModelCache:
         if sha256_file(path) != info["sha256"]:
             store.evict(info["key"])  # a bad cached copy is not served again (downloads read the cache)
             raise CorruptCheckpoint(f"checkpoint {checkpoint.id} failed its sha256 check")
-        loaded = load_backbone(path)
+        loaded = load_backbone(path, device=serving_device(settings))
         with self.lock:
             self.models[checkpoint.id] = loaded
             while len(self.models) > 1 and self.bytes > self.max_bytes:  # the newest stays, even alone over

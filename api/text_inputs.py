@@ -24,7 +24,8 @@ def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tupl
             if cut:
                 raise BadInput(i, f"{count} tokens; the model holds {room} (send truncate: true to cut it)")
     with torch.no_grad():
-        vectors = torch.cat([encoder(chunk).float() for chunk in encoded.ids.split(BATCH)])
+        device = next(encoder.parameters()).device
+        vectors = torch.cat([encoder(chunk.to(device)).float().cpu() for chunk in encoded.ids.split(BATCH)])
     truncated = [i for i, cut in enumerate(encoded.truncated) if cut]
     usage = {"inputs": len(inputs), "tokens": int(encoded.lengths.sum()), "max_length": encoder.max_length,
              "truncated": truncated, "tokens_dropped": sum(encoded.text_tokens[i] - room for i in truncated)}

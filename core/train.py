@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core import distributed
 from core.methods.base import Method
 from core.optim import build_optimizer
+from core.precision import resolve_precision
 from core.schedules import cosine, warmup_cosine
 from core.seeds import step_seed
 
@@ -52,8 +53,9 @@ class TrainConfig:
     grad_clip_mode: str = "global"  # global | per_parameter (DINO's clip_gradients)
     freeze_last_layer_steps: int = 0  # parameters named "last_layer" get no update this long (DINO)
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it, else fp32)
-    compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: eager until measured to help)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
+    compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: where it was measured to help)
+    cuda_graphs: bool = False  # capture the backbone in CUDA graphs (compile mode reduce-overhead); CUDA only
     channels_last: bool | None = None  # None: on for convolutional backbones on GPUs
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: none by step count
@@ -96,11 +98,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, epoch, stream=1)))
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
-    """The indices of step `step`: a seeded permutation per epoch, last partial batch dropped."""
-    per_epoch = n // batch_size
-    epoch, within = divmod(step, per_epoch)
-    return epoch_order(n, seed, epoch)[within * batch_size : (within + 1) * batch_size]
+class EpochOrders:
+    """The indices of each step: a seeded permutation per epoch, last partial batch dropped. Each
+    epoch's permutation is drawn once and copied to the data's device, so that a step slices it
+    there without a host-to-device copy (a copy from pageable memory waits for the GPU)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device):
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
+        self.epoch, self.order = None, None
+
+    def indices(self, step: int) -> Tensor:
+        epoch, within = divmod(step, self.n // self.batch_size)
+        if epoch != self.epoch:
+            self.epoch, self.order = epoch, epoch_order(self.n, self.seed, epoch).to(self.device)
+        return self.order[within * self.batch_size : (within + 1) * self.batch_size]
 
 
 def training_state(method: Method, optimizer, scaler, step: int, config: TrainConfig) -> dict:
@@ -136,15 +147,6 @@ def _agree(decision):
     return box[0]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto': bf16 autocast where the accelerator has native bf16, fp32 elsewhere (the CPU)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
 def _convolutional(method: Method) -> bool:
     return any(isinstance(m, nn.Conv2d) and m.kernel_size != m.stride for m in method.backbone.modules())
 
@@ -176,14 +178,27 @@ class Prefetcher:
         return item
 
 
-def _reduced_logs(loss: Tensor, extra: dict) -> tuple[float, dict[str, float]]:
-    """The loss and the method's logs averaged over ranks (one collective, on log steps only)."""
-    names = list(extra)
-    values = torch.stack([loss.detach().float().reshape(())] +
-                         [torch.as_tensor(extra[k], dtype=torch.float32, device=loss.device).detach().reshape(())
-                          for k in names])
-    values = distributed.mean_detached(values).tolist()
-    return values[0], dict(zip(names, values[1:]))
+class Window:
+    """The loss and the method's logs summed on the device over the steps since the last log, so
+    that a step never waits for the device; read (one transfer, one collective) on log steps."""
+
+    def __init__(self):
+        self.sums: dict[str, Tensor | float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, loss: Tensor, extra: dict) -> None:
+        for name, value in (("loss", loss), *extra.items()):
+            value = value.detach().float().reshape(()) if isinstance(value, Tensor) else float(value)
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def read(self, device: torch.device) -> dict[str, float]:
+        """Each value's mean over the window and over the ranks; then starts a new window."""
+        names = list(self.sums)
+        means = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float32, device=device).reshape(()) /
+                             self.counts[k] for k in names])
+        self.sums, self.counts = {}, {}
+        return dict(zip(names, distributed.mean_detached(means).tolist()))
 
 
 def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, device: str | torch.device = "cpu",
@@ -207,8 +222,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         device.type == "cuda" and _convolutional(method))
     if channels_last:
         method.to(memory_format=torch.channels_last)
-    if config.compile == "true":  # "auto" stays eager until a GPU benchmark shows compile helps
-        method.backbone.compile()  # in place: the state dict keeps its keys
+    compile_backbone(method, config, device)
     step_fn = method.training_step
     if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
         step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
@@ -232,8 +246,9 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                             pin=device.type == "cuda")
     else:
         source = on_device(images, device)
+        orders = EpochOrders(len(images), config.batch_size, config.seed, source.device)
     logs: dict[str, float] = {}
-    window_start, window_steps, waited = time.perf_counter(), 0, 0.0
+    running, window_start, window_steps, waited = Window(), time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
     step = start
     while step < config.steps:
@@ -247,6 +262,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             last_checkpoint = time.monotonic()
             if rank == 0:
                 callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
+        if config.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
         lr, weight_decay = apply_schedules(optimizer, config, step)
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
@@ -254,8 +271,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if streamed:
             batch = stream.next().to(device, non_blocking=True)
         else:
-            indices = batch_indices(len(images), config.batch_size, config.seed, step)[mine]
-            batch = source[indices.to(source.device)].to(device, non_blocking=True)
+            batch = source[orders.indices(step)[mine]].to(device, non_blocking=True)
         waited += time.perf_counter() - asked
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -275,10 +291,12 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         scaler.update()
         if scale_before is None or scaler.get_scale() >= scale_before:
             method.after_step(step, config.steps)  # the scaler skips a step with inf/NaN grads by lowering its scale
+        running.add(loss, extra)
         step += 1
         window_steps += 1
         if step % config.log_every == 0 or step == config.steps:
-            value, extra_logs = _reduced_logs(loss, extra)
+            means = running.read(device)
+            value = means.pop("loss")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - window_start
@@ -287,7 +305,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                     "data_wait": waited / max(elapsed, 1e-9),  # the fraction of step time spent waiting for data
                     **({"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
                        if device.type == "cuda" else {}),
-                    **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}), **extra_logs}
+                    **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}), **means}
             if rank == 0:
                 callbacks.on_log(step, logs)
             window_start, window_steps, waited = time.perf_counter(), 0, 0.0
@@ -300,6 +318,31 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if rank == 0:
         callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
     return TrainResult(step, "completed", logs)
+
+
+def compiles(method: Method, config: TrainConfig, device: torch.device) -> bool:
+    """Whether the backbone is torch.compiled: "true", "false", or "auto", which compiles where
+    benchmarks/train_throughput.py measured a gain: convnets on a GPU (SimCLR ResNet-18 on an
+    H200: +18 %). ViTs gained nothing there (MAE ViT-S: +0 %), and the CPU ran slower compiled."""
+    if config.compile == "auto":
+        return device.type == "cuda" and _convolutional(method)
+    return config.compile == "true"
+
+
+def compile_backbone(method: Method, config: TrainConfig, device: torch.device) -> None:
+    """torch.compile the backbone in place (the state dict keeps its keys): with CUDA graphs
+    (mode reduce-overhead) when config.cuda_graphs, else where `compiles` says. Under "auto" a
+    graph that fails to compile runs eagerly instead of failing the run."""
+    if config.cuda_graphs:
+        if device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
+        method.backbone.compile(mode="reduce-overhead")
+    elif compiles(method, config, device):
+        if config.compile == "auto":
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True
+        method.backbone.compile()
 
 
 def on_device(images: Tensor, device: torch.device, budget: float = 0.25) -> Tensor:

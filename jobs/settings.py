@@ -69,7 +69,11 @@ class Settings(BaseSettings):
     gpus: str = ""  # the GPU ids this worker owns, e.g. "0,1" (default: CUDA_VISIBLE_DEVICES, else GPU 0)
     model_cache_bytes: int = 2 * 1024**3  # loaded backbones kept for embeddings, LRU, bounded by their tensors' bytes
     embedding_max_batch: int = 256  # dynamic batching: rows per shared forward pass (1: off)
-    embedding_max_wait_ms: float = 5.0  # how long a batch waits for more requests (0: off)
+    embedding_max_wait_ms: float = 0.0  # how long an idle model waits for more requests to join (requests that
+    # arrive while it is busy always batch)
+    embedding_device: str = "auto"  # where loaded models run: auto (the GPU when the API sees one) | cpu | cuda:N
+    embedding_precision: Literal["auto", "fp32", "bf16"] = "auto"  # image models: auto is bf16 autocast where the
+    # device computes bf16 natively (recent GPUs, CPUs with AVX512-BF16/AMX), else fp32
     embedding_deadline_s: float = 30.0  # a request waiting longer for its batch answers 503
     gc_interval: float = 600.0  # seconds between garbage collections of unregistered artifact files
     gc_min_age: float = 3600.0  # younger unregistered files may be a checkpoint being written now

@@ -66,9 +66,13 @@ class PretrainSpec(Strict):
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast on GPUs with native bf16, fp32 on the CPU")
+        "auto", description="auto: bf16 autocast where the device has native bf16 (recent GPUs, CPUs with "
+        "AVX512-BF16 or AMX), else fp32")
     compile: Literal["auto", "true", "false"] = Field(
-        "auto", description="torch.compile the backbone; auto: eager until a benchmark on this GPU shows a gain")
+        "auto", description="torch.compile the backbone; auto: convnets on GPUs (where benchmarks measured a "
+        "gain), else eager")
+    cuda_graphs: bool = Field(False, description="capture the backbone's fixed-shape steps in CUDA graphs "
+                                                "(torch.compile mode reduce-overhead); CUDA devices only")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     queue: str = Field("default", pattern=QUEUE_PATTERN)
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: every checkpoint_seconds")
@@ -113,6 +117,8 @@ class PretrainSpec(Strict):
         if unknown:
             raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(OPTIMIZER_OPTIONS)}")
+        if self.cuda_graphs and self.device == "cpu":
+            raise ValueError("cuda_graphs needs a CUDA device; this spec asks for device cpu")
         return self
 
     def overrides(self) -> dict:
@@ -129,7 +135,8 @@ class PretrainSpec(Strict):
         tokenizer. Raises ValueError when it cannot run."""
         overrides = {**self.overrides(), **({"tokenizer": tokenizer} if tokenizer else {})}
         recipe = resolve(self.method, self.image_size or image_size, n_items, overrides)
-        recipe["train"].update(seed=self.seed, precision=self.precision, compile=self.compile, log_every=self.log_every,
+        recipe["train"].update(seed=self.seed, precision=self.precision, compile=self.compile,
+                               cuda_graphs=self.cuda_graphs, log_every=self.log_every,
                                checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
         if self.checkpoint_seconds is not None:
             recipe["train"]["checkpoint_seconds"] = self.checkpoint_seconds

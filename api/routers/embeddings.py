@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.inputs import BadInput, decode_array, decode_image, to_model_input
-from api.batching import Batcher, DeadlineExceeded
+from api.batching import Batcher, DeadlineExceeded, encoder_forward
 from api.text_inputs import embed_texts
 from api.models import ModelCache
 from api.routers.checkpoints import get_checkpoint
@@ -85,10 +85,7 @@ def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tupl
     norm = manifest["normalization"]
     x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
 
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return encoder(batch).float()
-
+    forward = encoder_forward(encoder, settings.embedding_precision)
     if batching is None:
         return forward(x)
     try:

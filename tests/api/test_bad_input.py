@@ -33,6 +33,7 @@ def detail(response) -> str:
     ({"queue": "../etc"}, 422, "pattern"),
     ({"epochs": 2}, 422, "not both"),
     ({"kind": "transmogrify"}, 422, "tag"),
+    ({"cuda_graphs": True, "device": "cpu"}, 422, "cuda_graphs needs a CUDA device"),
 ])
 def test_bad_pretrain_spec_is_rejected_with_a_message(api, change, status, message):
     spec = {**TINY_PRETRAIN, **change}

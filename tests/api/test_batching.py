@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 import time
 
 import pytest
@@ -82,7 +83,7 @@ def test_model_cache_is_bounded_by_bytes(monkeypatch):
     loaded = {"small": (small, {}), "large": (large, {}), "small2": (nn.Linear(4, 4), {})}
     cache = ModelCache(max_bytes=model_bytes(large) + model_bytes(small))
     monkeypatch.setattr("api.models.sha256_file", lambda path: "sha")
-    monkeypatch.setattr("api.models.load_backbone", lambda path: loaded[path.name])
+    monkeypatch.setattr("api.models.load_backbone", lambda path, device="cpu": loaded[path.name])
 
     class Row:
         def __init__(self, name):
@@ -95,6 +96,61 @@ def test_model_cache_is_bounded_by_bytes(monkeypatch):
 
     monkeypatch.setattr("api.models.store_for", lambda settings: Store())
     for name in ("small", "large", "small2"):
-        cache.get(None, Row(name))
+        cache.get(SimpleNamespace(embedding_device="cpu"), Row(name))
     assert list(cache.models) == ["large", "small2"]  # the least recently used went first
     assert cache.bytes <= cache.max_bytes
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    until = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < until, "condition not reached"
+        time.sleep(0.001)
+
+
+def test_requests_that_arrive_while_the_model_is_busy_share_the_next_pass():
+    """Continuous batching: an idle model runs a lone request at once; whatever queues during a
+    pass becomes the next pass, led by the oldest waiting request."""
+    batcher = Batcher(max_batch=64, max_wait_ms=0)
+    release, seen = threading.Event(), []
+
+    def forward(x):
+        seen.append(x[:, 0].tolist())
+        if len(seen) == 1:
+            release.wait(10)
+        return x + 1
+
+    results = {}
+    first = threading.Thread(target=lambda: results.__setitem__(0, batcher.run("m", forward, torch.zeros(1, 2))))
+    first.start()
+    wait_for(lambda: len(seen) == 1)  # the lone request ran without waiting for company
+    others = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.run(
+        "m", forward, torch.full((1, 2), float(i))))) for i in range(1, 11)]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(batcher.pending["m"]) == 10)
+    release.set()
+    for t in [first, *others]:
+        t.join()
+    assert seen[0] == [0.0] and sorted(seen[1]) == [float(i) for i in range(1, 11)] and len(seen) == 2
+    assert all(torch.equal(results[i], torch.full((1, 2), i + 1.0)) for i in range(11))
+    assert "m" not in batcher.pending  # idle again: the next request leads at once
+
+
+def test_a_queued_request_past_its_deadline_is_never_computed():
+    batcher = Batcher(max_batch=64, max_wait_ms=0)
+    release, seen = threading.Event(), []
+
+    def forward(x):
+        seen.append(len(x))
+        release.wait(10)
+        return x
+
+    leader = threading.Thread(target=lambda: batcher.run("m", forward, torch.zeros(1, 1)))
+    leader.start()
+    wait_for(lambda: len(seen) == 1)
+    with pytest.raises(DeadlineExceeded):
+        batcher.run("m", forward, torch.zeros(3, 1), deadline_s=0.05)
+    release.set()
+    leader.join()
+    assert seen == [1] and "m" not in batcher.pending

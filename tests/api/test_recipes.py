@@ -101,3 +101,14 @@ def test_cli_shows_a_methods_recipes():
     assert "recipe 'small'" in result.output and "lars" in result.output
     result = CliRunner().invoke(app, ["methods", "nope"])
     assert result.exit_code == 2 and "unknown method" in result.output
+
+
+def test_fast_path_fields_reach_the_loops_config(api):
+    """What the worker hands TrainConfig: precision and compile default to auto; cuda_graphs as asked."""
+    train = submit(api, method="simclr", steps=5)["recipe"]["train"]
+    assert (train["precision"], train["compile"], train["cuda_graphs"]) == ("auto", "auto", False)
+    train = submit(api, method="simclr", steps=5, cuda_graphs=True, compile="false", precision="fp32")["recipe"]["train"]
+    assert (train["precision"], train["compile"], train["cuda_graphs"]) == ("fp32", "false", True)
+    from core.train import TrainConfig
+
+    assert TrainConfig(**train).cuda_graphs is True  # the worker's conversion (workers/pretrain.py) keeps it

@@ -91,3 +91,77 @@ def test_activation_checkpointing_vit_trains_like_eager(one_thread):
     eager, _ = losses("byol", "vit_tiny", dict(TINY_VIT))
     fast, _ = losses("byol", "vit_tiny", {**TINY_VIT, "grad_checkpointing": True})
     assert_close(fast, eager)
+
+
+class AutocastProbe(Callbacks):
+    """Records the dtype the backbone computed in, as the loop ran it."""
+
+    def __init__(self, method):
+        self.dtypes: list[torch.dtype] = []
+        method.backbone.register_forward_hook(lambda module, args, out: self.dtypes.append(out.dtype))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_where_the_cpu_has_native_bf16(one_thread, monkeypatch, native):
+    import core.precision
+
+    monkeypatch.setattr(core.precision, "_cpu_has_bf16", lambda: native)
+    torch.manual_seed(0)
+    method = build("simclr", backbone="small_cnn", in_channels=1, image_size=16, backbone_options={"width": 8},
+                   proj_hidden_dim=32, proj_dim=16)
+    probe = AutocastProbe(method)
+    train(method, digits_16(64)[0], TrainConfig(steps=2, batch_size=16, optimizer="sgd", lr=0.01, precision="auto"),
+          callbacks=probe)
+    assert set(probe.dtypes) == {torch.bfloat16 if native else torch.float32}
+
+
+def test_cpu_bf16_detection_follows_the_cpu_flags():
+    from core.precision import _cpu_has_bf16
+
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    assert _cpu_has_bf16() == (bool(flags & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available())
+
+
+def test_logged_loss_is_the_mean_of_the_steps_since_the_last_log(one_thread):
+    """Accumulated on the device and read every log_every steps: the mean of the per-step losses."""
+    every_step, _ = losses("simclr", "small_cnn", {"width": 8}, images=noise_images(1, 16), precision="fp32")
+
+    class Logged(Losses):
+        def __init__(self):
+            super().__init__()
+            self.steps: list[int] = []
+
+        def on_log(self, step, logs):
+            super().on_log(step, logs)
+            self.steps.append(step)
+
+    torch.manual_seed(0)
+    method = build("simclr", backbone="small_cnn", in_channels=1, image_size=16, mean=[0.3], std=[0.35],
+                   backbone_options={"width": 8}, proj_hidden_dim=TINY_OPTIONS["proj_hidden_dim"],
+                   proj_dim=TINY_OPTIONS["proj_dim"])
+    recorder = Logged()
+    train(method, noise_images(1, 16), TrainConfig(steps=STEPS, batch_size=32, optimizer="sgd", lr=0.02, seed=4,
+                                                   log_every=8, precision="fp32"), callbacks=recorder)
+    assert recorder.steps == [8, 16, 20]
+    expected = [sum(every_step[0:8]) / 8, sum(every_step[8:16]) / 8, sum(every_step[16:20]) / 4]
+    assert recorder.values == pytest.approx(expected, rel=1e-5)
+
+
+def test_compile_auto_compiles_where_it_was_measured_to_help():
+    from core.train import compiles
+
+    convnet = build("simclr", backbone="small_cnn", in_channels=1, image_size=16, backbone_options={"width": 8})
+    vit = build("byol", backbone="vit_tiny", in_channels=1, image_size=16, backbone_options=dict(TINY_VIT))
+    auto = TrainConfig(steps=1, compile="auto")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compiles(convnet, auto, cuda) and not compiles(vit, auto, cuda)
+    assert not compiles(convnet, auto, cpu) and not compiles(vit, auto, cpu)
+    assert compiles(vit, TrainConfig(steps=1, compile="true"), cpu)
+    assert not compiles(convnet, TrainConfig(steps=1, compile="false"), cuda)
+
+
+def test_cuda_graphs_on_a_cpu_is_refused():
+    method = build("simclr", backbone="small_cnn", in_channels=1, image_size=16, backbone_options={"width": 8})
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        train(method, digits_16(64)[0], TrainConfig(steps=1, batch_size=16, cuda_graphs=True))

@@ -421,3 +421,15 @@ def test_cancelled_run_checkpoints_and_resumes_exactly():
     train(resumed, images(), cfg, resume=first.kept)
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_epoch_orders_visit_each_item_once_per_epoch_and_replay_from_the_seed():
+    from core.train import EpochOrders
+
+    orders, again = EpochOrders(50, 8, seed=3, device=torch.device("cpu")), EpochOrders(50, 8, 3, torch.device("cpu"))
+    per_epoch = 50 // 8
+    for epoch in range(3):
+        seen = torch.cat([orders.indices(epoch * per_epoch + i) for i in range(per_epoch)])
+        assert len(set(seen.tolist())) == per_epoch * 8  # no repeats inside an epoch; the partial batch dropped
+    assert torch.equal(again.indices(13), orders.indices(13))  # a resumed run draws the same batch
+    assert not torch.equal(orders.indices(0), orders.indices(per_epoch))  # each epoch reshuffles

@@ -17,6 +17,7 @@ from api.models import ModelCache
 from api.routers.checkpoints import get_checkpoint
 from core.augment import normalize
 from core.checkpoint import CorruptCheckpoint
+from core.precision import resolve_precision
 
 router = APIRouter(tags=["embeddings"])
 
@@ -105,7 +106,8 @@ def embed_any(inputs: list, encoder, manifest: dict, settings, truncate: bool = 
         except BadInput as exc:
             raise HTTPException(422, str(exc))
     vectors = embed_inputs(inputs, encoder, manifest, settings, batching)
-    return vectors, {"inputs": len(vectors)}
+    device = next(encoder.parameters()).device  # the arithmetic the vectors came from (settings.embedding_precision)
+    return vectors, {"inputs": len(vectors), "precision": resolve_precision(settings.embedding_precision, device)}
 
 
 @router.post("/embeddings")

@@ -19,11 +19,12 @@ ort = pytest.importorskip("onnxruntime")
 
 @pytest.fixture
 def service(sqlite_service):
-    """The embedded default only: the export path has nothing that depends on the database."""
+    """The embedded default only: the export path has nothing that depends on the database. The
+    endpoint serves in fp32 here, so that the exported fp32 graph must match it to 1e-4."""
     from jobs.migrate import upgrade
 
     upgrade(sqlite_service.database_url)
-    return sqlite_service
+    return sqlite_service.model_copy(update={"embedding_precision": "fp32"})
 
 
 @pytest.fixture(autouse=True)

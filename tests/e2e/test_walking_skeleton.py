@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load as st_load
 
 from core.checkpoint import load_backbone
+from core.precision import resolve_precision
 from tests.conftest import TINY_PRETRAIN, wait_for
 
 
@@ -50,12 +51,19 @@ def test_pretrain_job_runs_end_to_end(api, worker, tmp_path):
     assert [d["index"] for d in out["data"]] == [0, 1]
     assert len(out["data"][0]["embedding"]) == manifest["feature_dim"]
     assert out["data"][0]["embedding"] == pytest.approx(out["data"][1]["embedding"])
-    # the endpoint serves exactly what core.checkpoint.load_backbone gives on the normalised input
+    # the endpoint serves what core.checkpoint.load_backbone gives on the normalised input: exactly in
+    # fp32, to bf16's 8 mantissa bits where the server's CPU computes bf16 natively (precision auto)
     norm = manifest["normalization"]
     x = (torch.tensor(image)[None, None] / 255 - norm["mean"][0]) / norm["std"][0]
     with torch.no_grad():
         expected = model.eval()(x)[0]
-    assert torch.allclose(torch.tensor(out["data"][0]["embedding"]), expected, atol=1e-4)
+    served = torch.tensor(out["data"][0]["embedding"])
+    assert out["usage"]["precision"] == resolve_precision("auto", torch.device("cpu"))
+    if out["usage"]["precision"] == "fp32":
+        assert torch.allclose(served, expected, atol=1e-4)
+    else:
+        assert torch.allclose(served, expected, rtol=2e-2, atol=2e-3)
+        assert torch.nn.functional.cosine_similarity(served, expected, dim=0) > 0.999
 
 
 def test_redelivered_message_runs_job_once(api, worker, service):

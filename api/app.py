@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.limits import BodySizeLimit, JsonDepthLimit
 from api.observe import HttpMetrics, Observe
@@ -82,6 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, exc: Exception):  # a backstop: JsonDepthLimit refuses deep bodies first
         return JSONResponse({"detail": "the request is nested too deeply"}, status_code=422)
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(_: Request, exc: Exception):  # every database connection busy for pool_timeout
+        log.warning("database connection pool exhausted: %s", exc)
+        return JSONResponse({"detail": "the service is busy; retry"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):  # last resort: log it, answer JSON

@@ -1,9 +1,10 @@
 """Embedding serving: req/s and p50/p99 latency at 1, 8 and 64 concurrent clients, with dynamic
 batching on and off, for a small_cnn and a ResNet-18 checkpoint (one 32 px image per request).
 
-    .venv/bin/python benchmarks/embed_serving.py [--seconds 10] [--clients 1,8,64]
+    .venv/bin/python -m benchmarks.embed_serving [--seconds 10] [--clients 1,8,64]
 
-Each configuration runs against a real API process (uvicorn) on loopback. Target (CPU): batching
+Each configuration runs against a real API process (uvicorn) on loopback, loaded by asyncio clients
+(benchmarks/loadgen.py) that cost the server little CPU. Target (CPU): batching
 gives >= 3x the req/s at 64 clients on the ResNet-18 checkpoint."""
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from benchmarks.service import embedded_settings, register_checkpoint, run_clients, start_api
+from benchmarks import loadgen
+from benchmarks.service import embedded_settings, register_checkpoint, start_api
 
 TARGET = 3.0
 
@@ -27,8 +29,8 @@ def png(seed: int) -> str:
 
 def load(url: str, model: str, clients: int, seconds: float) -> tuple[float, float, float]:
     images = [png(i) for i in range(16)]
-    return run_clients(url, clients, seconds, lambda http, k, i: http.post(
-        "/v1/embeddings", json={"model": model, "input": [images[(k + i) % 16]]}))
+    return loadgen.run(url, clients, seconds, lambda k, i: (
+        "POST", "/v1/embeddings", {"model": model, "input": [images[(k + i) % 16]]}))
 
 
 def main() -> None:

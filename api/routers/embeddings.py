@@ -42,8 +42,11 @@ def cache(request: Request) -> ModelCache:
 
 
 def load_encoder(request: Request, settings, session, project: str, checkpoint_id: str):
-    """(encoder, manifest) of a checkpoint of this project from the loaded-model cache; 404/410."""
+    """(encoder, manifest) of a checkpoint of this project from the loaded-model cache; 404/410.
+    Closes the session: the request's database connection goes back to the pool before the
+    forward pass, so that requests waiting for a batch hold none (64 of them would drain it)."""
     checkpoint = get_checkpoint(session, project, checkpoint_id)
+    session.close()
     try:
         return cache(request).get(settings, checkpoint)
     except (CorruptCheckpoint, FileNotFoundError) as exc:

@@ -46,3 +46,59 @@ def test_readyz_is_503_while_the_database_is_unreachable(sqlite_service, tmp_pat
         response = api.get("/readyz")
         assert response.status_code == 503 and "database unavailable" in response.json()["detail"]
         assert api.get("/healthz").status_code == 200  # alive, not ready
+
+
+def registered_cnn(settings) -> str:
+    from core.backbones import build_backbone
+    from jobs.migrate import upgrade
+
+    upgrade(settings.database_url)
+    torch.manual_seed(0)
+    model = build_backbone("small_cnn", in_channels=1, image_size=8, width=8)
+    manifest = {"backbone": model.config, "feature_dim": model.feature_dim, "input_size": [1, 8, 8],
+                "normalization": {"mean": [0.5], "std": [0.25]}}
+    with session_scope(settings.database_url) as session:
+        job = Job(id=new_id("job"), project_id=DEFAULT_PROJECT, kind="pretrain", state="succeeded", spec={},
+                  queue="default", result={})
+        session.add(job)
+        session.flush()
+        return checkpoints.register(session, store_for(settings), project_id=DEFAULT_PROJECT, job_id=job.id,
+                                    step=1, final=True, method="simclr", backbone="small_cnn", dataset_id=None,
+                                    trees={"backbone": model.state_dict()}, manifest=manifest).id
+
+
+def test_an_embedding_request_holds_no_database_connection_during_its_forward_pass(sqlite_service, monkeypatch):
+    """Requests waiting for a shared forward pass must not drain the connection pool."""
+    from api.routers import embeddings
+    from jobs.db import get_engine
+
+    checkpoint_id = registered_cnn(sqlite_service)
+    held, original = [], embeddings.embed_any
+
+    def spy(*args, **kwargs):
+        held.append(get_engine(sqlite_service.database_url).pool.checkedout())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "embed_any", spy)
+    with TestClient(create_app(sqlite_service)) as api:
+        response = api.post("/v1/embeddings", json={"model": checkpoint_id, "input": [[[0.0] * 8] * 8]})
+    assert response.status_code == 200, response.text
+    assert held == [0]
+
+
+def test_an_exhausted_connection_pool_answers_503_with_retry_after(sqlite_service, monkeypatch):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from api.routers import embeddings
+
+    def exhausted(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached")
+
+    monkeypatch.setattr(embeddings, "get_checkpoint", exhausted)
+    from jobs.migrate import upgrade
+
+    upgrade(sqlite_service.database_url)
+    with TestClient(create_app(sqlite_service)) as api:
+        response = api.post("/v1/embeddings", json={"model": "ckpt_x", "input": [[[0.0] * 8] * 8]})
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "busy" in response.json()["detail"]

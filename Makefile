@@ -62,6 +62,7 @@ bench: $(STAMP) fashion-mnist wordnet
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python -m benchmarks.train_throughput
 	$(BIN)/python -m benchmarks.embed_serving
+	$(BIN)/python -m benchmarks.embed_engine
 	$(BIN)/python -m benchmarks.api_load
 
 clean:

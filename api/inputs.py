@@ -57,9 +57,9 @@ def decode_array(index: int, values: list) -> np.ndarray:
 
 def to_model_input(index: int, array: np.ndarray, channels: int, size: int) -> torch.Tensor:
     """(H, W, C) uint8 -> (channels, size, size) uint8 in the checkpoint's expected shape."""
-    x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+    x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
     if x.shape[0] == 3 and channels == 1:
-        x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
     elif x.shape[0] == 1 and channels == 3:
         x = x.expand(3, -1, -1)
-    return resize_images(x[None], size)[0]
+    return resize_images(x[None], size)[0]  # uint8 of the model's size already: returned as is

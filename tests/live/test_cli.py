@@ -9,11 +9,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from client import Client
 from client.cli import app
+from core.precision import resolve_precision
 from tests.conftest import TINY_PRETRAIN
 
 
@@ -161,7 +163,12 @@ def test_export_onnx(cli, live, tmp_path):
     with Client(live.url) as client:
         served = client.embeddings(live.checkpoint, pixels.tolist())
     (exported,) = session.run(None, {"pixels": pixels[:, None].astype(np.float32)})
-    assert np.abs(exported - served).max() < 1e-4
+    if resolve_precision("auto", torch.device("cpu")) == "fp32":
+        assert np.abs(exported - served).max() < 1e-4
+    else:  # the server embeds in bf16 on a CPU with native bf16 (DARKMATTER_EMBEDDING_PRECISION=auto)
+        assert np.abs(exported - served).max() < 2e-2 * np.abs(exported).max()
+        cosine = (exported * served).sum(1) / np.linalg.norm(exported, axis=1) / np.linalg.norm(served, axis=1)
+        assert cosine.min() > 0.999
 
 
 def test_top_level_submit_still_works(cli, live, tmp_path):

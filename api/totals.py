@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from typing import Callable, Hashable
 
 EXACT_BELOW = 10_000  # smaller totals are always counted
@@ -15,19 +16,28 @@ class Totals:
         self.seconds, self.exact_below = seconds, exact_below
         self.lock = threading.Lock()
         self.entries: dict[tuple, tuple[int, float]] = {}  # (project, *filters) -> (total, good until)
+        self.counting: set[tuple] = set()  # keys being recounted now
+        self.changes: Counter[str] = Counter()  # project -> forget() calls, so a count begun before one is not kept
 
     def get(self, project: str, filters: tuple[Hashable, ...], count: Callable[[], int]) -> int:
         key, now = (project, *filters), time.monotonic()
         with self.lock:
             remembered = self.entries.get(key)
-        if remembered is not None and remembered[1] > now:
-            return remembered[0]
-        total = count()
+            # one request recounts an expired total; the others meanwhile answer the one it replaces
+            if remembered is not None and (remembered[1] > now or key in self.counting):
+                return remembered[0]
+            self.counting.add(key)
+            changes = self.changes[project]
+        try:
+            total = count()
+        finally:
+            with self.lock:
+                self.counting.discard(key)
         if self.seconds > 0 and total >= self.exact_below:
             with self.lock:
                 if len(self.entries) >= MAX_ENTRIES:
                     self.entries = {k: v for k, v in self.entries.items() if v[1] > now}
-                if len(self.entries) < MAX_ENTRIES:
+                if len(self.entries) < MAX_ENTRIES and self.changes[project] == changes:
                     self.entries[key] = (total, now + self.seconds)
         return total
 
@@ -35,3 +45,4 @@ class Totals:
         """The project's jobs changed here (a submit, a cancel): count again on the next listing."""
         with self.lock:
             self.entries = {k: v for k, v in self.entries.items() if k[0] != project}
+            self.changes[project] += 1

@@ -17,6 +17,7 @@ from api.observe import HttpMetrics, Observe
 from api.ratelimit import Callers, RateLimit
 from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
                          scores)
+from api.totals import Totals
 from jobs import cache
 from jobs.migrate import upgrade
 from jobs.settings import Settings, get_settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.http_metrics = HttpMetrics()
     app.state.event_streams = Counter()  # open SSE streams per project
+    app.state.job_totals = Totals(settings.job_total_seconds)
     app.state.callers = Callers(settings.rate_limit_per_second, settings.rate_limit_burst,
                                 settings.failed_auth_per_minute, settings.failed_auth_burst)
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,

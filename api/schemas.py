@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Out(BaseModel):
@@ -25,12 +25,12 @@ class JobOut(Out):
     progress: float = 0.0
     error: str | None
     result: dict
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = Field(default_factory=dict)  # a factory: a literal default is deep-copied per row
     compute_seconds: float
     nodes: int = 1
     devices: int = 1
     status: str | None = None  # e.g. "waiting for 1 of 2 nodes"
-    warnings: list[str] = []  # e.g. no live worker consumes the job's queue
+    warnings: list[str] = Field(default_factory=list)  # e.g. no live worker consumes the job's queue
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

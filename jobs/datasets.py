@@ -2,9 +2,12 @@
 `invalid`; load them for training (in memory, or streamed for WebDataset shards)."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
+import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,22 @@ def describe(train: ArrayDataset, test: ArrayDataset) -> dict:
                       "labelled": bool((train.labels >= 0).any()), "modality": "image"}}
 
 
+BUILTIN_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def _described_builtin(name: str) -> dict:
+    train, test = load_source(f"builtin://{name}")
+    return describe(train, test)
+
+
+def builtin_description(name: str) -> dict:
+    """The row fields of a built-in image dataset, loaded and described once per process: the
+    first jobs submitted on it (often many at once) wait for one load instead of each loading it."""
+    with BUILTIN_LOCK:
+        return copy.deepcopy(_described_builtin(name))
+
+
 def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
     """Register (or return the already registered) built-in dataset; scanned synchronously (small)."""
     if name not in BUILTIN_NAMES:
@@ -51,10 +70,10 @@ def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
     existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
     if existing is not None and existing.state == "ready":
         return existing
-    train, test = load_source(f"builtin://{name}")  # raises DatasetUnavailable with the install hint
+    description = builtin_description(name)  # raises DatasetUnavailable with the install hint
     dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
                                   format="builtin")
-    for key, value in describe(train, test).items():
+    for key, value in description.items():
         setattr(dataset, key, value)
     dataset.state, dataset.error = "ready", None
     session.add(dataset)

@@ -13,10 +13,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 
+# Connections kept open per process. The API serves each request on one of its threadpool's
+# threads with a session of its own: a pool smaller than the requests in flight makes every
+# request past it open a connection and close it again (SQLite: a file open and its pragmas;
+# PostgreSQL: a backend process), which cost more than the query itself.
+POOL_SIZE = 16
+MAX_OVERFLOW = 16
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
+                               connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):
@@ -28,7 +37,8 @@ def get_engine(url: str) -> Engine:
 
         return engine
     # a dead server or a stuck statement fails within bounds instead of holding a worker forever
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30,
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
+                         pool_timeout=30,
                          connect_args={"connect_timeout": 10, "options": "-c statement_timeout=120000"})
 
 

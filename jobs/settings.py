@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     shuffle_buffer: int = 1000  # WebDataset streaming
     stream_eval_items: int = 5000  # auto-eval of a streamed dataset: the first items, split by test_fraction
     page_size_max: int = 500
+    job_total_seconds: float = 1.0  # GET /v1/jobs: a total of 10,000 jobs or more may be this old; 0: always counted
     rate_limit_per_second: float = 50.0  # per API key (per client address when auth is off); 0: off
     rate_limit_burst: int = 100
     failed_auth_per_minute: float = 10.0  # per client address: failed API-key checks before 429

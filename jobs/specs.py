@@ -205,6 +205,14 @@ JobSpec = Annotated[Union[Annotated[PretrainSpec, Tag("pretrain")], Annotated[Ev
                           Annotated[EmbedIndexSpec, Tag("embed-index")]], Discriminator(_kind)]
 
 
+def load_registries() -> None:
+    """Import every method and backbone now (torchvision with them, seconds) rather than while the
+    first spec is validated: the API validates bodies on its event loop, so that would stall every
+    request in flight."""
+    method_names()
+    backbone_names()
+
+
 def available_methods() -> list[dict]:
     return [{"name": n, "family": method_info(n).family, "default_backbone": method_info(n).default_backbone,
              "modality": method_info(n).modality, "paper": method_info(n).paper, "options": method_info(n).options(),

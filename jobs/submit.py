@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 
 import torch
 from sqlalchemy import select
@@ -56,8 +57,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     check_backbone(recipe["backbone"], recipe["backbone_options"], stats.get("channels", 3), recipe["image_size"],
                    max_parameters)
     check_workload(recipe)
-    model = try_build(spec.method, recipe, stats.get("channels", 3))
-    check_size(f"{spec.method} with {recipe['backbone']}", model, max_parameters)
+    size = built_size(spec.method, recipe, stats.get("channels", 3))
+    check_size(f"{spec.method} with {recipe['backbone']}", size, max_parameters)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
     return spec_dict, recipe
@@ -74,7 +75,7 @@ def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, d
         text.check_capacity(recipe, dataset)
     except (ValueError, LookupError) as exc:
         raise SpecRejected(str(exc)) from exc
-    try_build(spec.method, recipe, 1)
+    built_size(spec.method, recipe, 1)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
     return spec_dict, recipe
@@ -88,6 +89,23 @@ def try_build(method: str, recipe: dict, channels: int) -> torch.nn.Module:
             return build_resolved(recipe, channels)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SpecRejected(f"cannot build {method}: {exc}") from exc
+
+
+# What core.methods.build_resolved reads of a recipe: the same values build the same model.
+BUILD_KEYS = ("modality", "method", "scale", "image_size", "backbone", "backbone_options", "views", "method_options")
+
+
+@lru_cache(maxsize=256)
+def _built_size(method: str, build_recipe: str, channels: int) -> int:
+    return parameter_count(try_build(method, json.loads(build_recipe), channels))
+
+
+def built_size(method: str, recipe: dict, channels: int) -> int:
+    """try_build's parameter count, remembered for the recipe's build values: specs that differ
+    only in what the build does not read (seed, steps, learning rate, ...) are built once. Only
+    successes are remembered; a recipe that cannot build raises SpecRejected every time."""
+    build_recipe = json.dumps({key: recipe.get(key) for key in BUILD_KEYS}, sort_keys=True)
+    return _built_size(method, build_recipe, channels)
 
 
 LAYER_COUNTS = ("depth", "heads", "targets")  # each one more module: built one by one even on the meta device
@@ -136,9 +154,13 @@ def check_workload(recipe: dict) -> None:
                            f"at most {MAX_TOKENS:,} (raise patch_size)")
 
 
-def check_size(what: str, model: torch.nn.Module, max_parameters: int | None) -> None:
-    """The built (meta) model's parameters and buffers, heads and queues included, under the limit."""
-    size = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters and buffers, heads and queues included."""
+    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+
+
+def check_size(what: str, size: int, max_parameters: int | None) -> None:
+    """A built (meta) model's parameter_count under the limit."""
     if max_parameters and size > max_parameters:
         raise SpecRejected(f"{what} would have {size:,} parameters and buffers; at most {max_parameters:,} "
                            "(DARKMATTER_MAX_MODEL_PARAMETERS)")
@@ -209,7 +231,7 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec, max_pa
                 model = build_backbone(name, in_channels=channels, image_size=image_size, **spec.backbone_options)
         except (TypeError, ValueError) as exc:
             raise SpecRejected(f"cannot build the random-init backbone: {exc}") from exc
-        check_size(f"random-init {name}", model, max_parameters)
+        check_size(f"random-init {name}", parameter_count(model), max_parameters)
     for source in spec.sources():
         if source not in BASELINES:
             check_channels(check_checkpoint(session, project_id, source), dataset)

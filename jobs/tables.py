@@ -83,6 +83,10 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_project_idempotency", "project_id", "idempotency_key", unique=True),)
 
 
+# The listing's order (a project's jobs newest first, id breaking ties), read off the index: no sort.
+Index("ix_jobs_project_created", Job.project_id, Job.created_at.desc(), Job.id)
+
+
 class JobNode(Base):
     """One machine's place in a multi-node job: a worker claims a node rank with a conditional
     UPDATE and holds it by heartbeat; the job starts once every rank is held."""

@@ -11,10 +11,12 @@ from it afterwards)."""
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import time
 
-from benchmarks.service import embedded_settings, run_clients, start_api
+from benchmarks import loadgen
+from benchmarks.service import embedded_settings, start_api
 
 TARGET_MS = 50.0
 
@@ -79,23 +81,17 @@ def main() -> None:
     proc, url = start_api(settings)
     spec = {"method": "simclr", "dataset": "digits", "backbone": "small_cnn", "steps": 2, "batch_size": 16}
     submitted: list[str] = []
-
-    def submit(http, k: int, i: int):
-        response = http.post("/v1/jobs", json={**spec, "seed": k * 100_000 + i})
-        if response.status_code == 201:
-            submitted.append(response.json()["id"])
-        return response
-
     operations = {
-        "get": lambda http, k, i: http.get(f"/v1/jobs/{ids[(k * 7919 + i * 104729) % len(ids)]}"),
-        "list": lambda http, k, i: http.get("/v1/jobs", params={"limit": 50, "offset": (k * 50 + i * 500) % 5000}),
-        "submit": submit,
+        "get": lambda k, i: ("GET", f"/v1/jobs/{ids[(k * 7919 + i * 104729) % len(ids)]}", None),
+        "list": lambda k, i: ("GET", f"/v1/jobs?limit=50&offset={(k * 50 + i * 500) % 5000}", None),
+        "submit": lambda k, i: ("POST", "/v1/jobs", {**spec, "seed": k * 100_000 + i}),
     }
+    keep_id = lambda name: (lambda body: submitted.append(json.loads(body)["id"])) if name == "submit" else None  # noqa: E731
     try:
         print(f"{'operation':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
         results = {}
         for name, request in operations.items():
-            results[name] = run_clients(url, args.clients, args.seconds, request)
+            results[name] = loadgen.run(url, args.clients, args.seconds, request, keep_id(name))
             rate, p50, p99 = results[name]
             print(f"{name:<10} {rate:>8.1f} {p50:>8.1f} {p99:>8.1f}")
         for name in ("get", "list"):

@@ -29,7 +29,7 @@ async def _exchange(reader, writer, data: bytes) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def _run(url: str, clients: int, seconds: float, request) -> list[float]:
+async def _run(url: str, clients: int, seconds: float, request, on_answer) -> list[float]:
     parts = urlsplit(url)
     latencies: list[float] = []
     stop = time.monotonic() + seconds
@@ -46,6 +46,8 @@ async def _run(url: str, clients: int, seconds: float, request) -> list[float]:
                 if status >= 300:
                     raise RuntimeError(f"{method} {path}: {status} {answer[:300]!r}")
                 latencies.append(time.perf_counter() - started)
+                if on_answer is not None:
+                    on_answer(answer)
                 i += 1
         finally:
             writer.close()
@@ -54,11 +56,12 @@ async def _run(url: str, clients: int, seconds: float, request) -> list[float]:
     return latencies
 
 
-def run(url: str, clients: int, seconds: float, request) -> tuple[float, float, float]:
+def run(url: str, clients: int, seconds: float, request, on_answer=None) -> tuple[float, float, float]:
     """`clients` concurrent connections sending request(client, i) -> (method, path, json body or
-    None) for `seconds`: (req/s, p50 ms, p99 ms). A response of 300 or more raises."""
+    None) for `seconds`: (req/s, p50 ms, p99 ms). A response of 300 or more raises; on_answer(body)
+    sees each other one."""
     started = time.monotonic()
-    latencies = sorted(asyncio.run(_run(url, clients, seconds, request)))
+    latencies = sorted(asyncio.run(_run(url, clients, seconds, request, on_answer)))
     elapsed = time.monotonic() - started
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
     return len(latencies) / elapsed, pick(0.5), pick(0.99)

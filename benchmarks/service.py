@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -76,32 +75,3 @@ def register_checkpoint(settings: Settings, backbone: str, options: dict, channe
                                    final=True, method="simclr", backbone=backbone, dataset_id=None,
                                    trees={"backbone": model.state_dict()}, manifest=manifest)
         return row.id
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def run_clients(url: str, clients: int, seconds: float, request) -> tuple[float, float, float]:
-    """`clients` threads calling request(http, client, i) for `seconds`: (req/s, p50 ms, p99 ms)."""
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    def client(k: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            i = 0
-            while time.monotonic() < stop:
-                started = time.perf_counter()
-                response = request(http, k, i)
-                assert response.status_code < 300, response.text
-                latencies.append(time.perf_counter() - started)
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.monotonic() - started), percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3

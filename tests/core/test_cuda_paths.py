@@ -48,8 +48,13 @@ def test_cuda_graphs_vit_trains_like_eager():
 
 
 def test_cuda_graphs_convnet_trains_like_eager():
-    assert_close(cuda_losses("simclr", "small_cnn", {"width": 8}, cuda_graphs=True, channels_last=False),
-                 cuda_losses("simclr", "small_cnn", {"width": 8}, channels_last=False))
+    """Inductor's fused batch norm sums in another order; NT-Xent then amplifies the difference
+    (measured on an H200: 3.1e-3 after 20 steps; fp32 eager itself is 3.4e-2 off float64 in one
+    step's gradients, see test_fast_paths), hence a looser bound than the ViT's."""
+    fast = cuda_losses("simclr", "small_cnn", {"width": 8}, cuda_graphs=True, channels_last=False)
+    eager = cuda_losses("simclr", "small_cnn", {"width": 8}, channels_last=False)
+    assert len(fast) == len(eager) == 20
+    assert max(abs(a - b) / abs(b) for a, b in zip(fast, eager)) <= 1e-2, (fast, eager)
 
 
 def test_channels_last_resnet_gradients_are_as_exact_as_eager_on_cuda():

@@ -110,7 +110,10 @@ class EpochOrders:
     def indices(self, step: int) -> Tensor:
         epoch, within = divmod(step, self.n // self.batch_size)
         if epoch != self.epoch:
-            self.epoch, self.order = epoch, epoch_order(self.n, self.seed, epoch).to(self.device)
+            order = epoch_order(self.n, self.seed, epoch)
+            if self.device.type == "cuda":  # from pinned memory the copy does not wait for the GPU either
+                order = order.pin_memory()
+            self.epoch, self.order = epoch, order.to(self.device, non_blocking=True)
         return self.order[within * self.batch_size : (within + 1) * self.batch_size]
 
 
@@ -189,7 +192,10 @@ class Window:
     def add(self, loss: Tensor, extra: dict) -> None:
         for name, value in (("loss", loss), *extra.items()):
             value = value.detach().float().reshape(()) if isinstance(value, Tensor) else float(value)
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+            if name not in self.sums:  # a copy: the method may update its own tensor in place later
+                self.sums[name] = value.clone() if isinstance(value, Tensor) else value
+            else:
+                self.sums[name] = self.sums[name] + value
             self.counts[name] = self.counts.get(name, 0) + 1
 
     def read(self, device: torch.device) -> dict[str, float]:

@@ -37,7 +37,7 @@ class DeadlineExceeded(TimeoutError):
     pass
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: queue membership must not compare tensors
 class _Request:
     x: Tensor
     done: threading.Event = field(default_factory=threading.Event)

@@ -154,3 +154,26 @@ def test_a_queued_request_past_its_deadline_is_never_computed():
     release.set()
     leader.join()
     assert seen == [1] and "m" not in batcher.pending
+
+
+def test_a_request_behind_others_in_the_queue_gives_up_cleanly():
+    batcher = Batcher(max_batch=64, max_wait_ms=0)
+    release, seen = threading.Event(), []
+
+    def forward(x):
+        seen.append(len(x))
+        release.wait(10)
+        return x
+
+    leader = threading.Thread(target=lambda: batcher.run("m", forward, torch.zeros(1, 1)))
+    leader.start()
+    wait_for(lambda: len(seen) == 1)
+    ahead = threading.Thread(target=lambda: batcher.run("m", forward, torch.ones(2, 1)))
+    ahead.start()
+    wait_for(lambda: len(batcher.pending["m"]) == 1)
+    with pytest.raises(DeadlineExceeded):  # queued behind `ahead`: removed without comparing tensors
+        batcher.run("m", forward, torch.zeros(3, 1), deadline_s=0.05)
+    release.set()
+    leader.join()
+    ahead.join()
+    assert seen == [1, 2]

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.limits import BodySizeLimit, JsonDepthLimit
@@ -87,8 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "the request is nested too deeply"}, status_code=422)
 
     @app.exception_handler(PoolTimeout)
-    async def pool_exhausted(_: Request, exc: Exception):  # every database connection busy for pool_timeout
-        log.warning("database connection pool exhausted: %s", exc)
+    @app.exception_handler(OperationalError)
+    async def database_busy(_: Request, exc: Exception):  # the pool exhausted, the database locked or down
+        log.warning("database busy or unreachable: %s", exc)
         return JSONResponse({"detail": "the service is busy; retry"}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 # PostgreSQL: a backend process), which cost more than the query itself.
 POOL_SIZE = 16
 MAX_OVERFLOW = 16
+SQLITE_BUSY_MS = 30_000  # how long a SQLite statement waits for another process's write lock
 
 
 @lru_cache(maxsize=8)
@@ -31,9 +32,14 @@ def get_engine(url: str) -> Engine:
         def _pragmas(conn, _record):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "checkin")
+        def _default_wait(conn, _record):  # undo a bounded_lock_wait before the next user
+            if conn is not None:
+                conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
         return engine
     # a dead server or a stuck statement fails within bounds instead of holding a worker forever
@@ -74,8 +80,11 @@ def bounded_lock_wait(session: Session, seconds: float = 2.0) -> None:
     """Lease upkeep (heartbeats, sweeps, releases) waits at most `seconds` for a row lock: a child
     stopped inside its short fenced transaction must not stall its worker, whose watchdog then
     kills it (which frees the lock)."""
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'"))
+    elif dialect == "sqlite":  # the whole file is locked: a stopped writer blocks every other one
+        session.execute(text(f"PRAGMA busy_timeout = {int(seconds * 1000)}"))
 
 
 def retrying(fn, attempts: int = 10, delay: float = 0.5):

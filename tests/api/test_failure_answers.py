@@ -2,6 +2,7 @@
 503 from /readyz when the database cannot be reached."""
 from __future__ import annotations
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
@@ -86,13 +87,27 @@ def test_an_embedding_request_holds_no_database_connection_during_its_forward_pa
     assert held == [0]
 
 
-def test_an_exhausted_connection_pool_answers_503_with_retry_after(sqlite_service, monkeypatch):
+def pool_timeout():
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+    return PoolTimeout("QueuePool limit of size 5 overflow 10 reached")
+
+
+def database_locked():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("UPDATE jobs ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+@pytest.mark.parametrize("error", [pool_timeout, database_locked])
+def test_a_busy_database_answers_503_with_retry_after(sqlite_service, monkeypatch, error):
+    """The pool exhausted, or SQLite locked by a stopped writer past its busy timeout."""
     from api.routers import embeddings
 
     def exhausted(*args, **kwargs):
-        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached")
+        raise error()
 
     monkeypatch.setattr(embeddings, "get_checkpoint", exhausted)
     from jobs.migrate import upgrade

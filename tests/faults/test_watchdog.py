@@ -38,9 +38,12 @@ def test_a_cancel_on_a_hung_job_ends_cancelled(service, api, worker):
     job_id = api.post("/v1/jobs", json={**FAULT_SPEC, "steps": 200}).json()["id"]
     wait_progress(service, job_id, 0, 5)
     os.kill(training_child(w), signal.SIGSTOP)
-    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["state"] == "cancelling"
+    # The child may stop inside its write transaction, locking SQLite until the watchdog kills it
+    # (about 10 s). The cancel waits for the lock; the worker may give the job back and claim it
+    # again first (attempt 2), and the cancel then ends that attempt.
+    assert api.post(f"/v1/jobs/{job_id}/cancel").json()["state"] in ("cancelling", "cancelled")
     done = wait_for(api, job_id, timeout=120)
-    assert done["state"] == "cancelled" and done["attempt"] == 1, done
+    assert done["state"] == "cancelled" and done["attempt"] <= 2, done
 
 
 @SQLITE_ONLY

@@ -137,43 +137,44 @@ def test_requests_that_arrive_while_the_model_is_busy_share_the_next_pass():
     assert "m" not in batcher.pending  # idle again: the next request leads at once
 
 
-def test_a_queued_request_past_its_deadline_is_never_computed():
-    batcher = Batcher(max_batch=64, max_wait_ms=0)
-    release, seen = threading.Event(), []
+class BusyModel:
+    """A batcher whose model is busy: a leader's forward pass blocks until release()."""
 
-    def forward(x):
-        seen.append(len(x))
-        release.wait(10)
+    def __init__(self):
+        self.batcher = Batcher(max_batch=64, max_wait_ms=0)
+        self.gate, self.seen = threading.Event(), []
+        self.leader = self.run_in_thread(torch.zeros(1, 1))
+        wait_for(lambda: len(self.seen) == 1)
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        self.gate.wait(10)
         return x
 
-    leader = threading.Thread(target=lambda: batcher.run("m", forward, torch.zeros(1, 1)))
-    leader.start()
-    wait_for(lambda: len(seen) == 1)
+    def run_in_thread(self, x) -> threading.Thread:
+        thread = threading.Thread(target=lambda: self.batcher.run("m", self.forward, x))
+        thread.start()
+        return thread
+
+    def release(self, *threads) -> None:
+        self.gate.set()
+        for t in (self.leader, *threads):
+            t.join()
+
+
+def test_a_queued_request_past_its_deadline_is_never_computed():
+    model = BusyModel()
     with pytest.raises(DeadlineExceeded):
-        batcher.run("m", forward, torch.zeros(3, 1), deadline_s=0.05)
-    release.set()
-    leader.join()
-    assert seen == [1] and "m" not in batcher.pending
+        model.batcher.run("m", model.forward, torch.zeros(3, 1), deadline_s=0.05)
+    model.release()
+    assert model.seen == [1] and "m" not in model.batcher.pending
 
 
 def test_a_request_behind_others_in_the_queue_gives_up_cleanly():
-    batcher = Batcher(max_batch=64, max_wait_ms=0)
-    release, seen = threading.Event(), []
-
-    def forward(x):
-        seen.append(len(x))
-        release.wait(10)
-        return x
-
-    leader = threading.Thread(target=lambda: batcher.run("m", forward, torch.zeros(1, 1)))
-    leader.start()
-    wait_for(lambda: len(seen) == 1)
-    ahead = threading.Thread(target=lambda: batcher.run("m", forward, torch.ones(2, 1)))
-    ahead.start()
-    wait_for(lambda: len(batcher.pending["m"]) == 1)
+    model = BusyModel()
+    ahead = model.run_in_thread(torch.ones(2, 1))
+    wait_for(lambda: len(model.batcher.pending["m"]) == 1)
     with pytest.raises(DeadlineExceeded):  # queued behind `ahead`: removed without comparing tensors
-        batcher.run("m", forward, torch.zeros(3, 1), deadline_s=0.05)
-    release.set()
-    leader.join()
-    ahead.join()
-    assert seen == [1, 2]
+        model.batcher.run("m", model.forward, torch.zeros(3, 1), deadline_s=0.05)
+    model.release(ahead)
+    assert model.seen == [1, 2]

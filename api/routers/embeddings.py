@@ -69,9 +69,10 @@ def batcher(request: Request) -> Batcher:
 
 
 def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tuple[Batcher, str] | None = None
-                 ) -> torch.Tensor:
-    """(N, D) float32 embeddings of base64 images / pixel arrays; 413/422 on bad input. With
-    `batching` (the batcher, the checkpoint id) the forward pass is shared with concurrent requests."""
+                 ) -> tuple[torch.Tensor, str]:
+    """((N, D) float32 embeddings, the precision they were computed in) of base64 images / pixel
+    arrays; 413/422 on bad input. With `batching` (the batcher, the checkpoint id) the forward pass
+    is shared with concurrent requests."""
     check_sizes(inputs, settings)
     channels, _, size = manifest["input_size"]
     images = []
@@ -89,11 +90,12 @@ def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tupl
     norm = manifest["normalization"]
     x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
 
-    forward = encoder_forward(encoder, settings.embedding_precision)
+    precision = resolve_precision(settings.embedding_precision, next(encoder.parameters()).device)
+    forward = encoder_forward(encoder, precision)
     if batching is None:
-        return forward(x)
+        return forward(x), precision
     try:
-        return batching[0].run(batching[1], forward, x, settings.embedding_deadline_s)
+        return batching[0].run(batching[1], forward, x, settings.embedding_deadline_s), precision
     except DeadlineExceeded as exc:
         raise HTTPException(503, f"the model is busy: {exc}; retry", headers={"Retry-After": "1"})
 
@@ -108,9 +110,8 @@ def embed_any(inputs: list, encoder, manifest: dict, settings, truncate: bool = 
             return embed_texts(inputs, encoder, truncate)
         except BadInput as exc:
             raise HTTPException(422, str(exc))
-    vectors = embed_inputs(inputs, encoder, manifest, settings, batching)
-    device = next(encoder.parameters()).device  # the arithmetic the vectors came from (settings.embedding_precision)
-    return vectors, {"inputs": len(vectors), "precision": resolve_precision(settings.embedding_precision, device)}
+    vectors, precision = embed_inputs(inputs, encoder, manifest, settings, batching)
+    return vectors, {"inputs": len(vectors), "precision": precision}
 
 
 @router.post("/embeddings")

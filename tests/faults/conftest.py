@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import sqlite3
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +17,8 @@ from sqlalchemy import func, select
 from jobs.db import session_scope
 from jobs.tables import Checkpoint, Dataset, Job, JobEvent, Metric
 from tests.conftest import TINY_PRETRAIN
+
+log = logging.getLogger(__name__)
 
 # Long enough to be killed mid-run several times (~30 ms a step on one CPU thread).
 FAULT_SPEC = {**TINY_PRETRAIN, "steps": 120, "batch_size": 32, "log_every": 1, "checkpoint_every": 10,
@@ -55,6 +60,38 @@ def training_child(worker, timeout: float = 60) -> int:
                 pass
         time.sleep(0.05)
     raise AssertionError(f"no training child under worker {worker.proc.pid}:\n{worker.output()[-3000:]}")
+
+
+def write_locked(path: Path) -> bool:
+    """Whether another connection holds the SQLite file's write lock right now."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def pause_between_writes(pgid: int, home: Path, tries: int = 200) -> int:
+    """SIGSTOP the process group at a moment when none of it is inside a write transaction on the
+    service's SQLite files (jobs, broker, results). A writer frozen mid-transaction keeps the
+    file's lock until it runs again, and no other process can break a SQLite lock: every writer on
+    that file waits for it. (PostgreSQL is the deployment that outlives a frozen writer: its
+    lock_timeout and fencing are tested in test_fencing and test_outages.) Returns how many stops
+    landed inside a write and were undone."""
+    files = [f for f in home.glob("*.db") if f.is_file()]
+    for attempt in range(tries):
+        os.killpg(pgid, signal.SIGSTOP)
+        time.sleep(0.05)  # stopped everywhere: a lock seen now is held by the stopped group or a live writer
+        if not any(write_locked(f) for f in files):
+            log.info("paused %d after %d stops inside a write transaction", pgid, attempt)
+            return attempt
+        os.killpg(pgid, signal.SIGCONT)
+        time.sleep(0.01 * (1 + attempt % 7))
+    raise AssertionError(f"could not pause {pgid} outside a write transaction in {tries} tries")
 
 
 def job_row(settings, job_id: str) -> Job:

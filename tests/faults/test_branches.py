@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from jobs.storage import ArtifactStore
 from tests.conftest import TINY_PRETRAIN, wait_for
-from tests.faults.conftest import FAULT_SPEC, checkpoints_of, events, training_child, wait_progress
+from tests.faults.conftest import FAULT_SPEC, checkpoints_of, events, pause_between_writes, training_child, wait_progress
 
 SQLITE_ONLY = pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # Postgres: test_fencing, test_outages
 
@@ -50,7 +50,7 @@ def test_a_stalled_worker_that_lost_its_lease_comes_back_harmlessly(service, api
     first = worker(name="a")
     job_id = api.post("/v1/jobs", json=FAULT_SPEC).json()["id"]
     wait_progress(service, job_id, 0, 5)
-    os.killpg(first.proc.pid, signal.SIGSTOP)  # the worker and its child freeze, as a paused VM
+    pause_between_writes(first.proc.pid, service.home)  # the worker and its child freeze, as a paused VM
     try:
         worker(name="b")
         wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json()["attempt"] == 2, 120, "another worker to take over")

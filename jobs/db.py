@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 POOL_SIZE = 16
 MAX_OVERFLOW = 16
 SQLITE_BUSY_MS = 30_000  # how long a SQLite statement waits for another process's write lock
+POSTGRES_STATEMENT_MS = 120_000
+POSTGRES_IDLE_TRANSACTION_MS = 120_000
+IDLE_TRANSACTION_TIMEOUT = "25P03"  # PostgreSQL's SQLSTATE for a session it ended for idling in a transaction
 
 
 @lru_cache(maxsize=8)
@@ -46,10 +49,23 @@ def get_engine(url: str) -> Engine:
                 conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
         return engine
-    # a dead server or a stuck statement fails within bounds instead of holding a worker forever
-    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
-                         pool_timeout=30,
-                         connect_args={"connect_timeout": 10, "options": "-c statement_timeout=120000"})
+    # A dead server or a stuck statement fails within bounds instead of holding a worker forever.
+    # A client frozen inside a transaction (a paused VM, SIGSTOP) keeps its row locks: its TCP
+    # connection stays open, so only the server's idle-in-transaction timeout ends the session and
+    # lets the sweepers expire its lease.
+    options = (f"-c statement_timeout={POSTGRES_STATEMENT_MS}"
+               f" -c idle_in_transaction_session_timeout={POSTGRES_IDLE_TRANSACTION_MS}")
+    engine = create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW,
+                           pool_timeout=30, connect_args={"connect_timeout": 10, "options": options})
+
+    @event.listens_for(engine, "handle_error")
+    def _session_ended(context):  # the woken client: a lost connection, retried like any other
+        if getattr(context.original_exception, "sqlstate", None) == IDLE_TRANSACTION_TIMEOUT:
+            context.is_disconnect = True
+            return OperationalError(context.statement, context.parameters, context.original_exception,
+                                    connection_invalidated=True)
+
+    return engine
 
 
 @lru_cache(maxsize=8)

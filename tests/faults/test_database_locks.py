@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from jobs.db import (POSTGRES_IDLE_TRANSACTION_MS, POSTGRES_STATEMENT_MS, SQLITE_BUSY_MS, bounded_lock_wait,
                      get_engine, session_scope)
-from tests.conftest import PG_ADMIN, postgres_database, reachable
+from tests.conftest import postgres_database, reachable
 
 
 @pytest.fixture

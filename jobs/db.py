@@ -22,7 +22,7 @@ MAX_OVERFLOW = 16
 SQLITE_BUSY_MS = 30_000  # how long a SQLite statement waits for another process's write lock
 POSTGRES_STATEMENT_MS = 120_000
 POSTGRES_IDLE_TRANSACTION_MS = 120_000
-IDLE_TRANSACTION_TIMEOUT = "25P03"  # PostgreSQL's SQLSTATE for a session it ended for idling in a transaction
+IDLE_TRANSACTION_SQLSTATE = "25P03"  # PostgreSQL's SQLSTATE for a session it ended for idling in a transaction
 
 
 @lru_cache(maxsize=8)
@@ -60,7 +60,7 @@ def get_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "handle_error")
     def _session_ended(context):  # the woken client: a lost connection, retried like any other
-        if getattr(context.original_exception, "sqlstate", None) == IDLE_TRANSACTION_TIMEOUT:
+        if getattr(context.original_exception, "sqlstate", None) == IDLE_TRANSACTION_SQLSTATE:
             context.is_disconnect = True
             return OperationalError(context.statement, context.parameters, context.original_exception,
                                     connection_invalidated=True)

@@ -79,8 +79,8 @@ def pause_between_writes(pgid: int, home: Path, tries: int = 200) -> int:
     """SIGSTOP the process group at a moment when none of it is inside a write transaction on the
     service's SQLite files (jobs, broker, results). A writer frozen mid-transaction keeps the
     file's lock until it runs again, and no other process can break a SQLite lock: every writer on
-    that file waits for it. (PostgreSQL is the deployment that outlives a frozen writer: its
-    lock_timeout and fencing are tested in test_fencing and test_outages.) Returns how many stops
+    that file waits for it. (PostgreSQL is the deployment that outlives a frozen writer: it ends
+    a session idle in its transaction, tested in test_database_locks.) Returns how many stops
     landed inside a write and were undone."""
     files = [f for f in home.glob("*.db") if f.is_file()]
     for attempt in range(tries):

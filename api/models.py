@@ -53,3 +53,8 @@ class ModelCache:
             while len(self.models) > 1 and self.bytes > self.max_bytes:  # the newest stays, even alone over
                 self.models.popitem(last=False)
         return loaded
+
+    def drop(self, checkpoint_id: str) -> None:
+        """Forget a deleted checkpoint's model (its memory goes back now, not at eviction)."""
+        with self.lock:
+            self.models.pop(checkpoint_id, None)

@@ -237,7 +237,7 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
                 finally:
                     tmp.unlink(missing_ok=True)  # a torn write leaves nothing
                 store.commit(key)
-                stats["prepared"] = key
+                stats["prepared"], stats["prepared_bytes"] = key, target.stat().st_size  # counted by the quota
             dataset.n_items, dataset.n_test, dataset.n_classes = result.n_items, result.n_test, result.n_classes
             dataset.content_hash, dataset.stats = result.content_hash, stats
         dataset.state, dataset.error = "ready", None

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import NonNegativeInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     cache_max_bytes: int = 20 * 1024**3  # local copies of remote artifacts and datasets (`home`/cache), trimmed LRU
     cache_min_age: float = 900.0  # cached files used more recently than this are never trimmed
     cache_interval: float = 300.0  # seconds between trims of the cache (API and workers); 0: off
+    # Per-project quotas (0: unlimited). Datasets built into the service count against none.
+    quota_datasets: NonNegativeInt = 1000  # registered and uploaded datasets
+    quota_stored_bytes: NonNegativeInt = 1024**4  # dataset files, checkpoints and indexes in the artifact store (1 TiB)
+    quota_active_jobs: NonNegativeInt = 100  # queued and running jobs; past it a submit answers 429
 
     @field_validator("dataset_sources", mode="before")
     @classmethod

@@ -129,7 +129,15 @@ class ArtifactStore:
             else:
                 path.unlink(missing_ok=True)
         else:
-            self._fs().rm(f"{self.url}/{key}", recursive=True)
+            try:
+                self._fs().rm(f"{self.url}/{key}", recursive=True)
+            except FileNotFoundError:  # gone already: deleting is idempotent, as for a local store
+                pass
+            cached = self.cache / key  # this process's copy would otherwise outlive the artifact
+            if cached.is_dir():
+                shutil.rmtree(cached, ignore_errors=True)
+            else:
+                cached.unlink(missing_ok=True)
 
 
 def _newest_mtime(path: Path) -> float:

@@ -14,10 +14,12 @@ from core.backbones.sizes import check_options, estimate_parameters, token_count
 from core.backbones.text import TEXT_BACKBONES
 from core.methods import build_resolved, method_info
 from jobs import datasets, gang, text
+from jobs.deletion import referenced_checkpoints
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
+from jobs.quotas import Quotas, admit_job
 from jobs.specs import BASELINES, EmbedIndexSpec, EvaluateSpec, PretrainSpec
-from jobs.tables import Checkpoint, Job
+from jobs.tables import Checkpoint, Dataset, Job
 
 
 class SpecRejected(ValueError):
@@ -256,12 +258,23 @@ def check_embed_index(session: Session, project_id: str, spec: EmbedIndexSpec) -
     return spec_dict
 
 
+def check_still_there(session: Session, spec_dict: dict) -> None:
+    """After the project's lock: the dataset and checkpoints the spec names were not deleted while
+    it was checked (a deletion takes the same lock)."""
+    if session.scalar(select(Dataset.id).where(Dataset.id == spec_dict["dataset"])) is None:
+        raise datasets.DatasetNotFound(f"dataset {spec_dict['dataset']!r} not found (deleted)")
+    for checkpoint_id in referenced_checkpoints(spec_dict) - set(BASELINES):
+        if session.scalar(select(Checkpoint.id).where(Checkpoint.id == checkpoint_id)) is None:
+            raise CheckpointNotFound(f"checkpoint {checkpoint_id!r} not found (deleted)")
+
+
 def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateSpec | EmbedIndexSpec,
                idempotency_key: str | None = None, max_parameters: int | None = None,
-               default_max_attempts: int = 3) -> tuple[Job, bool]:
+               default_max_attempts: int = 3, quotas: Quotas | None = None) -> tuple[Job, bool]:
     """Returns (job, created). An Idempotency-Key seen before returns the same job for the same
     body and raises IdempotencyConflict for a different one. `max_parameters` caps the model's
-    estimated and built size."""
+    estimated and built size. With `quotas`, the project's lock is taken after the (slow) checks
+    and before the insert, and QuotaExceeded raised when the job does not fit."""
     digest = request_hash(spec)
     if idempotency_key:
         existing = session.scalar(select(Job).where(Job.project_id == project_id, Job.idempotency_key == idempotency_key))
@@ -277,6 +290,9 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
         spec_dict = check_embed_index(session, project_id, spec)
     else:
         spec_dict = check_evaluate(session, project_id, spec, max_parameters)
+    if quotas is not None:
+        admit_job(session, quotas, project_id, spec.kind)
+        check_still_there(session, spec_dict)
     job = Job(id=new_id("job"), project_id=project_id, kind=spec.kind, spec=spec_dict, recipe=recipe, queue=spec.queue,
               method=getattr(spec, "method", None), max_attempts=spec.max_attempts or default_max_attempts, total_steps=total,
               nodes=getattr(spec, "nodes", 1), devices=getattr(spec, "devices", 1),

@@ -9,9 +9,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.removal import delete_now
 from api.schemas import CheckpointOut, ScoreOut
 from core.checkpoint import CorruptCheckpoint
-from jobs import scores
+from jobs import deletion, scores
 from jobs.exports import ExportFailed, onnx_artifact
 from jobs.db import session_scope
 from jobs.storage import store_for
@@ -43,6 +44,15 @@ def list_checkpoints(session: SessionDep, settings: SettingsDep, project: Projec
 @router.get("/checkpoints/{checkpoint_id}", response_model=CheckpointOut)
 def read(checkpoint_id: str, session: SessionDep, project: ProjectDep) -> Checkpoint:
     return get_checkpoint(session, project, checkpoint_id)
+
+
+@router.delete("/checkpoints/{checkpoint_id}")
+def delete(checkpoint_id: str, request: Request, session: SessionDep, settings: SettingsDep,
+           project: ProjectDep) -> dict:
+    """Delete a checkpoint: its files (every part, the ONNX export), cached features and scores.
+    409 while its job is still queued or running, while a queued or running job reads it, or
+    while it serves an index (delete that embed-index job first)."""
+    return delete_now(request, session, settings, lambda: deletion.delete_checkpoint(session, project, checkpoint_id))
 
 
 @router.get("/checkpoints/{checkpoint_id}/download")

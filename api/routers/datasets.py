@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.removal import delete_now
 from api.schemas import DatasetOut
 from api.uploads import read_form
 from core.data import DatasetUnavailable
 from core.data.scan import FILE_FORMATS, check_file, format_from_name
-from jobs import datasets
+from jobs import datasets, deletion, quotas
 from jobs.ids import new_id
 from jobs.queue import enqueue_scan
+from jobs.quotas import QuotaExceeded, Quotas
 from jobs.storage import store_for
 from jobs.tables import Dataset
 from jobs.uploads import UploadSink
@@ -87,6 +89,7 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
     options = spec.model_dump(include={"image_size", "test_fraction", "seed"})
 
     def register():
+        quotas.admit_dataset(session, Quotas.from_settings(settings), project)
         row = datasets.register_uri(session, settings, project, spec.uri, spec.format, spec.name, options)
         session.commit()
         return row
@@ -95,11 +98,30 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
         row = await run_in_threadpool(register)
     except DatasetUnavailable as exc:
         raise HTTPException(422, str(exc))
+    except QuotaExceeded as exc:
+        await run_in_threadpool(session.rollback)  # the project's lock goes now
+        raise HTTPException(exc.status, str(exc))
     enqueue_scan(settings, row.id)
     return row
 
 
+def upload_fits(session, settings, project: str, request: Request) -> None:
+    """Refuse an upload the quotas cannot take before its bytes are read (the announced length
+    against the stored-bytes quota); the insert checks again under the project's lock."""
+    try:
+        length = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        length = 0
+    try:
+        quotas.check_dataset(session, Quotas.from_settings(settings), project, length)
+    except QuotaExceeded as exc:
+        raise HTTPException(exc.status, str(exc))
+    finally:
+        session.rollback()  # no read transaction stays open while the upload streams
+
+
 async def upload(request: Request, session, settings, project: str) -> Dataset:
+    await run_in_threadpool(upload_fits, session, settings, project, request)
     store = store_for(settings)
     dataset_id = new_id("ds")
     key = f"datasets/{dataset_id}/source"
@@ -128,14 +150,18 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
     name = form.fields.get("name") or form.filename or dataset_id
 
     def add():
+        quotas.admit_dataset(session, Quotas.from_settings(settings), project, sink.size)
         row = datasets.add_upload(session, project, dataset_id, key, fmt, name, options, digest, sink.size)
         session.commit()
         return row
 
     try:
         row = await run_in_threadpool(add)
-    except BaseException:
+    except BaseException as exc:
         store.delete(f"datasets/{dataset_id}")
+        if isinstance(exc, QuotaExceeded):
+            await run_in_threadpool(session.rollback)
+            raise HTTPException(exc.status, str(exc))
         raise
     enqueue_scan(settings, row.id)
     return row
@@ -155,3 +181,11 @@ def read(dataset_id: str, session: SessionDep, project: ProjectDep) -> Dataset:
     if row is None or row.project_id != project:
         raise HTTPException(404, f"dataset {dataset_id!r} not found")
     return row
+
+
+@router.delete("/datasets/{dataset_id}")
+def delete(dataset_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep) -> dict:
+    """Delete a dataset: its uploaded and prepared files, cached features, and the scores measured
+    on it. 409 while a queued or running job uses it or while it is being scanned; 403 for a
+    built-in (shared by every project)."""
+    return delete_now(request, session, settings, lambda: deletion.delete_dataset(session, project, dataset_id))

@@ -11,12 +11,14 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.events import Cursor, event_dict, feed
+from api.removal import delete_now
 from api.schemas import JobList, JobOut
 from core.data import DatasetUnavailable
-from jobs import fleet, lifecycle
+from jobs import deletion, fleet, lifecycle
 from jobs.datasets import DatasetNotFound
 from jobs.db import session_scope
 from jobs.queue import enqueue
+from jobs.quotas import QuotaExceeded, Quotas
 from jobs.specs import JobSpec
 from jobs.submit import CheckpointNotFound, IdempotencyConflict, SpecRejected, create_job
 from jobs.tables import Job, JobEvent, Metric
@@ -76,9 +78,12 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
     for attempt in range(2):  # a concurrent submit with the same Idempotency-Key may win the insert
         try:
             job, created = create_job(session, project, spec, idempotency_key, settings.max_model_parameters,
-                                      settings.max_attempts)
+                                      settings.max_attempts, Quotas.from_settings(settings))
             session.commit()
             break
+        except QuotaExceeded as exc:
+            session.rollback()  # the project's lock goes now
+            raise HTTPException(exc.status, str(exc), headers={"Retry-After": "30"} if exc.status == 429 else None)
         except IntegrityError:
             session.rollback()
             if not idempotency_key or attempt:
@@ -136,6 +141,16 @@ def cancel(job_id: str, request: Request, session: SessionDep, project: ProjectD
     request.app.state.job_totals.forget(project)
     session.refresh(job)
     return job_out(session, job)
+
+
+@router.delete("/jobs/{job_id}")
+def delete_job(job_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep) -> dict:
+    """Delete an ended job: its events, metrics, checkpoints (files and scores), the scores it
+    recorded and its index file. 409 while it is queued or running (cancel it first), or while one
+    of its checkpoints is used by another job."""
+    answer = delete_now(request, session, settings, lambda: deletion.delete_job(session, project, job_id))
+    request.app.state.job_totals.forget(project)
+    return answer
 
 
 @router.get("/jobs/{job_id}/metrics")

@@ -50,6 +50,10 @@ class IndexCache:
                 self.items.popitem(last=False)
         return tree
 
+    def drop(self, job_id: str) -> None:
+        with self.lock:
+            self.items.pop(job_id, None)
+
 
 def index_cache(request: Request) -> IndexCache:
     if not hasattr(request.app.state, "index_cache"):

@@ -28,6 +28,10 @@ class Calls:
     def datasets(self, limit: int = 100, offset: int = 0):
         return self._call("GET", "/v1/datasets", params={"limit": limit, "offset": offset})
 
+    def delete_dataset(self, dataset_id: str):
+        """Delete a dataset with its files and the scores measured on it (409 while a job uses it)."""
+        return self._call("DELETE", f"/v1/datasets/{dataset_id}")
+
     # jobs
     def submit(self, spec: dict, idempotency_key: str | None = None):
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -42,6 +46,10 @@ class Calls:
 
     def cancel(self, job_id: str):
         return self._call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete_job(self, job_id: str):
+        """Delete an ended job with its events, metrics, checkpoints and scores (409 until it has ended)."""
+        return self._call("DELETE", f"/v1/jobs/{job_id}")
 
     def job_events(self, job_id: str, after: int = 0):
         """The job's recorded events (state changes, logs) after event id `after`; see events() for the live stream."""
@@ -60,6 +68,14 @@ class Calls:
 
     def checkpoint_scores(self, checkpoint_id: str):
         return self._call("GET", f"/v1/checkpoints/{checkpoint_id}/scores")
+
+    def delete_checkpoint(self, checkpoint_id: str):
+        """Delete a checkpoint with its files and scores (409 while a job uses it or it serves an index)."""
+        return self._call("DELETE", f"/v1/checkpoints/{checkpoint_id}")
+
+    def usage(self):
+        """The project's datasets, stored bytes and active jobs, each as used against its limit (0: none)."""
+        return self._call("GET", "/v1/usage")
 
     # embeddings, neighbours, scores
     def embed(self, model: str, inputs: list, encoding_format: str = "float", truncate: bool = True):

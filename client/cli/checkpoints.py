@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, err_console, fail, handles_errors,
-                               human_bytes, print_json)
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, Yes, age, confirmed, connect, console, deleted_line,
+                               err_console, fail, handles_errors, human_bytes, print_json)
 from client.cli.progress import Reporter
 from client.transfer import Download
 
@@ -87,3 +87,14 @@ def export(checkpoint_id: str, format: Annotated[str, typer.Option(help="onnx")]
         raise fail(f"unknown export format {format!r}", "use --format onnx")
     fetch(connect(url, api_key), checkpoint_id, output or Path(f"{checkpoint_id}-backbone.onnx"), "backbone", "onnx",
           as_json)
+
+@app.command("rm")
+@handles_errors
+def rm(checkpoint_id: str, yes: Yes = False, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Delete a checkpoint: its files and scores (refused while a job uses it or it serves an index)."""
+    confirmed(checkpoint_id, yes)
+    answer = connect(url, api_key).delete_checkpoint(checkpoint_id)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(deleted_line(answer), soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -67,6 +68,25 @@ def handles_errors(command):
             raise fail("interrupted", "run the same command again to resume", INTERRUPTED) from None
 
     return run
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")]
+
+
+def confirmed(what: str, yes: bool) -> None:
+    """Ask before a deletion unless --yes; without a terminal to ask on, --yes is required."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise fail(f"not deleting {what} without confirmation", "pass --yes")
+    if not typer.confirm(f"delete {what}? This cannot be undone", default=False):
+        raise fail(f"{what} not deleted", "pass --yes to skip the question", REFUSED)
+
+
+def deleted_line(answer: dict) -> str:
+    extra = [f"{len(answer['checkpoints_deleted'])} checkpoint(s)"] if answer.get("checkpoints_deleted") else []
+    extra += [f"{answer['scores_deleted']} score(s)"] if answer.get("scores_deleted") else []
+    return f"{answer['id']}: deleted" + (f" with {', '.join(extra)}" if extra else "")
 
 
 def print_json(data) -> None:

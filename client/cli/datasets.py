@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, age, connect, console, fail, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, Yes, age, confirmed, connect, console, deleted_line, fail,
+                               handles_errors, print_json)
 
 app = typer.Typer(help="Add (upload, register or pick a built-in), list and inspect datasets.")
 
@@ -83,3 +84,14 @@ def show(dataset_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: 
         if key not in ("prepared", "shards"):
             table.add_row(f"stats {key}", str(value))
     console.print(table)
+
+@app.command("rm")
+@handles_errors
+def rm(dataset_id: str, yes: Yes = False, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Delete a dataset: its files and the scores measured on it (refused while a job uses it)."""
+    confirmed(dataset_id, yes)
+    answer = connect(url, api_key).delete_dataset(dataset_id)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(deleted_line(answer), soft_wrap=True)

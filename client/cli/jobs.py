@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, REFUSED, Json, Key, Url, age, connect, console, fail,
-                               handles_errors, print_json)
+from client.cli.common import (DEFAULT_URL, REFUSED, Json, Key, Url, Yes, age, confirmed, connect, console,
+                               deleted_line, fail, handles_errors, print_json)
 from client.cli.progress import Reporter
 
 app = typer.Typer(help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
@@ -209,3 +209,14 @@ def follow_with_progress(client, job_id: str, state: str) -> str:
             else:
                 bar.note(f"[{event.event}] {event.data.get('message', '')}")
     return state
+
+@app.command("rm")
+@handles_errors
+def rm(job_id: str, yes: Yes = False, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Delete an ended job with its events, metrics, checkpoints and scores (cancel a running one first)."""
+    confirmed(job_id, yes)
+    answer = connect(url, api_key).delete_job(job_id)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(deleted_line(answer), soft_wrap=True)

@@ -3,6 +3,7 @@ with what they measured, the loaded model is dropped; 409 while a queued or runn
 object, 403 for a shared built-in, and 404 for another project's key (which learns nothing)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -152,3 +153,48 @@ def test_another_projects_key_can_neither_delete_nor_see_the_objects(service, wo
         assert theirs["active_jobs"]["used"] == 0
         assert ours["datasets"]["used"] == 1 and ours["stored_bytes"]["by_kind"]["checkpoints"] > 0
     assert (world["store"] / "checkpoints" / world["checkpoint"]).exists()
+
+
+@pytest.fixture
+def cli(sqlite_service, monkeypatch):
+    """`darkmatter` through typer's runner, its client talking to an in-process API (SQLite, auth off)."""
+    from typer.testing import CliRunner
+
+    from client import Client
+    from client.cli import app, checkpoints as cli_checkpoints, datasets as cli_datasets, jobs as cli_jobs
+    from jobs.migrate import upgrade
+
+    upgrade(sqlite_service.database_url)
+    with client(sqlite_service) as api:
+        def connect(url, api_key):
+            sdk = Client(url, api_key)
+            sdk.http = api
+            return sdk
+
+        for module in (cli_checkpoints, cli_datasets, cli_jobs):
+            monkeypatch.setattr(module, "connect", connect)
+
+        def run(*args: str, code: int = 0) -> str:
+            result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+            assert result.exit_code == code, (args, result.output)
+            assert "Traceback" not in result.output
+            return result.output
+
+        yield run, api, sqlite_service
+
+
+def test_cli_rm_needs_yes_and_says_what_went_or_why_not(cli, tmp_path):
+    run, api, settings = cli
+    dataset = upload(api, small_zip(tmp_path)).json()["id"]
+    assert scan_here(dataset, settings) == "ready"
+    job = api.post("/v1/jobs", json=TINY_PRETRAIN).json()["id"]
+    checkpoint = real_checkpoint(settings, "prj_default", job)
+    assert "pass --yes" in run("datasets", "rm", dataset, code=2)  # no terminal to ask on
+    assert f"{dataset}: deleted" in run("datasets", "rm", dataset, "--yes")
+    refused = run("jobs", "rm", job, "--yes", code=1)
+    assert "HTTP 409" in refused and "cancel it first" in refused
+    assert "HTTP 409" in run("checkpoints", "rm", checkpoint, "-y", code=1)
+    api.post(f"/v1/jobs/{job}/cancel")
+    assert f"{checkpoint}: deleted" in run("checkpoints", "rm", checkpoint, "-y")
+    assert json.loads(run("jobs", "rm", job, "--yes", "--json"))["deleted"] is True
+    assert "HTTP 404" in run("jobs", "rm", job, "--yes", code=1)

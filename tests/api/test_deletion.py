@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from jobs import lifecycle, scores
 from jobs.db import session_scope
 from jobs.tables import Checkpoint, Job, JobEvent, Score
+from tests.api.test_s3_artifacts import s3_service  # noqa: F401 (a fixture)
 from tests.api.tenants import client, project_keys, real_checkpoint, small_zip, upload
 from tests.conftest import TINY_PRETRAIN
 from workers.scan import scan_here
@@ -198,3 +199,15 @@ def test_cli_rm_needs_yes_and_says_what_went_or_why_not(cli, tmp_path):
     assert f"{checkpoint}: deleted" in run("checkpoints", "rm", checkpoint, "-y")
     assert json.loads(run("jobs", "rm", job, "--yes", "--json"))["deleted"] is True
     assert "HTTP 404" in run("jobs", "rm", job, "--yes", code=1)
+
+
+def test_a_checkpoint_on_s3_is_deleted_from_the_bucket_and_the_local_cache(s3_service):
+    settings, store, bucket, info = s3_service
+    with client(settings) as api:
+        assert api.get(f"/v1/checkpoints/{info['id']}/download").status_code == 200
+        store.local_path(info["key"])  # a cached copy, as loading the model leaves
+        assert (store.cache / info["key"]).exists()
+        assert api.delete(f"/v1/checkpoints/{info['id']}").status_code == 200
+    listed = bucket.list_objects_v2(Bucket="artifacts", Prefix=f"checkpoints/{info['id']}/")
+    assert listed["KeyCount"] == 0
+    assert not (store.cache / info["key"]).exists()

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.lifecycle import TERMINAL
+from jobs.lifecycle import STATES, TERMINAL
 from jobs.settings import Settings
 from jobs.tables import Checkpoint, Dataset, Job, Project
 
+ACTIVE_STATES = tuple(state for state in STATES if state not in TERMINAL)  # queued, running, cancelling, retrying
 BUILTIN_FORMAT = "builtin"  # built-in datasets are shared files: they count against no quota
 
 
@@ -52,7 +53,7 @@ def counted_datasets(session: Session, project_id: str) -> int:
 
 def active_jobs(session: Session, project_id: str) -> int:
     return session.scalar(select(func.count()).select_from(Job).where(
-        Job.project_id == project_id, Job.state.not_in(TERMINAL))) or 0
+        Job.project_id == project_id, Job.state.in_(ACTIVE_STATES))) or 0
 
 
 def stored_bytes(session: Session, project_id: str) -> dict[str, int]:

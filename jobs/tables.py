@@ -85,6 +85,8 @@ class Job(Base):
 
 # The listing's order (a project's jobs newest first, id breaking ties), read off the index: no sort.
 Index("ix_jobs_project_created", Job.project_id, Job.created_at.desc(), Job.id)
+# Quotas: a project's active jobs, and its succeeded embed-index jobs (their files), read off the index.
+Index("ix_jobs_project_state_kind", Job.project_id, Job.state, Job.kind)
 
 
 class JobNode(Base):

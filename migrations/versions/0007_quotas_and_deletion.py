@@ -1,0 +1,23 @@
+"""Quotas: an index for a project's jobs by state and kind (active jobs, embed-index files)
+
+Revision ID: 0007
+Revises: 0004
+Create Date: 2026-12-04 21:00:00
+"""
+from alembic import op
+
+
+revision = '0007'
+down_revision = '0004'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index('ix_jobs_project_state_kind', ['project_id', 'state', 'kind'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_project_state_kind')

@@ -16,6 +16,17 @@ from tests.conftest import TINY_PRETRAIN
 from tests.datasets.conftest import stored_files
 
 
+BOUNDARY = "quota-boundary"
+
+
+def chunked(data: bytes):
+    """A multipart upload sent without Content-Length: its size is known only once it is read."""
+    yield (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.zip\"\r\n"
+           "Content-Type: application/zip\r\n\r\n").encode()
+    yield data
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
 def test_active_jobs_quota_is_429_per_project_and_frees_when_one_ends(service):
     (_, a), (_, b) = project_keys(service, "a", "b")
     with client(service, auth=True, quota_active_jobs=2) as api:
@@ -63,9 +74,13 @@ def test_stored_bytes_quota_is_403_for_uploads_and_for_jobs_that_store_files(ser
         assert upload(api, data).status_code == 201
         usage = api.get("/v1/usage").json()["stored_bytes"]
         assert usage["used"] == len(data) and usage["limit"] == limit and usage["by_kind"]["datasets"] == len(data)
-        refused = upload(api, data)
+        refused = upload(api, data)  # refused on its Content-Length, before it is read
         assert refused.status_code == 403
         assert "stored-bytes quota" in refused.json()["detail"] and f"{limit:,} bytes" in refused.json()["detail"]
+        refused = api.post("/v1/datasets", content=chunked(data), headers={"content-type": f"multipart/form-data; "
+                                                                                          f"boundary={BOUNDARY}"})
+        assert refused.status_code == 403 and f"this request adds {len(data) / 1024:.1f} KiB" in refused.json()["detail"]
+        assert len({path.split("/")[1] for path in stored_files(service)}) == 1  # counted once read, then removed
         job = api.post("/v1/jobs", json=TINY_PRETRAIN)
         assert job.status_code == 201  # under the quota still
         with session_scope(service.database_url) as session:  # its checkpoint takes the project past it

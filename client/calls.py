@@ -107,6 +107,19 @@ class Calls:
         return self._call("POST", f"/v1/keys/{key_id}/disable")
 
 
+MAX_RETRY_WAIT = 10.0  # seconds; a 429 asking for a longer wait (a quota, not a burst) is raised at once
+
+
+def retry_wait(response) -> float | None:
+    """How long to wait before retrying a 429: its Retry-After (1 s without one), or None when that is
+    longer than MAX_RETRY_WAIT."""
+    try:
+        wait = float(response.headers.get("retry-after", "1") or 1)
+    except ValueError:
+        wait = 1.0
+    return wait if wait <= MAX_RETRY_WAIT else None
+
+
 def upload_fields(format: str | None, options: dict) -> dict:
     """The multipart form fields of a dataset upload."""
     return {k: str(v) for k, v in {"format": format, **options}.items() if v is not None}

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from client import transfer
-from client.calls import TERMINAL, Calls, upload_fields
+from client.calls import TERMINAL, Calls, retry_wait, upload_fields
 from client.errors import ApiError, ConnectionFailed, JobFailed, error_for
 from client.sse import Decoder, Event
 
@@ -54,9 +54,10 @@ class Client(Calls):
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 raise ConnectionFailed(self.base_url, type(exc).__name__) from None
-            if response.status_code != 429 or attempt == self.retries:
+            wait = retry_wait(response)
+            if response.status_code != 429 or attempt == self.retries or wait is None:
                 return response
-            time.sleep(min(float(response.headers.get("retry-after", "1") or 1), 10))
+            time.sleep(wait)
         return response
 
     def _call(self, method: str, path: str, **kwargs):

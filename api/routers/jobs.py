@@ -83,7 +83,7 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
             break
         except QuotaExceeded as exc:
             session.rollback()  # the project's lock goes now
-            raise HTTPException(exc.status, str(exc), headers={"Retry-After": "30"} if exc.status == 429 else None)
+            raise HTTPException(exc.status, str(exc), headers={"Retry-After": "60"} if exc.status == 429 else None)
         except IntegrityError:
             session.rollback()
             if not idempotency_key or attempt:

@@ -3,8 +3,10 @@ with a message naming the quota, its limit and the usage; GET /v1/usage shows th
 submits never pass the quota."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import torch
 
 from jobs import checkpoints
@@ -101,3 +103,19 @@ def test_zero_means_unlimited(service, tmp_path):
         assert all(upload(api, small_zip(tmp_path, n)).status_code == 201 for n in (10, 11))
         usage = api.get("/v1/usage").json()
         assert usage["datasets"] == {"used": 2, "limit": 0} and usage["active_jobs"]["limit"] == 0
+
+
+def test_the_client_raises_a_quota_429_at_once_and_reads_usage(service):
+    from client import Client
+    from client.errors import RateLimited
+
+    with client(service, quota_active_jobs=1) as api:
+        sdk = Client()
+        sdk.http = api
+        sdk.submit(TINY_PRETRAIN)
+        started = time.monotonic()
+        with pytest.raises(RateLimited) as refused:
+            sdk.submit({**TINY_PRETRAIN, "seed": 1})
+        assert time.monotonic() - started < 5  # Retry-After 60 is past what the client sleeps: no retries
+        assert refused.value.retry_after == 60 and "active-jobs quota" in str(refused.value)
+        assert sdk.usage()["active_jobs"] == {"used": 1, "limit": 1}

@@ -1,4 +1,4 @@
-"""`darkmatter embed`, `neighbors` and `scores`: using what pretraining made."""
+"""`darkmatter embed`, `neighbors` and `scores`: using what pretraining made; `usage`: what it stores."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, connect, console, fail, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, connect, console, fail, handles_errors, human_bytes,
+                               print_json)
 
 
 def image_inputs(paths: list[Path]) -> list[str]:
@@ -74,6 +75,20 @@ def scores(dataset: Optional[str] = None, protocol: Optional[str] = None, metric
     console.print(table if answer["leaderboard"] else "no scores yet")
 
 
+def usage(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
+    """Your project's quotas: datasets, stored bytes and active jobs, used against each limit."""
+    answer = connect(url, api_key).usage()
+    if as_json:
+        print_json(answer)
+        return
+    table = Table("quota", "used", "limit")
+    for name in ("datasets", "stored_bytes", "active_jobs"):
+        used, limit = answer[name]["used"], answer[name]["limit"]
+        show = human_bytes if name == "stored_bytes" else str
+        table.add_row(name.replace("_", " "), show(used), show(limit) if limit else "unlimited")
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (embed, neighbors, scores):
+    for command in (embed, neighbors, scores, usage):
         app.command(command.__name__)(handles_errors(command))

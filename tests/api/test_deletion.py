@@ -163,6 +163,7 @@ def cli(sqlite_service, monkeypatch):
 
     from client import Client
     from client.cli import app, checkpoints as cli_checkpoints, datasets as cli_datasets, jobs as cli_jobs
+    from client.cli import results as cli_results
     from jobs.migrate import upgrade
 
     upgrade(sqlite_service.database_url)
@@ -172,7 +173,7 @@ def cli(sqlite_service, monkeypatch):
             sdk.http = api
             return sdk
 
-        for module in (cli_checkpoints, cli_datasets, cli_jobs):
+        for module in (cli_checkpoints, cli_datasets, cli_jobs, cli_results):
             monkeypatch.setattr(module, "connect", connect)
 
         def run(*args: str, code: int = 0) -> str:
@@ -199,6 +200,7 @@ def test_cli_rm_needs_yes_and_says_what_went_or_why_not(cli, tmp_path):
     assert f"{checkpoint}: deleted" in run("checkpoints", "rm", checkpoint, "-y")
     assert json.loads(run("jobs", "rm", job, "--yes", "--json"))["deleted"] is True
     assert "HTTP 404" in run("jobs", "rm", job, "--yes", code=1)
+    assert "unlimited" not in run("usage") and json.loads(run("usage", "--json"))["datasets"]["used"] == 0
 
 
 def test_a_checkpoint_on_s3_is_deleted_from_the_bucket_and_the_local_cache(s3_service):

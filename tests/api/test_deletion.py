@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from jobs import lifecycle, scores
 from jobs.db import session_scope
+from jobs.features import feature_key
 from jobs.tables import Checkpoint, Job, JobEvent, Score
 from tests.api.test_s3_artifacts import s3_service  # noqa: F401 (a fixture)
 from tests.api.tenants import client, project_keys, real_checkpoint, small_zip, upload
@@ -49,6 +50,14 @@ def timed(call):
     return response, time.perf_counter() - started
 
 
+def cached_features(store: Path, source: str, dataset_id: str) -> Path:
+    """A file where the feature cache (jobs/features.py) keeps a source's features of a dataset."""
+    path = store / feature_key(source, dataset_id, "0123456789abcdef", "train")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"features")
+    return path
+
+
 def to_state(settings, job_id: str, state: str) -> None:
     """Put a job in `state` as a worker would: claimed, then finished (no worker needed)."""
     with session_scope(settings.database_url) as session:
@@ -74,12 +83,13 @@ def test_a_checkpoint_is_deleted_with_its_files_scores_and_loaded_model_once_not
         assert busy.status_code == 409 and f"serves the index of job {reader}" in busy.json()["detail"]
         assert api.delete(f"/v1/jobs/{reader}", headers=a).status_code == 200
 
+        features = cached_features(world["store"], ckpt, world["dataset"])
         deleted, seconds = timed(lambda: api.delete(f"/v1/checkpoints/{ckpt}", headers=a))
         assert deleted.status_code == 200, deleted.text
         assert deleted.json() == {"id": ckpt, "object": "checkpoint", "deleted": True, "checkpoints_deleted": [ckpt],
                                   "scores_deleted": 1}
         print(f"DELETE /v1/checkpoints: {seconds * 1000:.1f} ms")
-        assert not (world["store"] / "checkpoints" / ckpt).exists()
+        assert not (world["store"] / "checkpoints" / ckpt).exists() and not features.exists()
         assert rows(service, Checkpoint, Checkpoint.id == ckpt) == rows(service, Score, Score.checkpoint_id == ckpt) == 0
         assert ckpt not in api.app.state.model_cache.models
         assert api.get(f"/v1/checkpoints/{ckpt}", headers=a).status_code == 404
@@ -121,10 +131,13 @@ def test_a_dataset_is_deleted_with_its_files_and_scores_once_no_job_uses_it(serv
         assert busy.status_code == 409 and f"used by job {reader} (queued)" in busy.json()["detail"]
         api.post(f"/v1/jobs/{reader}/cancel", headers=a)
 
+        features = cached_features(world["store"], "raw-pixels", dataset)
+        kept = cached_features(world["store"], "raw-pixels", "ds_another")
         deleted, seconds = timed(lambda: api.delete(f"/v1/datasets/{dataset}", headers=a))
         assert deleted.status_code == 200 and deleted.json()["scores_deleted"] == 1, deleted.text
         print(f"DELETE /v1/datasets: {seconds * 1000:.1f} ms")
         assert not (world["store"] / "datasets" / dataset).exists()
+        assert not features.exists() and kept.exists()
         assert rows(service, Score, Score.dataset_id == dataset) == 0
         assert api.get("/v1/usage", headers=a).json()["stored_bytes"]["by_kind"]["datasets"] == 0
         assert api.get(f"/v1/datasets/{dataset}", headers=a).status_code == 404

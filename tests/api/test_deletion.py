@@ -226,3 +226,24 @@ def test_a_checkpoint_on_s3_is_deleted_from_the_bucket_and_the_local_cache(s3_se
     listed = bucket.list_objects_v2(Bucket="artifacts", Prefix=f"checkpoints/{info['id']}/")
     assert listed["KeyCount"] == 0
     assert not (store.cache / info["key"]).exists()
+
+
+def test_a_dataset_deleted_while_a_submit_is_checked_answers_404_and_leaves_no_job(service, world, monkeypatch):
+    """The submit's slow checks run before it takes the project's lock; a deletion that commits in
+    between is seen once the lock is taken, so no job is inserted on a deleted dataset."""
+    from jobs import deletion, submit
+
+    a, dataset = world["a"], world["dataset"]
+    real_admit = submit.admit_job
+
+    def deleted_meanwhile(session, quotas, project_id, kind):
+        with session_scope(service.database_url) as other:
+            deletion.delete_dataset(other, project_id, dataset)
+        return real_admit(session, quotas, project_id, kind)
+
+    monkeypatch.setattr(submit, "admit_job", deleted_meanwhile)
+    with client(service, auth=True) as api:
+        evaluate = {"kind": "evaluate", "dataset": dataset, "checkpoint": "raw-pixels"}
+        refused = api.post("/v1/jobs", json=evaluate, headers=a)
+        assert refused.status_code == 404 and "not found (deleted)" in refused.json()["detail"]
+    assert rows(service, Job, Job.kind == "evaluate") == 0

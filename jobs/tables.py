@@ -148,6 +148,10 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# Quotas: a project's checkpoint bytes summed off the index, without reading the rows' manifests.
+Index("ix_checkpoints_project_bytes", Checkpoint.project_id, Checkpoint.bytes)
+
+
 class Score(Base):
     __tablename__ = "scores"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

@@ -1,4 +1,5 @@
-"""Quotas: an index for a project's jobs by state and kind (active jobs, embed-index files)
+"""Quotas: indexes for a project's jobs by state and kind (active jobs, embed-index files) and for
+its checkpoints' bytes
 
 Revision ID: 0007
 Revises: 0004
@@ -16,8 +17,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_project_state_kind', ['project_id', 'state', 'kind'], unique=False)
+    with op.batch_alter_table('checkpoints', schema=None) as batch_op:
+        batch_op.create_index('ix_checkpoints_project_bytes', ['project_id', 'bytes'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('checkpoints', schema=None) as batch_op:
+        batch_op.drop_index('ix_checkpoints_project_bytes')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_project_state_kind')

@@ -17,7 +17,7 @@ from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fr
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
 from core.data.builtin import TEXT_NAMES
-from core.data.files import load_npz
+from core.data.files import load_npz, npz_item
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
 from core.data.webdataset import WebDatasetStream, count_shards, expand_shards, fsspec_opener, head_sample, scan_shards
 from jobs.ids import new_id
@@ -367,6 +367,12 @@ def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDat
     if store is None:
         raise DatasetUnavailable("an artifact store is needed to load an uploaded or scanned dataset")
     return load_npz(str(store.local_path(dataset.stats["prepared"])))
+
+
+def read_item(dataset: Dataset, store: ArtifactStore, split: str, index: int) -> tuple[np.ndarray | None, int]:
+    """((C, H, W) uint8 or None when out of range, items in the split) of a scanned dataset, read
+    from its prepared arrays without loading them."""
+    return npz_item(store.local_path(dataset.stats["prepared"]), "x" if split == "train" else "x_test", index)
 
 
 def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:

@@ -90,7 +90,7 @@ def zip_entry_count(path: str | Path) -> int:
         at = tail.rfind(b"PK\x05\x06")
         if at < 0 or len(tail) - at < EOCD.size:
             raise DatasetUnavailable("not a readable zip archive: no end-of-central-directory record")
-        entries = EOCD.unpack_from(tail, at)[5]
+        entries = EOCD.unpack_from(tail, at)[4]  # total entries in the central directory
         locator_at = at - ZIP64_LOCATOR.size
         if locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
             offset = ZIP64_LOCATOR.unpack_from(tail, locator_at)[2]

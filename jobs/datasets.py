@@ -150,6 +150,8 @@ def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[
             if not path.is_absolute():
                 raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
             checked = str(path.resolve())
+            if "::" in checked:  # a link whose target holds the separator would be split on read
+                raise DatasetUnavailable(f"{item!r} resolves to {checked!r}, which contains '::'")
         if not any(_under(checked, prefix) for prefix in allowed):
             raise DatasetUnavailable(f"{item!r} is not under an allowed data root or source of this project "
                                      "(an operator sets them in DARKMATTER_DATASET_SOURCES, per project)")

@@ -334,10 +334,11 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 
 
 
 def test_eps_is_not_an_embedding_input_and_is_unreadable_in_a_scan(service, client, tmp_path):
-    from api.inputs import BadInput, decode_image
+    from tests.security.test_expensive_routes import checkpoint
 
-    with pytest.raises(BadInput, match="accepted formats"):
-        decode_image(0, base64.b64encode(EPS).decode())
+    body = {"model": checkpoint(service), "input": [base64.b64encode(EPS).decode()]}
+    response = client.post("/v1/embeddings", json=body)  # /v1/neighbors decodes its queries the same way
+    assert response.status_code == 422 and "accepted formats" in response.text, response.text
     path = tmp_path / "eps.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("a.eps", EPS)

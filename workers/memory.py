@@ -58,3 +58,29 @@ def child_cap(setting: int) -> int | None:
     if setting < 0:
         return None
     return setting or physical_memory() * 3 // 4
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup
+    (v2 memory.events, or v1 memory.oom_control); None where the counter cannot be read. A child
+    that dies of SIGKILL while the counter moved was killed for memory, not lost."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    for candidate in candidates:
+        try:
+            for entry in candidate.read_text().splitlines():
+                name, _, value = entry.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None

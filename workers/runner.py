@@ -77,7 +77,7 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
     """Hold the lease while the child runs; a child that makes no progress for watchdog_seconds
     (a stalled read, a CUDA hang, SIGSTOP) is killed and the job given back."""
     reason, retry = None, True
-    cap = memory.child_cap(settings.child_memory_bytes)
+    cap, oom_before = memory.child_cap(settings.child_memory_bytes), memory.oom_kills()
     while True:
         try:
             code = child.wait(timeout=settings.heartbeat_interval)
@@ -119,6 +119,11 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             return "lease-lost"
     if code == UNRECORDED and (recorded := files.recorded()) is not None:
         return _record(settings, job_id, worker_id, recorded)
+    # SIGKILL, or a torchrun group torn down after a rank's death, while the cgroup counted an OOM kill
+    if code in (-9, 4) and reason is None and oom_before is not None and (memory.oom_kills() or 0) > oom_before:
+        reason = ("the training process was killed by the kernel's out-of-memory killer; not retried, as it "
+                  "would only run out again: use a smaller batch, model or dataset")
+        retry = False
     return _after_child(settings, job_id, worker_id, code, reason, retry)
 
 

@@ -10,6 +10,7 @@ each worker claims a node rank, node 0's worker takes the lease once all ranks a
 every node's torchrun joins the rendezvous node 0 published on the job row."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -41,8 +42,10 @@ def new_worker_id() -> str:
 
 def child_env(settings: Settings, files: launch.RunFiles | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device"):
+    for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device",
+                  "data_roots", "auth"):
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
+    env["DARKMATTER_DATASET_SOURCES"] = json.dumps(settings.dataset_sources)  # children re-check what they open
     if files is not None:
         env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_RESULT_FILE"] = str(files.progress), str(files.result)
     return env

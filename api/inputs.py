@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from core.data.images import PIL_FORMATS
 from core.data.transforms import resize_images
 
 MAX_PIXELS = 4096 * 4096
@@ -27,13 +28,13 @@ def decode_image(index: int, text: str) -> np.ndarray:
     except (binascii.Error, ValueError):
         raise BadInput(index, "not valid base64")
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(io.BytesIO(raw), formats=PIL_FORMATS) as image:  # never EPS (Ghostscript) and the like
             if image.width * image.height > MAX_PIXELS:
                 raise BadInput(index, f"image is {image.width}x{image.height}; at most {MAX_PIXELS} pixels")
             image = image.convert("RGB" if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else "L")
             array = np.asarray(image)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise BadInput(index, "not a readable image (PNG, JPEG, ...)")
+        raise BadInput(index, f"not a readable image (accepted formats: {', '.join(PIL_FORMATS)})")
     return array if array.ndim == 3 else array[..., None]  # (H, W, C)
 
 

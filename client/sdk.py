@@ -90,7 +90,7 @@ class Client(Calls):
     def wait_dataset(self, dataset_id: str, timeout: float = 3600, poll: float = 1.0) -> dict:
         """Until the scan ends: the row is `ready`, or `invalid` with the reason in `error`."""
         deadline = time.monotonic() + timeout
-        while (row := self.dataset(dataset_id))["state"] == "pending":
+        while (row := self.dataset(dataset_id))["state"] in ("pending", "scanning"):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"dataset {dataset_id} still pending after {timeout}s")
             time.sleep(poll)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fr
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
 from core.data.builtin import TEXT_NAMES
-from core.data.files import load_npz
+from core.data.files import load_npz, npz_item
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
 from core.data.webdataset import WebDatasetStream, count_shards, expand_shards, fsspec_opener, head_sample, scan_shards
 from jobs.ids import new_id
@@ -136,6 +135,9 @@ def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[
     uris = expand_shards(uri) if fmt == "webdataset" else [uri]
     stored = []
     for item in uris:
+        if "::" in item:  # stored shards are joined with `::`: a piece holding one would be split into another path
+            raise DatasetUnavailable(f"{item!r} contains '::', which separates shard patterns; give each shard "
+                                     "as its own list item")
         if item.startswith("s3://"):
             bucket_and_key = item.removeprefix("s3://").split("/")
             if len(bucket_and_key) < 2 or not all(bucket_and_key) or {".", ".."} & set(bucket_and_key):
@@ -148,6 +150,8 @@ def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[
             if not path.is_absolute():
                 raise DatasetUnavailable(f"local dataset paths must be absolute: {item!r}")
             checked = str(path.resolve())
+            if "::" in checked:  # a link whose target holds the separator would be split on read
+                raise DatasetUnavailable(f"{item!r} resolves to {checked!r}, which contains '::'")
         if not any(_under(checked, prefix) for prefix in allowed):
             raise DatasetUnavailable(f"{item!r} is not under an allowed data root or source of this project "
                                      "(an operator sets them in DARKMATTER_DATASET_SOURCES, per project)")
@@ -155,6 +159,38 @@ def check_uri(settings: Settings, uri: str | list[str], fmt: str, allowed: list[
     if isinstance(uri, str) and all(s == u.removeprefix("file://") for s, u in zip(stored, uris)):
         return uri  # already resolved (a shard pattern stays a pattern: the worker expands it again)
     return "::".join(stored)
+
+
+def check_source(uri: str, allowed: list[str]) -> str:
+    """At read time (in the worker): a stored source is still under one of the project's allowed
+    prefixes and a local path still resolves to itself (no link put in its way since it was
+    checked). Returns the URI to open; raises DatasetUnavailable otherwise."""
+    if uri.startswith("s3://"):
+        checked = uri
+    elif "://" in uri and not uri.startswith("file://"):
+        raise DatasetUnavailable(f"unsupported URI scheme in {uri!r}")
+    else:
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_absolute() or path.resolve() != path:
+            raise DatasetUnavailable(f"{uri} now leads elsewhere (a link, or not absolute); register it again")
+        checked = str(path)
+    if not any(_under(checked, prefix) for prefix in allowed):
+        raise DatasetUnavailable(f"{uri!r} is not under an allowed data root or source of this project")
+    return checked
+
+
+def project_sources(settings: Settings, project_id: str) -> list[str]:
+    """allowed_sources, read in a session of its own (workers check each source they open)."""
+    from jobs.db import session_scope
+
+    with session_scope(settings.database_url) as session:
+        return allowed_sources(session, settings, project_id)
+
+
+def guarded_opener(settings: Settings, allowed: list[str]):
+    """fsspec_opener that checks each shard against the project's sources before opening it."""
+    open_url = fsspec_opener(settings.storage_options)
+    return lambda url: open_url(check_source(url, allowed))
 
 
 def register_uri(session: Session, settings: Settings, project_id: str, uri: str | list[str], fmt: str,
@@ -180,7 +216,7 @@ def add_upload(session: Session, project_id: str, dataset_id: str, key: str, fmt
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(max_member_bytes=settings.max_member_bytes, max_total_bytes=settings.max_extracted_bytes,
+    return Limits(max_members=settings.max_archive_members, max_member_bytes=settings.max_member_bytes, max_total_bytes=settings.max_extracted_bytes,
                   max_ratio=settings.max_compression_ratio)
 
 
@@ -190,20 +226,74 @@ def local_source(settings: Settings, store: ArtifactStore, dataset: Dataset) -> 
     if dataset.uri.startswith(UPLOAD_SCHEME):
         return store.local_path(dataset.uri.removeprefix(UPLOAD_SCHEME))
     if dataset.uri.startswith("s3://"):
-        import fsspec
-
+        check_source(dataset.uri, project_sources(settings, dataset.project_id))
         target = settings.home / "cache" / "datasets" / dataset.id / f"source.{dataset.format}"
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-            with fsspec.open(dataset.uri, "rb", **settings.storage_options) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1024 * 1024)
-            os.replace(tmp, target)
+            copy_capped(settings, dataset.uri, target)
         return target
-    path = Path(dataset.uri.removeprefix("file://"))
-    if path.resolve() != path:  # stored resolved at registration: a link put in its way since then
-        raise DatasetUnavailable(f"{dataset.uri} now leads elsewhere (a link); register it again")
-    return path
+    return Path(check_source(dataset.uri, project_sources(settings, dataset.project_id)))
+
+
+def copy_capped(settings: Settings, uri: str, target: Path) -> None:
+    """Copy an s3:// object to `target`, refusing one larger than max_source_bytes (by its listed
+    size, and while copying); a failed copy leaves no partial file."""
+    import fsspec
+
+    cap = settings.max_source_bytes
+    too_large = f"{uri} is larger than the limit of {cap:,} bytes (DARKMATTER_MAX_SOURCE_BYTES)"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+    try:
+        with fsspec.open(uri, "rb", **settings.storage_options) as src:
+            if (getattr(src, "size", None) or 0) > cap:
+                raise DatasetUnavailable(too_large)
+            with open(tmp, "wb") as dst:
+                copied = 0
+                while chunk := src.read(1024 * 1024):
+                    copied += len(chunk)
+                    if copied > cap:
+                        raise DatasetUnavailable(too_large)
+                    dst.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+SCANNING = "scanning"
+
+
+def claim_scan(session: Session, dataset_id: str, worker: str) -> bool:
+    """pending -> scanning under this worker's lease (a conditional UPDATE: one claim wins, so a
+    duplicate scan message finds the dataset taken)."""
+    from sqlalchemy import update
+
+    from jobs.db import db_now
+
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.state != "pending":
+        return False
+    stats = {**(row.stats or {}), "scan": {"worker": worker, "started_at": db_now(session).isoformat()}}
+    query = update(Dataset).where(Dataset.id == dataset_id, Dataset.state == "pending").values(state=SCANNING, stats=stats)
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def finish_scan(session: Session, dataset: Dataset) -> bool:
+    """Write a scan's outcome, only while the dataset is still `scanning` (not expired meanwhile)."""
+    from sqlalchemy import update
+
+    values = {name: getattr(dataset, name) for name in
+              ("state", "error", "n_items", "n_test", "n_classes", "content_hash", "stats")}
+    query = update(Dataset).where(Dataset.id == dataset.id, Dataset.state == SCANNING).values(**values)
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def fail_scan(session: Session, dataset_id: str, reason: str) -> bool:
+    """scanning -> invalid with the reason (a scan that died, ran too long or lost its worker)."""
+    from sqlalchemy import update
+
+    query = update(Dataset).where(Dataset.id == dataset_id, Dataset.state == SCANNING).values(state="invalid",
+                                                                                              error=reason[:2000])
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount == 1
 
 
 def prepared_key(dataset_id: str) -> str:
@@ -216,7 +306,8 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
     options = (dataset.stats or {}).get("options", {})
     try:
         if dataset.format == "webdataset":
-            facts = scan_shards(expand_shards(dataset.uri), fsspec_opener(settings.storage_options),
+            opener = guarded_opener(settings, project_sources(settings, dataset.project_id))
+            facts = scan_shards(expand_shards(dataset.uri), opener,
                                 options.get("image_size"), limits(settings).max_pixels)
             dataset.n_items, dataset.n_test, dataset.n_classes = facts["n_items"], 0, facts["n_classes"]
             dataset.content_hash = facts["content_hash"]
@@ -280,10 +371,16 @@ def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDat
     return load_npz(str(store.local_path(dataset.stats["prepared"])))
 
 
+def read_item(dataset: Dataset, store: ArtifactStore, split: str, index: int) -> tuple[np.ndarray | None, int]:
+    """((C, H, W) uint8 or None when out of range, items in the split) of a scanned dataset, read
+    from its prepared arrays without loading them."""
+    return npz_item(store.local_path(dataset.stats["prepared"]), "x" if split == "train" else "x_test", index)
+
+
 def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:
     stats = dataset.stats
     return WebDatasetStream(stats["shards"], stats["image_size"], stats["channels"],
-                            opener=fsspec_opener(settings.storage_options), shuffle_buffer=settings.shuffle_buffer,
+                            opener=guarded_opener(settings, project_sources(settings, dataset.project_id)), shuffle_buffer=settings.shuffle_buffer,
                             max_pixels=limits(settings).max_pixels)
 
 
@@ -295,6 +392,24 @@ def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> 
     sample = head_sample(source, settings.stream_eval_items)
     options = dataset.stats.get("options", {})
     return split_by_fraction(sample, options.get("test_fraction", 0.2), options.get("seed", 0))
+
+
+def expire_scans(session: Session, seconds: float) -> list[str]:
+    """Datasets `scanning` for longer than `seconds` (their worker died or stopped mid-scan: a live
+    worker stops its own scan at scan_seconds) end invalid with the reason. Returns their ids."""
+    from datetime import datetime, timedelta
+
+    from jobs.db import db_now
+
+    cutoff = db_now(session) - timedelta(seconds=seconds)
+    expired = []
+    for dataset in session.scalars(select(Dataset).where(Dataset.state == SCANNING)):
+        started = ((dataset.stats or {}).get("scan") or {}).get("started_at")
+        if started is None or datetime.fromisoformat(started) < cutoff:
+            if fail_scan(session, dataset.id, f"the scan did not finish within {seconds:.0f}s: its worker was lost "
+                                              "or stopped; register the dataset again"):
+                expired.append(dataset.id)
+    return expired
 
 
 def scans_due(session: Session, seconds: float) -> list[str]:

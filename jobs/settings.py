@@ -60,7 +60,17 @@ class Settings(BaseSettings):
     sweep_interval: float = 5.0
     max_attempts: int = 3  # a spec without max_attempts gets this
     watchdog_seconds: float = 900.0  # a training process with no progress this long is killed and retried; 0: off
+    child_memory_bytes: int = 0  # a training child (and its ranks) past this RSS is killed and its job failed, not
+    # retried; 0: 3/4 of the machine's memory; negative: no cap
     scan_memory_bytes: int = 8 * 1024**3  # a dataset scan's child process is capped at this much memory; 0: no cap
+    scan_seconds: float = 3600.0  # a scan running longer is stopped and its dataset ends invalid with the reason
+    max_source_bytes: int = 16 * 1024**3  # an s3:// dataset file is copied to the worker only up to this size
+    max_uploads: int = 8  # dataset uploads received at once by one API process (more: 429 with Retry-After) ...
+    max_uploads_per_project: int = 2  # ... and by one project
+    expensive_per_project: int = 2  # t-SNE maps and ONNX exports computed at once for one project (429 past it) ...
+    expensive_total: int = 4  # ... and for all projects together
+    max_onnx_parameters: int = 300_000_000  # backbones larger than this are not exported to ONNX (422)
+    max_archive_members: int = 2_000_000  # entries of an archive (directories included), checked as it is listed
     checkpoint_seconds: float = 600.0  # a pretrain spec without checkpoint_every checkpoints this often
     requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5

@@ -46,7 +46,7 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     if dataset.state != "ready":
         raise SpecRejected(f"dataset {dataset.id} is {dataset.state}: {dataset.error or 'not scanned yet'}")
     if text.is_text(dataset):
-        return check_text_pretrain(session, project_id, spec, dataset)
+        return check_text_pretrain(session, project_id, spec, dataset, max_parameters)
     if method_info(spec.method).modality == "text":
         raise SpecRejected(f"{spec.method} is a text method; dataset {dataset.id} holds images")
     if spec.backbone in TEXT_BACKBONES:
@@ -66,7 +66,8 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     return spec_dict, recipe
 
 
-def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, dataset) -> tuple[dict, dict]:
+def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, dataset,
+                        max_parameters: int | None = None) -> tuple[dict, dict]:
     if spec.devices * spec.nodes > 1:
         raise SpecRejected("text methods train on one device for now; drop devices/nodes")
     try:
@@ -77,7 +78,11 @@ def check_text_pretrain(session: Session, project_id: str, spec: PretrainSpec, d
         text.check_capacity(recipe, dataset)
     except (ValueError, LookupError) as exc:
         raise SpecRejected(str(exc)) from exc
-    built_size(spec.method, recipe, 1)
+    # The same bounds as an image model: the user's options within bounds, then the size computed
+    # from them (the tokenizer's vocab_size included), all before anything is built.
+    check_backbone(recipe["backbone"], spec.backbone_options, 1, 0, None)
+    check_estimate(recipe["backbone"], recipe["backbone_options"], 1, 0, max_parameters)
+    check_size(f"{spec.method} with {recipe['backbone']}", built_size(spec.method, recipe, 1), max_parameters)
     spec_dict = spec.model_dump(mode="json", exclude_none=True)
     spec_dict["dataset"] = dataset.id
     return spec_dict, recipe
@@ -134,6 +139,10 @@ def check_backbone(name: str, options: dict, channels: int, image_size: int, max
         check_options(name, options)
     except ValueError as exc:
         raise SpecRejected(str(exc)) from exc
+    check_estimate(name, options, channels, image_size, max_parameters)
+
+
+def check_estimate(name: str, options: dict, channels: int, image_size: int, max_parameters: int | None) -> None:
     estimate = estimate_parameters(name, channels, image_size, options)
     if max_parameters and estimate is not None and estimate > max_parameters:
         raise SpecRejected(f"backbone {name} with {options} would have about {estimate:,} parameters; "
@@ -187,9 +196,16 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
 
 
 def check_text_sources(session: Session, project_id: str, dataset, sources: list[str],
-                       backbone: str | None = None, backbone_options: dict | None = None) -> None:
+                       backbone: str | None = None, backbone_options: dict | None = None,
+                       max_parameters: int | None = None) -> None:
     """Text datasets take text checkpoints and the tfidf / random-init baselines."""
     if "random-init" in sources:
+        name = backbone or "text_tiny"
+        if name not in TEXT_BACKBONES:
+            raise SpecRejected(f"{name} is an image backbone; dataset {dataset.id} is text "
+                               f"(text backbones: {', '.join(TEXT_BACKBONES)})")
+        check_backbone(name, backbone_options or {}, 1, 0, None)  # options bounded before the estimate and build
+        check_estimate(name, {"vocab_size": 8000, **(backbone_options or {})}, 1, 0, max_parameters)
         try:
             with torch.device("meta"):
                 options = {"vocab_size": 8000, **(backbone_options or {})}
@@ -216,7 +232,8 @@ def check_evaluate(session: Session, project_id: str, spec: EvaluateSpec, max_pa
     if text.is_text(dataset) and dataset.state == "ready":
         if not (dataset.stats or {}).get("labelled"):
             raise SpecRejected(f"dataset {dataset.id} has no labels to evaluate against")
-        check_text_sources(session, project_id, dataset, spec.sources(), spec.backbone, spec.backbone_options)
+        check_text_sources(session, project_id, dataset, spec.sources(), spec.backbone, spec.backbone_options,
+                           max_parameters)
         return {**spec.model_dump(mode="json"), "dataset": dataset.id}
     check_image_sources(session, project_id, dataset, spec.sources())
     if dataset.state != "ready" or datasets.is_streamed(dataset) or (dataset.stats or {}).get("modality") == "text":

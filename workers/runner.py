@@ -10,6 +10,7 @@ each worker claims a node rank, node 0's worker takes the lease once all ranks a
 every node's torchrun joins the rendezvous node 0 published on the job row."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -26,7 +27,7 @@ from jobs.queue import enqueue, enqueue_scan
 from jobs.settings import Settings, get_settings
 from jobs.storage import store_for
 from jobs.tables import Job
-from workers import launch
+from workers import launch, memory
 
 log = logging.getLogger(__name__)
 UNRECORDED = 6  # workers.child: finished, but could not write the final state (see RunFiles.result)
@@ -41,8 +42,10 @@ def new_worker_id() -> str:
 
 def child_env(settings: Settings, files: launch.RunFiles | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device"):
+    for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device",
+                  "data_roots", "auth"):
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
+    env["DARKMATTER_DATASET_SOURCES"] = json.dumps(settings.dataset_sources)  # children re-check what they open
     if files is not None:
         env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_RESULT_FILE"] = str(files.progress), str(files.result)
     return env
@@ -76,7 +79,8 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
 def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen, files: launch.RunFiles) -> str:
     """Hold the lease while the child runs; a child that makes no progress for watchdog_seconds
     (a stalled read, a CUDA hang, SIGSTOP) is killed and the job given back."""
-    reason = None
+    reason, retry = None, True
+    cap, oom_before = memory.child_cap(settings.child_memory_bytes), memory.oom_kills()
     while True:
         try:
             code = child.wait(timeout=settings.heartbeat_interval)
@@ -94,6 +98,16 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             code = child.wait()
             reason = f"the training process made no progress for {idle:.0f}s (watchdog) and was killed"
             break
+        used = memory.tree_rss(child.pid) if cap else 0
+        if cap and used > cap:
+            log.warning("job %s: the training process holds %d bytes (cap %d); killing it", job_id, used, cap)
+            child.kill()
+            code = child.wait()
+            reason = (f"the training process used {used / 2**30:.2f} GiB of memory, over the limit of "
+                      f"{cap / 2**30:.2f} GiB (DARKMATTER_CHILD_MEMORY_BYTES), and was killed; not retried, "
+                      "as it would only run out again: use a smaller batch, model or dataset")
+            retry = False
+            break
         try:
             state = retrying(lambda: _beat(settings, job_id, worker_id), attempts=3)
         except Exception:
@@ -108,7 +122,12 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             return "lease-lost"
     if code == UNRECORDED and (recorded := files.recorded()) is not None:
         return _record(settings, job_id, worker_id, recorded)
-    return _after_child(settings, job_id, worker_id, code, reason)
+    # SIGKILL, or a torchrun group torn down after a rank's death, while the cgroup counted an OOM kill
+    if code in (-9, 4) and reason is None and oom_before is not None and (memory.oom_kills() or 0) > oom_before:
+        reason = ("the training process was killed by the kernel's out-of-memory killer; not retried, as it "
+                  "would only run out again: use a smaller batch, model or dataset")
+        retry = False
+    return _after_child(settings, job_id, worker_id, code, reason, retry)
 
 
 def _record(settings: Settings, job_id: str, worker_id: str, recorded: dict) -> str:
@@ -134,9 +153,11 @@ def _beat(settings: Settings, job_id: str, worker_id: str) -> str | None:
         return lifecycle.heartbeat(session, job_id, worker_id)
 
 
-def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, reason: str | None = None) -> str:
+def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, reason: str | None = None,
+                 retry: bool = True) -> str:
     """The child ends the job itself when it can; anything else (a crash, a kill, a transient
-    infrastructure error) is a lost attempt, except a graceful shutdown, which spends none."""
+    infrastructure error) is a lost attempt, except a graceful shutdown, which spends none. With
+    retry False (killed for memory) the job fails now, or ends cancelled if a cancel came first."""
     shutting_down = _stop.is_set() and reason is None
     if reason is None:
         reason = "worker shutting down" if shutting_down else EXIT_REASONS.get(
@@ -147,6 +168,11 @@ def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, rea
             job = session.get(Job, job_id)
             if job is None or job.worker_id != worker_id or job.state in lifecycle.TERMINAL:
                 return job.state if job else "missing", None
+            if not retry:
+                for state, before in ((lifecycle.CANCELLED, (lifecycle.CANCELLING,)), (lifecycle.FAILED, (lifecycle.RUNNING,))):
+                    if lifecycle.finish(session, job_id, worker_id, state, error=reason, from_states=before):
+                        return state, job.queue
+                return None, None
             new_state = lifecycle.release(session, job_id, worker_id, reason, spend_attempt=not shutting_down)
             return new_state, job.queue
 
@@ -188,6 +214,10 @@ def sweep_once(settings: Settings) -> list[str]:
         for job_id, (queue, nodes) in queues.items():
             log.warning("job %s lost its worker; re-enqueued", job_id)
             enqueue(settings, job_id, queue, copies=nodes)
+    if settings.scan_seconds:
+        with session_scope(settings.database_url) as session:
+            for dataset_id in datasets.expire_scans(session, settings.scan_seconds + 60):
+                log.warning("dataset %s: its scan outlived DARKMATTER_SCAN_SECONDS; marked invalid", dataset_id)
     with session_scope(settings.database_url) as session:
         scans = datasets.scans_due(session, settings.requeue_after)
     for dataset_id in scans:

@@ -1,16 +1,20 @@
 """Scan a pending dataset: validate, describe, hash, prepare arrays; the row ends `ready` or
-`invalid`. Only a `pending` row is scanned, so a redelivered message is harmless.
+`invalid`.
 
-The worker runs the scan in a child process (`python -m workers.scan DATASET_ID`) under a memory
-cap (RLIMIT_DATA, DARKMATTER_SCAN_MEMORY_BYTES): a hostile or huge source that exhausts it ends
-the dataset `invalid` with the reason, instead of taking the worker down and looping on
-redelivery. The sweeper rings the scan again for a dataset left pending (a lost message)."""
+The worker first claims the dataset (`pending` -> `scanning`, a conditional UPDATE recording the
+scan's start), so a redelivered or re-rung message finds it taken and returns. It then runs the
+scan in a child process (`python -m workers.scan DATASET_ID`) under a memory cap (RLIMIT_DATA,
+DARKMATTER_SCAN_MEMORY_BYTES) and a time limit (DARKMATTER_SCAN_SECONDS): a hostile or huge source
+that exhausts either ends the dataset `invalid` with the reason, instead of taking the worker down
+or holding it forever. The sweeper rings the scan again for a dataset left `pending` (a lost
+message) and ends `invalid` one left `scanning` past the time limit (a lost worker)."""
 from __future__ import annotations
 
 import logging
 import resource
 import subprocess
 import sys
+import uuid
 
 from jobs import datasets
 from jobs.db import retrying, session_scope
@@ -19,44 +23,57 @@ from jobs.storage import store_for
 from jobs.tables import Dataset
 
 log = logging.getLogger(__name__)
+MEMORY_EXIT = 7
 
 
 def run_scan(dataset_id: str, settings: Settings | None = None) -> str:
-    """In the worker: scan in a capped child; mark the dataset invalid if the child dies."""
+    """In the worker: claim the scan, run it in a capped child; mark the dataset invalid if the
+    child dies or runs past scan_seconds."""
     settings = settings or get_settings()
-    if _state(settings, dataset_id) != "pending":
+    worker = uuid.uuid4().hex[:12]
+    if not retrying(lambda: _in_session(settings, lambda s: datasets.claim_scan(s, dataset_id, worker))):
         log.info("dataset %s is not pending; skipping its scan", dataset_id)
         return "skipped"
     from workers.runner import child_env
 
-    code = subprocess.call([sys.executable, "-m", "workers.scan", dataset_id], env=child_env(settings))
-    if code != 0 and _state(settings, dataset_id) == "pending":
-        reason = (f"the scan ran out of memory (limit {settings.scan_memory_bytes / 2**30:.1f} GiB, "
-                  "DARKMATTER_SCAN_MEMORY_BYTES)" if code == MEMORY_EXIT else f"the scan process died (code {code})")
-
-        def mark(session):
-            dataset = session.get(Dataset, dataset_id)
-            if dataset is not None and dataset.state == "pending":
-                dataset.state, dataset.error = "invalid", reason
-
-        retrying(lambda: _in_session(settings, mark))
+    reason = None
+    try:
+        code = subprocess.run([sys.executable, "-m", "workers.scan", dataset_id], env=child_env(settings),
+                              timeout=settings.scan_seconds or None).returncode
+    except subprocess.TimeoutExpired:  # run() has killed the child
+        code = None
+        reason = (f"the scan took longer than {settings.scan_seconds:.0f}s (DARKMATTER_SCAN_SECONDS) and was "
+                  "stopped")
+    if code != 0:
+        reason = reason or (f"the scan ran out of memory (limit {settings.scan_memory_bytes / 2**30:.1f} GiB, "
+                            "DARKMATTER_SCAN_MEMORY_BYTES)" if code == MEMORY_EXIT
+                            else f"the scan process died (code {code})")
+        if retrying(lambda: _in_session(settings, lambda s: datasets.fail_scan(s, dataset_id, reason))):
+            _drop_upload(settings, dataset_id)
     state = _state(settings, dataset_id)
     log.info("dataset %s scanned: %s", dataset_id, state)
     return state
 
 
-MEMORY_EXIT = 7
+def _drop_upload(settings: Settings, dataset_id: str) -> None:
+    """An unusable upload keeps no bytes."""
+    with session_scope(settings.database_url) as session:
+        row = session.get(Dataset, dataset_id)
+        upload = row is not None and row.uri.startswith(datasets.UPLOAD_SCHEME)
+    if upload:
+        store_for(settings).delete(f"datasets/{dataset_id}")
 
 
 def scan_here(dataset_id: str, settings: Settings) -> str:
     store = store_for(settings)
     with session_scope(settings.database_url) as session:
         dataset = session.get(Dataset, dataset_id)
-        if dataset is None or dataset.state != "pending":
+        if dataset is None or dataset.state != datasets.SCANNING:
             return "skipped"
+        session.expunge(dataset)
     datasets.scan(settings, store, dataset)  # outside any transaction: a scan can take minutes
     with session_scope(settings.database_url) as session:
-        session.merge(dataset)
+        datasets.finish_scan(session, dataset)
     return dataset.state
 
 

@@ -8,12 +8,13 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import select
 
+from api.concurrency import slots
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.removal import delete_now
 from api.schemas import CheckpointOut, ScoreOut
 from core.checkpoint import CorruptCheckpoint
 from jobs import deletion, scores
-from jobs.exports import ExportFailed, onnx_artifact
+from jobs.exports import ExportFailed, ExportTooLarge, onnx_artifact
 from jobs.db import session_scope
 from jobs.storage import store_for
 from jobs.tables import Checkpoint
@@ -78,9 +79,14 @@ def download(checkpoint_id: str, request: Request, settings: SettingsDep, projec
         info = row.parts.get(part)
     if format == "onnx":
         try:
-            path, exported = onnx_artifact(store_for(settings), row)
+            admit = slots(request, "expensive", "maps or ONNX exports", settings.expensive_total,
+                          settings.expensive_per_project)
+            path, exported = onnx_artifact(store_for(settings), row, settings.max_onnx_parameters,
+                                           lambda: admit.hold(project))
         except (CorruptCheckpoint, FileNotFoundError) as exc:
             raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be exported: {exc}")
+        except ExportTooLarge as exc:
+            raise HTTPException(422, f"checkpoint {checkpoint_id} ({row.backbone}) is too large to export: {exc}")
         except ExportFailed as exc:
             raise HTTPException(422, f"checkpoint {checkpoint_id} ({row.backbone}) cannot be exported to ONNX: {exc}")
         return file_response(request, path, exported["sha256"], f"{checkpoint_id}-backbone.onnx")

@@ -12,12 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
+from api.concurrency import slots
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.removal import delete_now
 from api.schemas import DatasetOut
 from api.uploads import read_form
 from core.data import DatasetUnavailable
-from core.data.scan import FILE_FORMATS, check_file, format_from_name
+from core.data.scan import FILE_FORMATS, check_upload, format_from_name
 from jobs import datasets, deletion, quotas
 from jobs.ids import new_id
 from jobs.queue import enqueue_scan
@@ -66,7 +67,9 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
     """Upload a dataset file (multipart field `file`), or JSON `{"builtin": name}` or
     `{"uri": ..., "format": ...}`."""
     if request.headers.get("content-type", "").startswith("multipart/"):
-        return await upload(request, session, settings, project)
+        uploads = slots(request, "uploads", "uploads", settings.max_uploads, settings.max_uploads_per_project)
+        with uploads.hold(project):  # each holds a disk stream and a thread for as long as the client sends
+            return await upload(request, session, settings, project)
     try:  # the body is capped (max_json_body_bytes) and its nesting checked by the middleware
         body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -139,7 +142,8 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
         except ValidationError as exc:
             raise HTTPException(422, _errors(exc))
         sink.close()
-        await run_in_threadpool(check_file, sink.path, fmt, datasets.limits(settings))
+        # the magic number and a zip's entry count only: members are listed by the scan's capped child
+        await run_in_threadpool(check_upload, sink.path, fmt, datasets.limits(settings))
         digest = await run_in_threadpool(sink.commit)
     except DatasetUnavailable as exc:
         sink.abort()

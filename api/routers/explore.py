@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
+from api.concurrency import slots
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.routers.neighbors import index_cache
 from core.checkpoint import CorruptCheckpoint
@@ -23,6 +24,7 @@ from jobs.tables import Dataset, Job
 
 router = APIRouter(tags=["explore"])
 CACHE_SIZE = 4
+MAP_POINTS = 5000  # the map of a job is computed once, at most this many points, and sampled per `limit`
 
 
 class Lru:
@@ -31,11 +33,17 @@ class Lru:
     def __init__(self, size: int):
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
 
-    def get(self, key, compute):
+    def peek(self, key):
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
+        return None
+
+    def get(self, key, compute):
+        value = self.peek(key)
+        if value is not None:
+            return value
         value = compute()
         with self.lock:
             self.items[key] = value
@@ -73,19 +81,22 @@ def item_image(dataset_id: str, item: Annotated[int, Path(ge=0, le=2**31)], requ
     if row.state != "ready":
         raise HTTPException(409, f"dataset {dataset_id} is {row.state}; items are shown once it is ready")
     try:
-        train, test = app_cache(request, "dataset_cache").get(row.id, lambda: datasets.load(row, store_for(settings)))
+        if "prepared" in (row.stats or {}):  # one item read from the prepared arrays, not the whole dataset
+            image, count = datasets.read_item(row, store_for(settings), split, item)
+        else:  # a built-in: small, loaded once and kept
+            train, test = app_cache(request, "dataset_cache").get(row.id, lambda: datasets.load(row))
+            data = train if split == "train" else test
+            image, count = (data.images[item].numpy() if 0 <= item < len(data) else None), len(data)
     except (DatasetUnavailable, FileNotFoundError) as exc:
         raise HTTPException(422, f"dataset {dataset_id} has no images to show: {exc}")
-    data = train if split == "train" else test
-    if not 0 <= item < len(data):
-        raise HTTPException(404, f"item {item} is not in the {split} split (0..{len(data) - 1})")
-    return Response(png(data.images[item].numpy(), scale), media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+    if image is None:
+        raise HTTPException(404, f"item {item} is not in the {split} split (0..{count - 1})")
+    return Response(png(image, scale), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/indexes/{index_id}/map")
 def embedding_map(index_id: str, request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-                  limit: Annotated[int, Query(ge=2, le=5000)] = 2000) -> dict:
+                  limit: Annotated[int, Query(ge=2, le=MAP_POINTS)] = 2000) -> dict:
     """A t-SNE map of an embed-index job: one point per item (at most `limit`, evenly sampled)
     with its item id and label, for the dashboard's embedding map."""
     job = session.get(Job, index_id)
@@ -99,13 +110,19 @@ def embedding_map(index_id: str, request: Request, session: SessionDep, settings
         raise HTTPException(410, f"index {index_id} cannot be loaded: {exc}")
 
     def compute() -> list[dict]:
-        chosen = even_sample(len(index["vectors"]), limit)
+        chosen = even_sample(len(index["vectors"]), MAP_POINTS)
         coords = project_2d(index["vectors"].float().numpy()[chosen])
         items, labels = index["items"][chosen].tolist(), index["labels"][chosen].tolist()
         return [{"item": int(i), "x": round(float(x), 5), "y": round(float(y), 5), "label": int(label)}
                 for i, (x, y), label in zip(items, coords, labels)]
 
-    points = app_cache(request, "map_cache").get((job.id, limit), compute)
+    cache = app_cache(request, "map_cache")
+    every = cache.peek(job.id)
+    if every is None:  # t-SNE takes CPU-seconds: a few at a time per project, the others 429
+        with slots(request, "expensive", "maps or ONNX exports", settings.expensive_total,
+                   settings.expensive_per_project).hold(project):
+            every = cache.get(job.id, compute)
+    points = [every[i] for i in even_sample(len(every), limit)]
     return {"index": job.id, "checkpoint": job.result["checkpoint"], "dataset": job.result["dataset"],
             "split": job.result["split"], "projection": "t-SNE (scikit-learn), cosine", "n_items": job.result.get("n_items"),
             "points": points}

@@ -43,7 +43,7 @@ def add(source: Annotated[str, typer.Argument(help="a file to upload, a URI (s3:
         row = client.register_dataset(source, format, **options)
     else:
         raise fail(f"{source} is not a file here, nor a URI", "give a file to upload, an s3:// URI or --builtin NAME")
-    if wait and row["state"] == "pending":
+    if wait and row["state"] in ("pending", "scanning"):
         row = client.wait_dataset(row["id"], poll=0.5)
     if as_json:
         print_json(row)

@@ -57,7 +57,20 @@ def estimate_parameters(name: str, in_channels: int, image_size: int, options: d
         grid = math.ceil(image_size / patch)
         block = 12 * d * d + 13 * d
         return patch * patch * in_channels * d + d + d + depth * block + 2 * d + grid * grid * d  # + position buffer
+    if name.startswith("text_"):
+        return _text_parameters(name, options)
     return RESNET_PARAMETERS.get(name)
+
+
+def _text_parameters(name: str, options: dict) -> int:
+    """core.backbones.text.TextTransformer: token and position tables, an embedding norm, `depth`
+    pre-norm blocks (two norms, qkv, projection, a two-layer MLP of int(dim * mlp_ratio)), a final norm."""
+    defaults = {p.name: p.default for p in inspect.signature(BACKBONES[name]).parameters.values()}
+    value = lambda key: options.get(key, defaults[key])  # noqa: E731
+    d, depth, vocab, positions = value("dim"), value("depth"), value("vocab_size"), value("max_length")
+    hidden = int(d * value("mlp_ratio"))
+    block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * hidden + hidden) + (hidden * d + d)
+    return vocab * d + positions * d + 2 * d + depth * block + 2 * d
 
 
 def token_count(name: str, image_size: int, options: dict) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -74,11 +75,45 @@ def _read_capped(fileobj, name: str, declared: int, limits: Limits) -> bytes:
     return data
 
 
+EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (APPNOTE 4.3.16)
+ZIP64_LOCATOR = struct.Struct("<4sLQL")  # 4.3.15
+ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")  # 4.3.14
+
+
+def zip_entry_count(path: str | Path) -> int:
+    """The entry count a zip's end-of-central-directory record declares (zip64 too), read from the
+    file's last 64 KiB: what the central directory holds, known before any of it is parsed."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - (EOCD.size + 65535)))
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < EOCD.size:
+            raise DatasetUnavailable("not a readable zip archive: no end-of-central-directory record")
+        entries = EOCD.unpack_from(tail, at)[4]  # total entries in the central directory
+        locator_at = at - ZIP64_LOCATOR.size
+        if locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
+            offset = ZIP64_LOCATOR.unpack_from(tail, locator_at)[2]
+            f.seek(offset)
+            record = f.read(ZIP64_EOCD.size)
+            if len(record) < ZIP64_EOCD.size or record[:4] != b"PK\x06\x06":
+                raise DatasetUnavailable("not a readable zip archive: a bad zip64 end-of-central-directory record")
+            entries = max(entries, ZIP64_EOCD.unpack_from(record)[7])
+    return entries
+
+
+def check_zip_entries(path: str | Path, limits: Limits) -> None:
+    entries = zip_entry_count(path)
+    if entries > limits.max_members:
+        raise UnsafeArchive(f"archive has {entries:,} entries; at most {limits.max_members:,}")
+
+
 def iter_members(path: str | Path, fmt: str, limits: Limits = Limits(), read: bool = True) -> Iterator[tuple[str, bytes]]:
     """Yield (relative path, bytes) for each regular file, in archive order. With read=False only
     the headers are checked (bytes is b''), which is what the upload endpoint does synchronously."""
     budget = _Budget(os.path.getsize(path), limits)
     if fmt == "zip":
+        check_zip_entries(path, limits)  # before zipfile parses the whole central directory
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -88,9 +123,9 @@ def iter_members(path: str | Path, fmt: str, limits: Limits = Limits(), read: bo
                 if _zip_is_link(info):
                     raise UnsafeArchive(f"archive member {info.filename!r} is a symlink")
                 name = member_path(info.filename)
+                budget.add(name, info.file_size)  # directories count as members too
                 if info.is_dir():
                     continue
-                budget.add(name, info.file_size)
                 if info.flag_bits & 0x1:
                     raise UnsafeArchive(f"archive member {name!r} is encrypted")
                 if not read:
@@ -110,15 +145,16 @@ def iter_members(path: str | Path, fmt: str, limits: Limits = Limits(), read: bo
         raise DatasetUnavailable(f"not a readable {fmt} archive: {exc}") from exc
     with archive:
         try:
-            for info in archive:
+            while (info := archive.next()) is not None:
+                archive.members.clear()  # tarfile keeps every header it read: 300,000 directories are 150 MB
                 if info.issym() or info.islnk():
                     raise UnsafeArchive(f"archive member {info.name!r} is a {'symlink' if info.issym() else 'hardlink'}")
                 name = member_path(info.name)
+                budget.add(name, info.size if info.isfile() else 0)  # every member counts, directories too
                 if info.isdir():
                     continue
                 if not info.isfile():
                     raise UnsafeArchive(f"archive member {name!r} is a device or fifo")
-                budget.add(name, info.size)
                 if read:
                     f = archive.extractfile(info)
                     yield name, _read_capped(f, name, info.size, limits)

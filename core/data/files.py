@@ -44,3 +44,37 @@ def load_npz(path: str) -> tuple[ArrayDataset, ArrayDataset]:
 
 
 LOADERS = {"npz": load_npz}
+
+
+def npz_item(path: str | Path, name: str, index: int) -> tuple[np.ndarray | None, int]:
+    """(array[index], len(array)) of one array of an uncompressed .npz (what np.savez writes),
+    read through a memory map at the member's offset: one item's bytes, never the whole array.
+    The item is None when index is out of range."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo(name + ".npy")
+        except KeyError:
+            raise DatasetUnavailable(f"{path} has no array {name!r}") from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise DatasetUnavailable(f"array {name!r} of {path} is compressed; it cannot be read item by item")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(member)
+            header_bytes = member.tell()
+    with open(path, "rb") as f:  # the member's data starts after its local header (APPNOTE 4.3.7)
+        f.seek(info.header_offset)
+        local = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    offset = info.header_offset + 30 + name_len + extra_len + header_bytes
+    if not shape or shape[0] == 0:
+        return None, 0 if not shape else shape[0]
+    if fortran or dtype.hasobject:
+        raise DatasetUnavailable(f"array {name!r} of {path} is not a plain C-ordered array")
+    if not 0 <= index < shape[0]:
+        return None, shape[0]
+    rows = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    return np.array(rows[index]), shape[0]

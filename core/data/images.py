@@ -19,6 +19,8 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 SPLIT_FOLDERS = {"train": "train", "test": "test"}
 MAX_UNREADABLE_LISTED = 100
+MAX_SIDE = 1024  # a scanned image is never kept larger: a dataset's arrays are N x side x side
+MAX_ASPECT = 16.0  # longer side / shorter side; past it a square resize keeps nothing of the image
 
 
 class UnreadableImage(ValueError):
@@ -35,6 +37,8 @@ def decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
             img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
             if img.width * img.height > max_pixels:
                 raise UnreadableImage(f"{img.width}x{img.height} pixels is over the limit of {max_pixels}")
+            if max(img.width, img.height) > MAX_ASPECT * min(img.width, img.height):
+                raise UnreadableImage(f"{img.width}x{img.height} has an aspect ratio over {MAX_ASPECT:g}:1")
             img.load()
     except UnreadableImage:
         raise
@@ -66,6 +70,20 @@ def resize_array(image: np.ndarray, size: int) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
+def fit_side(image: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, C) shrunk, keeping its aspect, so that its longer side is at most `side`."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    scale = side / max(h, w)
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    out = np.asarray(pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR),
+                     dtype=np.uint8)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
 @dataclass
 class ImageCollection:
     """What a scan found: decoded images with their split and class, plus what it could not read."""
@@ -90,25 +108,26 @@ class ImageCollection:
         self.add(image, mode, label, split)
 
     def add(self, image: np.ndarray, mode: str, label: str | None, split: str | None) -> None:
-        self.images.append(image)
+        self.sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+        self.images.append(fit_side(image, MAX_SIDE))  # what is held until build() is bounded too
         self.classes.append(label)
         self.splits.append(split)
         self.modes[mode] += 1
-        self.sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
 
     def target_size(self, declared: int | None) -> int:
-        """The declared side, else the most common side (images are resized to a square)."""
+        """The declared side, else the most common side, at most MAX_SIDE (images are resized to a square)."""
         if declared:
-            return declared
+            return min(declared, MAX_SIDE)
         (w, h), _ = max(((tuple(map(int, k.split("x"))), n) for k, n in self.sizes.items()), key=lambda kv: kv[1])
-        return max(w, h)
+        return min(max(w, h), MAX_SIDE)
 
     def build(self, image_size: int | None, test_fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset, dict]:
         """(train, test, facts) as uint8 arrays at one size and channel count."""
         if not self.images:
             reason = "no readable images"
             if self.n_unreadable:
-                reason += f" ({self.n_unreadable} unreadable files, e.g. {self.unreadable[0]['path']!r})"
+                first = self.unreadable[0]
+                reason += f" ({self.n_unreadable} unreadable files, e.g. {first['path']!r}: {first['reason']})"
             raise DatasetUnavailable(reason)
         size = self.target_size(image_size)
         channels = 3 if any(img.shape[2] == 3 for img in self.images) else 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.archives import ARCHIVE_FORMATS, Limits, UnsafeArchive, check_archive, iter_members
+from core.data.archives import ARCHIVE_FORMATS, Limits, UnsafeArchive, check_archive, check_zip_entries, iter_members
 from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
 from core.data.files import as_images
 from core.data.idx import parse_idx
@@ -79,6 +79,20 @@ def check_file(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
         raise DatasetUnavailable(f"the file does not look like {fmt} (bad magic number)")
     if fmt in ARCHIVE_FORMATS or fmt == "npz":
         check_archive(path, "zip" if fmt == "npz" else fmt, limits)
+
+
+def check_upload(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
+    """What the upload endpoint checks in the API process, in time independent of the archive's
+    contents: the format, the magic number, and a zip's entry count from its last record. Members
+    are listed (paths, links, sizes, bombs) by the scan, in its capped child process."""
+    if fmt not in FILE_FORMATS:
+        raise DatasetUnavailable(f"unknown format {fmt!r}; choose one of {', '.join(FILE_FORMATS)}")
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not looks_like(fmt, head):
+        raise DatasetUnavailable(f"the file does not look like {fmt} (bad magic number)")
+    if fmt in ("zip", "npz"):
+        check_zip_entries(path, limits)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from core.data.archives import UnsafeArchive, member_path
 from core.data.arrays import ArrayDataset, DatasetUnavailable
-from core.data.images import IMAGE_SUFFIXES, UnreadableImage, decode, resize_array
+from core.data.images import IMAGE_SUFFIXES, MAX_SIDE, UnreadableImage, decode, resize_array
 from core.seeds import step_seed
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -310,7 +310,7 @@ def scan_shards(shards: list[str], opener: Opener, image_size: int | None, max_p
     std = np.sqrt(np.maximum(q / total - mean**2, 1e-6))
     if image_size is None:
         (w, h) = max(sizes.items(), key=lambda kv: kv[1])[0].split("x")
-        image_size = max(int(w), int(h))
+        image_size = min(max(int(w), int(h)), MAX_SIDE)
     classes = sorted(k for k in labels if k >= 0)
     return {"n_items": n, "n_classes": (max(classes) + 1) if classes else 0, "content_hash": digest.hexdigest(),
             "stats": {"mean": mean.tolist(), "std": std.tolist(), "channels": channels, "image_size": image_size,

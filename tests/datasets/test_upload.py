@@ -66,26 +66,38 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-BAD_UPLOADS = {
+UNSAFE_UPLOADS = {  # listed by the scan's capped child, not in the API: the dataset ends invalid
     "zip-slip": lambda p: ("x.zip", zip_with(p, {"cats/../../evil.png": PNG}).read_bytes(), "escapes"),
     "absolute path": lambda p: ("x.tar", _tar({"/etc/evil.png": PNG}), "absolute"),
     "zip symlink": lambda p: ("x.zip", zip_symlink(p).read_bytes(), "symlink"),
     "tar symlink": lambda p: ("x.tar.gz", tar_with_link(p).read_bytes(), "symlink"),
     "tar hardlink": lambda p: ("x.tgz", tar_with_link(p, hard=True).read_bytes(), "hardlink"),
     "bomb": lambda p: ("x.zip", zip_bomb(p).read_bytes(), "bomb"),
+}
+BAD_UPLOADS = {  # refused by the API at once
     "unknown format": lambda p: ("x.rar", b"Rar!\x1a\x07\x00", "unknown format"),
     "wrong magic": lambda p: ("x.zip", b"GIF89a not a zip", "bad magic"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
-def test_unsafe_or_unknown_uploads_are_422_and_leave_nothing(client, small_service, tmp_path, case):
+def test_unknown_uploads_are_422_and_leave_nothing(client, small_service, tmp_path, case):
     name, data, message = BAD_UPLOADS[case](tmp_path / "bad")
     response = upload(client, name, data)
     assert response.status_code == 422, response.text
     assert message in json.dumps(response.json()["detail"])
     assert stored_files(small_service) == []
     assert client.get("/v1/datasets").json()["data"] == []
+
+
+@pytest.mark.parametrize("case", list(UNSAFE_UPLOADS))
+def test_unsafe_uploads_end_invalid_with_the_reason_and_leave_nothing(client, small_service, tmp_path, case):
+    name, data, message = UNSAFE_UPLOADS[case](tmp_path / "bad")
+    response = upload(client, name, data)
+    assert response.status_code == 201, response.text
+    invalid = scanned(client, small_service, response.json()["id"])
+    assert invalid["state"] == "invalid" and message in invalid["error"], invalid
+    assert stored_files(small_service) == []
 
 
 @pytest.mark.parametrize("members, reason", [

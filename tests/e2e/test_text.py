@@ -21,7 +21,7 @@ def wait_scanned(client, dataset_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = client.get(f"/v1/datasets/{dataset_id}").json()
-        if row["state"] != "pending":
+        if row["state"] not in ("pending", "scanning"):
             return row
         time.sleep(0.3)
     raise AssertionError(f"dataset {dataset_id} was not scanned in {timeout}s")

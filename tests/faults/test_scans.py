@@ -25,7 +25,7 @@ def wait_state(settings, dataset_id: str, timeout: float = 120) -> Dataset:
     while time.monotonic() < deadline:
         with session_scope(settings.database_url) as session:
             row = session.get(Dataset, dataset_id)
-        if row.state != "pending":
+        if row.state not in ("pending", "scanning"):
             return row
         time.sleep(0.3)
     raise AssertionError(f"dataset {dataset_id} still pending after {timeout}s")

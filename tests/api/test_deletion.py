@@ -17,9 +17,17 @@ from jobs.tables import Checkpoint, Job, JobEvent, Score
 from tests.api.test_s3_artifacts import s3_service  # noqa: F401 (a fixture)
 from tests.api.tenants import client, project_keys, real_checkpoint, small_zip, upload
 from tests.conftest import TINY_PRETRAIN
+from jobs import datasets as dataset_rows
 from workers.scan import scan_here
 
 PIXELS = [[0] * 8 for _ in range(8)]
+
+
+def scan_claimed(dataset_id: str, settings) -> str:
+    """Scan a dataset here, as a worker does: claim it (pending -> scanning), then scan."""
+    with session_scope(settings.database_url) as session:
+        assert dataset_rows.claim_scan(session, dataset_id, "test")
+    return scan_here(dataset_id, settings)
 
 
 @pytest.fixture
@@ -29,7 +37,7 @@ def world(service, tmp_path):
     (project_a, a), (_, b) = project_keys(service, "a", "b")
     with client(service, auth=True) as api:
         dataset = upload(api, small_zip(tmp_path, 40), a).json()["id"]
-        assert scan_here(dataset, service) == "ready"
+        assert scan_claimed(dataset, service) == "ready"
         job = api.post("/v1/jobs", json=TINY_PRETRAIN, headers=a).json()["id"]
     checkpoint = real_checkpoint(service, project_a, job)
     with session_scope(service.database_url) as session:
@@ -201,7 +209,7 @@ def cli(sqlite_service, monkeypatch):
 def test_cli_rm_needs_yes_and_says_what_went_or_why_not(cli, tmp_path):
     run, api, settings = cli
     dataset = upload(api, small_zip(tmp_path)).json()["id"]
-    assert scan_here(dataset, settings) == "ready"
+    assert scan_claimed(dataset, settings) == "ready"
     job = api.post("/v1/jobs", json=TINY_PRETRAIN).json()["id"]
     checkpoint = real_checkpoint(settings, "prj_default", job)
     assert "pass --yes" in run("datasets", "rm", dataset, code=2)  # no terminal to ask on

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from core.augment import ViewConfig
+from core.optim import check_lr_groups
 
 SCALES = ("small", "large")
 SMALL_MAX_SIDE = 64
@@ -41,6 +42,8 @@ class Recipe:
     grad_clip: float | None = None
     grad_clip_mode: str = "global"  # global: one norm over all grads; per_parameter: each tensor (DINO)
     freeze_last_layer_epochs: float = 0.0  # DINO: the head's last layer gets no update this long
+    # per-group LR options: selector ("biases_and_norms" or a module name) -> {lr_scale, fixed_lr}
+    lr_groups: dict = field(default_factory=dict)
     backbone_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     views: ViewConfig = field(default_factory=ViewConfig)
@@ -53,6 +56,7 @@ class Recipe:
             raise ValueError(f"recipe optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.grad_clip_mode not in CLIP_MODES:
             raise ValueError(f"grad_clip_mode {self.grad_clip_mode!r}: choose one of {', '.join(CLIP_MODES)}")
+        check_lr_groups(self.lr_groups)
 
     def describe(self) -> dict:
         """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
@@ -70,7 +74,8 @@ def scale_for(image_size: int) -> str:
 
 # The fields a spec may override, beyond the budget (epochs / steps) and the views.
 OVERRIDABLE = ("backbone", "optimizer", "base_lr", "lr", "batch_size", "warmup_epochs", "warmup_steps", "final_lr",
-               "weight_decay", "final_weight_decay", "grad_clip", "grad_clip_mode", "freeze_last_layer_epochs")
+               "weight_decay", "final_weight_decay", "grad_clip", "grad_clip_mode", "freeze_last_layer_epochs",
+               "lr_groups")
 OPTIMIZER_OPTIONS = ("momentum", "betas", "eta", "clip_lr", "exclude_bias_n_norm")
 
 
@@ -138,6 +143,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
             "exclude_bias_n_norm": recipe.exclude_bias_n_norm, "grad_clip": recipe.grad_clip,
             "grad_clip_mode": recipe.grad_clip_mode,
             "freeze_last_layer_steps": schedule_point("freeze_last_layer_epochs"),
+            "lr_groups": {k: dict(v) for k, v in recipe.lr_groups.items()},
         },
         "overridden": sorted(given), "sources": dict(recipe.sources), "notes": recipe.notes,
     }

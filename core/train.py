@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
 
 import torch
@@ -52,6 +52,7 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_clip_mode: str = "global"  # global | per_parameter (DINO's clip_gradients)
     freeze_last_layer_steps: int = 0  # parameters named "last_layer" get no update this long (DINO)
+    lr_groups: dict = field(default_factory=dict)  # selector -> {lr_scale, fixed_lr} (core.optim.lr_group_of)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
     compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: where it was measured to help)
@@ -235,7 +236,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                                           find_unused_parameters=True, forward_sync_buffers=False)
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
-                                exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda")
+                                exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda",
+                                lr_groups=config.lr_groups)
     last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -365,13 +367,15 @@ def on_device(images: Tensor, device: torch.device, budget: float = 0.25) -> Ten
 def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> tuple[float, float]:
     """Set this step's LR (linear warm-up, then cosine to final_lr) and weight decay (constant,
     or cosine to final_weight_decay) on every parameter group; groups excluded from decay
-    (biases, norms) keep 0."""
+    (biases, norms) keep 0. A group's lr_scale multiplies its LR at every step, warm-up
+    included (the Barlow Twins code's learning_rate_biases); a fixed_lr group keeps the peak LR
+    (SimSiam's --fix-pred-lr). Returns the scheduled LR and weight decay."""
     lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
     weight_decay = config.weight_decay
     if config.final_weight_decay is not None:
         weight_decay = cosine(step, config.steps, config.weight_decay, config.final_weight_decay)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = (config.lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0)
         if group.get("decay", True):
             group["weight_decay"] = weight_decay
     return lr, weight_decay

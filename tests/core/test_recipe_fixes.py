@@ -89,3 +89,148 @@ def test_simsiam_predictor_keeps_the_peak_lr_in_the_loop(monkeypatch):
     peak = 0.5 * 32 / 256
     assert [d[True] for d in lrs] == pytest.approx([peak] * 3)  # the predictor
     assert [d[False] for d in lrs][:2] == pytest.approx([peak / 2, peak])  # the rest warms up
+
+
+# ---- DINO large: drop path, local crops, teacher-temperature warm-up, last layer ---------------------
+
+TINY_VIT = {"dim": 32, "depth": 4, "heads": 2, "patch_size": 8}
+TINY_HEAD = {"out_dim": 64, "proj_hidden_dim": 32, "bottleneck_dim": 16}
+
+
+def dino_large(n_items: int = 100, **overrides):
+    return resolve("dino", 224, n_items, {"batch_size": 10, "backbone_options": TINY_VIT,
+                                          "method_options": TINY_HEAD, **overrides})
+
+
+def test_dino_large_student_drops_paths_and_the_teacher_does_not():
+    resolved = dino_large(steps=1)
+    assert resolved["backbone_options"]["drop_path_rate"] == 0.1
+    method = build_resolved({**resolved, "image_size": 32})
+    rates = [block.drop_path for block in method.backbone.blocks]
+    assert rates == pytest.approx([0.0, 0.1 / 3, 0.2 / 3, 0.1])  # linear over depth, as DINO's dpr
+    assert all(block.drop_path == 0.0 for block in method.teacher_backbone.blocks)
+    method.train()
+    x = torch.randn(64, 3, 32, 32)
+    torch.manual_seed(1)
+    a, b = method.backbone(x), method.backbone(x)
+    assert not torch.allclose(a, b)  # training mode: each pass drops other samples' branches
+    torch.testing.assert_close(method.teacher_backbone(x), method.teacher_backbone(x))
+
+
+def test_dino_large_local_crops_are_96_px_at_224():
+    from core.augment import ViewConfig, ViewMaker
+
+    views = ViewMaker(ViewConfig.from_dict(dino_large(steps=1)["views"]), [0.5] * 3, [0.25] * 3)
+    sides = [v.shape[-1] for v in views(torch.zeros(2, 3, 224, 224, dtype=torch.uint8), torch.Generator())]
+    assert sides == [224, 224] + [96] * 8
+
+
+@pytest.mark.parametrize("epochs, points, expected", [
+    (100, "absolute", 300), (300, "absolute", 300), (10, "absolute", 100), (300, "proportional", 300),
+    (50, "proportional", 150)])
+def test_dino_teacher_temperature_warms_up_over_30_absolute_epochs(epochs, points, expected):
+    # 100 items at batch 10: 10 steps per epoch; main_dino.py --warmup_teacher_temp_epochs 30
+    resolved = dino_large(epochs=epochs, schedule_points=points)
+    assert resolved["method_options"]["warmup_teacher_temp_steps"] == expected  # capped at the run (10 epochs)
+    method = build_resolved({**resolved, "image_size": 32})
+    assert method.warmup_teacher_temp_steps == expected
+    _, logs = method.training_step(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8),
+                                   torch.Generator().manual_seed(0), 150, resolved["train"]["steps"])
+    assert logs["teacher_temp"] == pytest.approx(0.04 + 0.03 * min(150 / expected, 1.0))
+
+
+def test_dino_last_layer_starts_as_the_reference_nn_linear():
+    from core.heads.dino import DINOHead
+
+    torch.manual_seed(0)
+    weight = DINOHead(384, 2048, 256, 65536).last_layer.weight
+    bound = 1 / 256**0.5  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert weight.abs().max().item() <= bound
+    assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.01)  # the uniform's std, not 0.02
+
+
+def test_dino_logits_and_swav_scores_are_float32_under_bf16_autocast():
+    from core.heads.dino import DINOHead
+    from core.heads.prototypes import Prototypes
+
+    torch.manual_seed(0)
+    head, prototypes = DINOHead(32, 64, 16, 128), Prototypes(16, 30)
+    x = torch.randn(8, 32)
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, bottleneck, scores = head(x), head.mlp(x), prototypes(z)
+    assert logits.dtype == scores.dtype == torch.float32 and bottleneck.dtype == torch.bfloat16
+    expected = torch.nn.functional.normalize(bottleneck.float(), dim=-1) @ torch.nn.functional.normalize(
+        head.last_layer.weight, dim=1).T
+    torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(scores, z @ prototypes.weight.T, rtol=1e-6, atol=1e-6)
+
+
+# ---- VICReg small, MoCo v2 ---------------------------------------------------------------------
+
+def test_vicreg_small_adds_the_branches_variance_terms_as_solo_learn():
+    from core.losses.vicreg import vicreg_loss
+
+    z1 = torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) * 0.3
+    z2 = torch.randn(32, 8, generator=torch.Generator().manual_seed(1)) * 0.5
+
+    def hinge(z):  # solo-learn variance_loss, one branch: mean(relu(1 - sqrt(var + 1e-4)))
+        return torch.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
+
+    assert resolve("vicreg", 32, 1000)["method_options"]["sum_branch_variance"] is True
+    assert resolve("vicreg", 224, 1000)["method_options"]["sum_branch_variance"] is False  # official: averaged
+    _, summed = vicreg_loss(z1, z2, sum_branch_variance=True)
+    _, averaged = vicreg_loss(z1, z2)
+    torch.testing.assert_close(summed["variance"], hinge(z1) + hinge(z2))
+    torch.testing.assert_close(averaged["variance"], (hinge(z1) + hinge(z2)) / 2)
+    method = build_resolved(resolve("vicreg", 16, 64, {"batch_size": 32, "backbone": "small_cnn",
+                                                       "backbone_options": {"width": 8},
+                                                       "method_options": {"proj_hidden_dim": 16, "proj_dim": 8}}),
+                            in_channels=1)
+    assert method.sum_branch_variance is True
+
+
+def tiny_moco(scale: str, **overrides):
+    resolved = resolve("moco_v2", 16 if scale == "small" else 96, 256, {
+        "scale": scale, "batch_size": 32, "backbone": "small_cnn", "backbone_options": {"width": 8},
+        "method_options": {"proj_hidden_dim": 16, "proj_dim": 8, "queue_size": 64}, **overrides})
+    return build_resolved({**resolved, "image_size": 16}, in_channels=1), resolved
+
+
+def test_moco_v2_large_holds_the_momentum_at_0999_and_small_ends_at_solo_learns_0999():
+    large, resolved = tiny_moco("large")
+    assert (resolved["method_options"]["momentum"], resolved["method_options"]["final_momentum"]) == (0.999, 0.999)
+    online = {n: p.detach().clone() for n, p in large.backbone.named_parameters()}
+    for name, p in large.backbone.named_parameters():
+        p.data.add_(1.0)
+    for step in (0, 50, 99):
+        before = {n: p.clone() for n, p in large.momentum_backbone.named_parameters()}
+        large.after_step(step, 100)
+        for name, p in large.momentum_backbone.named_parameters():
+            torch.testing.assert_close(p, 0.999 * before[name] + 0.001 * (online[name] + 1.0))
+    small, _ = tiny_moco("small")
+    _, logs = small.training_step(torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8),
+                                  torch.Generator().manual_seed(0), 100, 100)
+    assert logs["momentum"] == pytest.approx(0.999)  # solo-learn mocov2plus.yaml final_tau
+
+
+def test_moco_v2_keeps_one_queue_per_view_and_each_query_meets_the_other_views_past_keys(monkeypatch):
+    from core.methods import moco_v2
+
+    method, _ = tiny_moco("small")
+    seen = []
+    real = moco_v2.info_nce
+    monkeypatch.setattr(moco_v2, "info_nce", lambda q, k, negatives, t: seen.append(negatives) or real(q, k,
+                                                                                                         negatives, t))
+    first = [q.items.clone() for q in method.queues]
+    images = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8)
+    method.training_step(images, torch.Generator().manual_seed(0), 0, 10)
+    torch.testing.assert_close(seen[0], first[1])  # q1 . k2 against the queue of view-2 keys
+    torch.testing.assert_close(seen[1], first[0])
+    v1, v2 = method.views(images, torch.Generator().manual_seed(0))[:2]
+    with torch.no_grad():
+        k1, k2 = (torch.nn.functional.normalize(method.momentum_projector(method.momentum_backbone(v)), dim=1)
+                  for v in (v1, v2))
+    torch.testing.assert_close(method.queues[0].items[:32], k1)  # 32 keys per view and step, not 64 in one queue
+    torch.testing.assert_close(method.queues[1].items[:32], k2)
+    assert int(method.queues[0].ptr) == int(method.queues[1].ptr) == 32

@@ -26,7 +26,7 @@ from core.heads import mlp
 from core.losses.deepcluster import UNASSIGNED, deepcluster_loss, nearest_centroid, spherical_kmeans
 from core.methods.base import Method
 from core.methods.memory_bank import KeyedMemoryBank, image_keys
-from core.methods.multicrop import forward_crops, global_crop_count, split_crops
+from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -111,8 +111,9 @@ class DeepClusterV2(Method):
 
     def training_step(self, images, gen, step, total_steps):
         global_crops, local_crops = split_crops(self.views(images, gen))
-        embeddings = [F.normalize(z, dim=1) for z in forward_crops(
-            lambda x: self.projector(self.backbone(x)), global_crops + local_crops)]
+        # the projector's batch norm over all crops at once, as the official MultiCrop forward
+        embeddings = [F.normalize(z, dim=1) for z in embed_crops(self.backbone, self.projector,
+                                                                 global_crops + local_crops)]
         anchors = torch.stack([z.detach().float() for z in embeddings[: len(global_crops)]])  # (G, B, D)
         keys = image_keys(images)
         targets, own = self.assignments(self.memory.lookup(keys), anchors)

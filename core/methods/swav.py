@@ -16,7 +16,7 @@ from core.heads import mlp
 from core.heads.prototypes import Prototypes
 from core.losses.swav import prototype_scores, sinkhorn, swav_loss
 from core.methods.base import Method
-from core.methods.multicrop import forward_crops, global_crop_count, split_crops
+from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -97,8 +97,9 @@ class SwAV(Method):
 
     def training_step(self, images, gen, step, total_steps):
         global_crops, local_crops = split_crops(self.views(images, gen))
-        embeddings = [F.normalize(z, dim=1) for z in forward_crops(
-            lambda x: self.projector(self.backbone(x)), global_crops + local_crops)]
+        # the projector's batch norm over all crops at once, as the official MultiCrop forward
+        embeddings = [F.normalize(z, dim=1) for z in embed_crops(self.backbone, self.projector,
+                                                                 global_crops + local_crops)]
         frozen = step < int(self.freeze_prototypes_frac * total_steps)
         scores = [self.prototypes(z, frozen=frozen) for z in embeddings]
         use_queue = self.queue.shape[1] > 0 and step >= int(self.queue_start_frac * total_steps)

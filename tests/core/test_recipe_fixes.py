@@ -234,3 +234,32 @@ def test_moco_v2_keeps_one_queue_per_view_and_each_query_meets_the_other_views_p
     torch.testing.assert_close(method.queues[0].items[:32], k1)  # 32 keys per view and step, not 64 in one queue
     torch.testing.assert_close(method.queues[1].items[:32], k2)
     assert int(method.queues[0].ptr) == int(method.queues[1].ptr) == 32
+
+
+# ---- LeJEPA global views, multi-crop batch norm --------------------------------------------------
+
+def test_lejepa_counts_every_crop_of_the_largest_size_as_global():
+    from core.methods import build
+
+    augment = {"crops": [{"count": 1, "size": 1.0, "scale": [0.3, 1.0]}, {"count": 1, "size": 1.0, "scale": [0.3, 1.0]},
+                         {"count": 2, "size": 0.5, "scale": [0.05, 0.3]}]}
+    method = build("lejepa", "small_cnn", in_channels=1, image_size=16, augment=augment,
+                   backbone_options={"width": 8}, proj_hidden_dim=16, proj_dim=8, num_slices=8)
+    assert method.num_global == 2  # the first spec alone has 1
+
+
+@pytest.mark.parametrize("name", ["swav", "deepcluster_v2"])
+def test_multicrop_projector_batch_norm_sees_all_crops_at_once(name):
+    from core.methods import build
+
+    augment = {"crops": [{"count": 2, "size": 1.0, "scale": [0.3, 1.0]}, {"count": 2, "size": 0.5,
+                                                                           "scale": [0.05, 0.3]}]}
+    options = {"proj_hidden_dim": 16, "proj_dim": 8, "num_prototypes": 4, "queue_size": 64}
+    if name == "deepcluster_v2":
+        options["num_heads"] = 1
+    method = build(name, "small_cnn", in_channels=1, image_size=16, augment=augment, backbone_options={"width": 8},
+                   **options)
+    batches = []
+    method.projector.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
+    method.training_step(torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8), torch.Generator(), 0, 10)
+    assert batches == [4 * 8]  # one projector pass over the 2 global and 2 local crops of 8 images

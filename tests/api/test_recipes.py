@@ -73,6 +73,9 @@ def test_base_lr_is_scaled_by_the_batch_and_scale_can_be_forced(api):
     ({"grad_clip_mode": "sometimes"}, "per_parameter"),
     ({"scale": "huge"}, "small"),
     ({"batch_size": 4096}, "larger than the dataset"),
+    ({"optimizer": "adamw"}, "give lr or base_lr"),  # simclr's small recipe is LARS: its LR is no AdamW LR
+    ({"schedule_points": "fraction"}, "proportional"),
+    ({"lr_groups": {"predictor": {"lr_mult": 2}}}, "lr_scale and fixed_lr"),
 ])
 def test_bad_recipe_fields_answer_422(api, change, message):
     response = api.post("/v1/jobs", json={"method": "simclr", "dataset": "digits", **change})

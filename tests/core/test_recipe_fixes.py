@@ -263,3 +263,22 @@ def test_multicrop_projector_batch_norm_sees_all_crops_at_once(name):
     method.projector.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])))
     method.training_step(torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8), torch.Generator(), 0, 10)
     assert batches == [4 * 8]  # one projector pass over the 2 global and 2 local crops of 8 images
+
+
+def test_swav_queue_start_and_prototype_freeze_count_absolute_epochs():
+    # 1000 images at batch 10: 100 steps per epoch; a 50-epoch run of the 200-epoch recipe
+    resolved = resolve("swav", 224, 1000, {"batch_size": 10, "epochs": 50, "backbone": "small_cnn",
+                                           "method_options": {"proj_hidden_dim": 16, "proj_dim": 8,
+                                                              "num_prototypes": 4, "queue_size": 20}})
+    options = resolved["method_options"]
+    # --epoch_queue_starts 15 and one epoch of frozen prototypes, not 15/200 and 1/200 of the run (375, 25)
+    assert (options["queue_start_steps"], options["freeze_prototypes_steps"]) == (1500, 100)
+    method = build_resolved({**resolved, "image_size": 32})
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    loss, logs = method.training_step(images, torch.Generator(), 99, 5000)
+    loss.backward()
+    assert method.prototypes.weight.grad is None and method.queue.abs().sum() == 0
+    method.zero_grad()
+    loss, _ = method.training_step(images, torch.Generator(), 1500, 5000)
+    loss.backward()
+    assert method.prototypes.weight.grad is not None and method.queue.abs().sum() > 0

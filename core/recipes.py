@@ -48,6 +48,8 @@ class Recipe:
     lr_groups: dict = field(default_factory=dict)
     # method options that are schedule points: option name (counted in steps) -> epochs
     epoch_options: dict = field(default_factory=dict)
+    # method options set to the number of training items, at most MAX_DATASET_OPTION (a memory bank)
+    dataset_size_options: tuple[str, ...] = ()
     backbone_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     views: ViewConfig = field(default_factory=ViewConfig)
@@ -66,6 +68,7 @@ class Recipe:
         """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
         out = asdict(self)
         out["betas"] = list(self.betas)
+        out["dataset_size_options"] = list(self.dataset_size_options)
         out["views"] = self.views.to_dict()
         if self.tokenizer:  # a text recipe: a tokenizer, no views
             del out["views"]
@@ -82,6 +85,7 @@ OVERRIDABLE = ("backbone", "optimizer", "base_lr", "lr", "batch_size", "warmup_e
                "lr_groups")
 OPTIMIZER_OPTIONS = ("momentum", "betas", "eta", "clip_lr", "exclude_bias_n_norm")
 SCHEDULE_POINTS = ("absolute", "proportional")
+MAX_DATASET_OPTION = 2**21  # DeepCluster-v2's bank of 2 x 128 floats per image: 2 GiB at most
 
 
 def resolve(method: str, image_size: int, n_items: int, overrides: dict | None = None) -> dict:
@@ -144,6 +148,9 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     for option, epochs in recipe.epoch_options.items():
         if option not in given.get("method_options", {}):
             method_options[option] = schedule_point(epochs, False)
+    for option in recipe.dataset_size_options:
+        if option not in given.get("method_options", {}):
+            method_options[option] = min(n_items, MAX_DATASET_OPTION)
 
     inputs = {"image_size": image_size, "views": views.to_dict()}
     if text:

@@ -134,8 +134,20 @@ class _Step(nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, batch, gen, step, total_steps):
-        return self.method.training_step(batch, gen, step, total_steps)
+    def forward(self, batch, gen, step, total_steps, **indices):
+        return self.method.training_step(batch, gen, step, total_steps, **indices)
+
+
+def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, config: TrainConfig,
+                device: torch.device):
+    """(images, dataset indices, generator) of this rank for one pass over the data in the first
+    epoch's order, with views drawn from their own seeds: a method's forward-only pass before
+    step 0 (DeepCluster-v2's `init_memory`)."""
+    mine = slice(rank * local, (rank + 1) * local)
+    for step in range(len(source) // config.batch_size):
+        indices = orders.indices(step)[mine]
+        gen = torch.Generator(device=device).manual_seed(step_seed(config.seed, step, stream=4))
+        yield source[indices].to(device, non_blocking=True), indices.to(device), gen
 
 
 def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
@@ -255,6 +267,11 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     else:
         source = on_device(images, device)
         orders = EpochOrders(len(images), config.batch_size, config.seed, source.device)
+    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index; streams carry none
+    wants_indices = not streamed and hasattr(method, "accepts_indices") and method.accepts_indices(len(images))
+    if wants_indices and start == 0 and hasattr(method, "fill_memory"):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            method.fill_memory(memory_pass(source, orders, rank, local, config, device))
     logs: dict[str, float] = {}
     running, window_start, window_steps, waited = Window(), time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
@@ -279,7 +296,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if streamed:
             batch = stream.next().to(device, non_blocking=True)
         else:
-            batch = source[orders.indices(step)[mine]].to(device, non_blocking=True)
+            indices = orders.indices(step)[mine]
+            batch = source[indices].to(device, non_blocking=True)
         waited += time.perf_counter() - asked
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -287,7 +305,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
         with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                     enabled=autocast_dtype is not None):
-            loss, extra = step_fn(batch, gen, step, config.steps)
+            loss, extra = step_fn(batch, gen, step, config.steps,
+                                  **({"indices": indices.to(device)} if wants_indices else {}))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         grad_norm = clip_gradients(method, optimizer, scaler, config)

@@ -316,3 +316,37 @@ def test_deepcluster_trains_on_its_own_labels_from_step_0_and_clusters_once_per_
     assert any(not torch.equal(p, initial[n]) for n, p in method.backbone.named_parameters())
     keys = method.memory.keys[:, 0]
     assert torch.equal(keys, torch.arange(96))  # each image in the slot of its dataset index
+
+
+def test_deepcluster_indexed_run_resumes_exactly():
+    from tests.core.tiny import digits_16
+
+    images, _ = digits_16(64)
+    resolved = resolve("deepcluster_v2", 16, len(images), {
+        "batch_size": 16, "steps": 6, "backbone": "small_cnn", "backbone_options": {"width": 4},
+        "method_options": {"proj_hidden_dim": 16, "proj_dim": 8, "num_prototypes": 4, "num_heads": 2}})
+    config = TrainConfig(**{**resolved["train"], "log_every": 1, "checkpoint_every": 3})
+    kept, losses = {}, {}
+
+    class Keep(loop.Callbacks):
+        def __init__(self, name):
+            self.name = name
+
+        def on_log(self, step, logs):
+            losses[(self.name, step)] = logs["loss"]
+
+        def on_checkpoint(self, step, state, final):
+            if step == 3 and self.name == "straight":
+                import copy
+
+                kept["state"] = copy.deepcopy(state)
+
+    torch.manual_seed(0)
+    straight = build_resolved(resolved, in_channels=1)
+    train(straight, images, config, callbacks=Keep("straight"))
+    torch.manual_seed(1)
+    resumed = build_resolved(resolved, in_channels=1)
+    train(resumed, images, config, callbacks=Keep("resumed"), resume=kept["state"])
+    for step in (4, 5, 6):  # k-means at the epoch start (step 4) replays too
+        assert losses[("resumed", step)] == pytest.approx(losses[("straight", step)], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(resumed.labels, straight.labels, rtol=0, atol=0)

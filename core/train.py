@@ -140,12 +140,16 @@ class _Step(nn.Module):
 
 def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, config: TrainConfig,
                 device: torch.device):
-    """(images, dataset indices, generator) of this rank for one pass over the data in the first
-    epoch's order, with views drawn from their own seeds: a method's forward-only pass before
-    step 0 (DeepCluster-v2's `init_memory`)."""
+    """(images, dataset indices, generator) of this rank for one pass over every image, in the
+    first epoch's order (the last batch ends at the last image and overlaps the one before), with
+    views drawn from their own seeds: a method's forward-only pass before step 0 (DeepCluster-v2's
+    `init_memory`)."""
     mine = slice(rank * local, (rank + 1) * local)
-    for step in range(len(source) // config.batch_size):
-        indices = orders.indices(step)[mine]
+    n, batch = len(source), config.batch_size
+    orders.indices(0)  # draws the first epoch's order
+    starts = list(range(0, n - batch + 1, batch)) + ([n - batch] if n % batch else [])
+    for step, begin in enumerate(starts):
+        indices = orders.order[begin : begin + batch][mine]
         gen = torch.Generator(device=device).manual_seed(step_seed(config.seed, step, stream=4))
         yield source[indices].to(device, non_blocking=True), indices.to(device), gen
 

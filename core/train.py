@@ -151,7 +151,10 @@ def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, conf
     for step, begin in enumerate(starts):
         indices = orders.order[begin : begin + batch][mine]
         gen = torch.Generator(device=device).manual_seed(step_seed(config.seed, step, stream=4))
-        yield source[indices].to(device, non_blocking=True), indices.to(device), gen
+        # held while the method embeds the batch: its views draw this rank's rows, as in a training step
+        window = distributed.batch_slice(mine.start, local, batch) if distributed.world_size() > 1 else nullcontext()
+        with window:
+            yield source[indices].to(device, non_blocking=True), indices.to(device), gen
 
 
 def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:

@@ -150,10 +150,12 @@ def cpu_backbone(recipe_backbone: str, cnn: tuple, vit: tuple) -> tuple[str, dic
 
 
 def pretrain_spec(method: str, dataset_id: str, backbone: tuple[str, dict], steps: int, log_every: int) -> dict:
-    """Silent on every recipe-owned field; only the backbone and the budget are set here."""
+    """Silent on every recipe-owned field; only the backbone and the budget are set here. The budget
+    is a fraction of the recipe's epochs, so its schedule points (warm-up) keep their share of it."""
     name, options = backbone
     return {"kind": "pretrain", "method": method, "dataset": dataset_id, "scale": "small", "backbone": name,
-            "backbone_options": options, "steps": steps, "log_every": log_every, "evaluations": []}
+            "backbone_options": options, "steps": steps, "log_every": log_every, "evaluations": [],
+            "schedule_points": "proportional"}
 
 
 # --------------------------------------------------------------------------------------------------- jobs

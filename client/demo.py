@@ -20,11 +20,13 @@ from client.sdk import Client
 # Silent on every training setting: SimCLR's `small` recipe (LARS, lr 0.4 x batch/256, warm-up and
 # cosine, temperature 0.2, SimCLR's views). Only the backbone (the CPU-sized CNN instead of ResNet-18)
 # and the budget are the demo's own; digits also turn off the flip (a mirrored digit is another digit).
+# The budget is a few epochs of a 1000-epoch recipe: proportional schedule points keep the recipe's
+# warm-up as 1 % of it (absolute, its 10 epochs would outlast the run).
 SPECS = {
     "fashion-mnist": {"method": "simclr", "backbone": "small_cnn", "dataset": "fashion-mnist", "steps": 1000,
-                      "log_every": 20},
+                      "log_every": 20, "schedule_points": "proportional"},
     "digits": {"method": "simclr", "backbone": "small_cnn", "dataset": "digits", "steps": 300, "log_every": 20,
-               "augment": {"flip_p": 0.0}},
+               "augment": {"flip_p": 0.0}, "schedule_points": "proportional"},
 }
 
 

@@ -48,22 +48,58 @@ def is_excluded_from_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+BIASES_AND_NORMS = "biases_and_norms"
+
+
+def lr_group_of(name: str, param: nn.Parameter, lr_groups: dict) -> dict:
+    """The LR options of a parameter: those of the first selector in `lr_groups` that matches it.
+    A selector is "biases_and_norms" (every 1-D parameter, the Barlow Twins code's
+    `param.ndim == 1`) or a module name ("predictor" matches "predictor.0.weight"). Options:
+    lr_scale (a multiplier on the scheduled LR) and fixed_lr (the peak LR at every step, no
+    warm-up or decay: SimSiam's --fix-pred-lr, solo-learn's static_lr)."""
+    for selector, options in lr_groups.items():
+        if (param.ndim == 1 if selector == BIASES_AND_NORMS else
+                name == selector or name.startswith(selector + ".")):
+            return {"lr_scale": float(options.get("lr_scale", 1.0)), "fixed_lr": bool(options.get("fixed_lr", False))}
+    return {"lr_scale": 1.0, "fixed_lr": False}
+
+
+def check_lr_groups(lr_groups: dict) -> None:
+    for selector, options in lr_groups.items():
+        unknown = set(options) - {"lr_scale", "fixed_lr"}
+        if unknown or not isinstance(selector, str) or not selector:
+            raise ValueError(f"lr_groups[{selector!r}]: options are lr_scale and fixed_lr, not {sorted(unknown)}")
+        if float(options.get("lr_scale", 1.0)) < 0:
+            raise ValueError(f"lr_groups[{selector!r}].lr_scale must be >= 0")
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_groups: dict | None = None) -> list[dict]:
+    """Groups by (decay, lr_scale, fixed_lr): the decaying and the non-decaying group at the
+    plain LR first, then one group per other combination that has parameters."""
+    lr_groups = lr_groups or {}
+    check_lr_groups(lr_groups)
+    plain = {"lr_scale": 1.0, "fixed_lr": False}
+    groups = {(True, 1.0, False): [], (False, 1.0, False): []}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if is_excluded_from_decay(name, p) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "decay": True},
-            {"params": no_decay, "weight_decay": 0.0, "decay": False}]
+            lr = lr_group_of(name, p, lr_groups) if lr_groups else plain
+            key = (not is_excluded_from_decay(name, p), lr["lr_scale"], lr["fixed_lr"])
+            groups.setdefault(key, []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "decay": decay,
+             "lr_scale": lr_scale, "fixed_lr": fixed_lr}
+            for (decay, lr_scale, fixed_lr), params in groups.items()
+            if params or (lr_scale, fixed_lr) == (1.0, False)]
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
                     betas: tuple[float, float] = (0.9, 0.999), eta: float = 0.02, clip_lr: bool = True,
-                    exclude_bias_n_norm: bool = True, fused: bool = False) -> torch.optim.Optimizer:
+                    exclude_bias_n_norm: bool = True, fused: bool = False,
+                    lr_groups: dict | None = None) -> torch.optim.Optimizer:
     """Weight decay is set per group; the training loop rescales the decaying group's value when
     the recipe has a weight-decay schedule. `fused` (on GPUs): one kernel for all parameters
-    (AdamW, SGD); otherwise torch's foreach implementation."""
-    groups = param_groups(model, weight_decay)
+    (AdamW, SGD); otherwise torch's foreach implementation. `lr_groups`: per-group LR options
+    (see `lr_group_of`), applied by the loop's schedule (core.train.apply_schedules)."""
+    groups = param_groups(model, weight_decay, lr_groups)
     fast = {"fused": True} if fused else {"foreach": True}
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **fast)

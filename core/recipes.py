@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from core.augment import ViewConfig
+from core.optim import check_lr_groups
 
 SCALES = ("small", "large")
 SMALL_MAX_SIDE = 64
@@ -19,9 +20,11 @@ CLIP_MODES = ("global", "per_parameter")
 
 @dataclass(frozen=True)
 class Recipe:
-    """Epoch-denominated schedule points (warm-up, frozen last layer) are converted to steps by
-    `resolve`. The LR follows the linear scaling rule, lr = base_lr * batch_size / 256, unless
-    `lr_scaling` is "none" (then base_lr is the LR itself)."""
+    """Epoch-denominated schedule points (warm-up, frozen last layer, and the method options
+    named in `epoch_options`) are converted to steps by `resolve`: absolute epochs of the run, as
+    solo-learn and DINO keep them. The LR follows the linear scaling rule, lr = base_lr *
+    batch_size / 256, unless `lr_scaling` is "none" (then base_lr is the LR itself); final_lr
+    is given at the recipe's own batch size and scales with the LR."""
 
     backbone: str
     optimizer: str = "lars"
@@ -30,7 +33,7 @@ class Recipe:
     batch_size: int = 256
     epochs: int = 1000
     warmup_epochs: float = 10.0
-    final_lr: float = 0.0  # where the cosine ends (absolute, e.g. DINO's min_lr 1e-6)
+    final_lr: float = 0.0  # where the cosine ends, at the recipe's batch size (scales with the LR)
     weight_decay: float = 1e-5
     final_weight_decay: float | None = None  # a cosine weight-decay schedule to this value (DINO 0.4)
     momentum: float = 0.9  # SGD and LARS
@@ -41,6 +44,12 @@ class Recipe:
     grad_clip: float | None = None
     grad_clip_mode: str = "global"  # global: one norm over all grads; per_parameter: each tensor (DINO)
     freeze_last_layer_epochs: float = 0.0  # DINO: the head's last layer gets no update this long
+    # per-group LR options: selector ("biases_and_norms" or a module name) -> {lr_scale, fixed_lr}
+    lr_groups: dict = field(default_factory=dict)
+    # method options that are schedule points: option name (counted in steps) -> epochs
+    epoch_options: dict = field(default_factory=dict)
+    # method options set to the number of training items, at most MAX_DATASET_OPTION (a memory bank)
+    dataset_size_options: tuple[str, ...] = ()
     backbone_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     views: ViewConfig = field(default_factory=ViewConfig)
@@ -53,11 +62,13 @@ class Recipe:
             raise ValueError(f"recipe optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.grad_clip_mode not in CLIP_MODES:
             raise ValueError(f"grad_clip_mode {self.grad_clip_mode!r}: choose one of {', '.join(CLIP_MODES)}")
+        check_lr_groups(self.lr_groups)
 
     def describe(self) -> dict:
         """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
         out = asdict(self)
         out["betas"] = list(self.betas)
+        out["dataset_size_options"] = list(self.dataset_size_options)
         out["views"] = self.views.to_dict()
         if self.tokenizer:  # a text recipe: a tokenizer, no views
             del out["views"]
@@ -70,16 +81,25 @@ def scale_for(image_size: int) -> str:
 
 # The fields a spec may override, beyond the budget (epochs / steps) and the views.
 OVERRIDABLE = ("backbone", "optimizer", "base_lr", "lr", "batch_size", "warmup_epochs", "warmup_steps", "final_lr",
-               "weight_decay", "final_weight_decay", "grad_clip", "grad_clip_mode", "freeze_last_layer_epochs")
+               "weight_decay", "final_weight_decay", "grad_clip", "grad_clip_mode", "freeze_last_layer_epochs",
+               "lr_groups")
 OPTIMIZER_OPTIONS = ("momentum", "betas", "eta", "clip_lr", "exclude_bias_n_norm")
+SCHEDULE_POINTS = ("absolute", "proportional")
+MAX_DATASET_OPTION = 2**21  # DeepCluster-v2's bank of 2 x 128 floats per image: 2 GiB at most
 
 
 def resolve(method: str, image_size: int, n_items: int, overrides: dict | None = None) -> dict:
     """Every value a run uses: the method's recipe for the image scale, with the spec's explicit
     fields on top. `overrides` holds only what the user set (None values are ignored):
     scale, epochs | steps, any OVERRIDABLE name, optimizer_options, backbone_options,
-    method_options, augment; for a text method, tokenizer (its vocab_size sizes the embedding).
-    Returns a JSON-able dict; `train` holds TrainConfig's fields."""
+    method_options, augment, schedule_points; for a text method, tokenizer (its vocab_size sizes
+    the embedding). Returns a JSON-able dict; `train` holds TrainConfig's fields.
+
+    Schedule points (warm-up, frozen last layer, epoch_options) are absolute epochs of the run,
+    capped at its length; with schedule_points "proportional" the recipe's own points keep their
+    fraction of the recipe's epochs in a shorter run (10 warm-up epochs of 1000 are 1 % of it).
+    A spec that changes the optimizer must give lr or base_lr: the recipe's LR is meant for its
+    own optimizer (SimCLR's LARS 0.3 x batch/256 is no AdamW LR)."""
     from core.methods.registry import method_info
 
     info = method_info(method)
@@ -88,7 +108,13 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     scale = given.get("scale") or (next(iter(info.recipes)) if text else scale_for(image_size))
     if scale not in info.recipes:
         raise ValueError(f"{method} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
-    recipe = info.recipes[scale]
+    recipe = own = info.recipes[scale]
+    if given.get("optimizer", own.optimizer) != own.optimizer and not {"lr", "base_lr"} & set(given):
+        raise ValueError(f"optimizer {given['optimizer']!r} replaces the recipe's {own.optimizer!r}, whose LR "
+                         f"(base_lr {own.base_lr}) is meant for {own.optimizer}: give lr or base_lr as well")
+    points = given.get("schedule_points", "absolute")
+    if points not in SCHEDULE_POINTS:
+        raise ValueError(f"schedule_points {points!r}: choose one of {', '.join(SCHEDULE_POINTS)}")
     unknown = set(given.get("optimizer_options", {})) - set(OPTIMIZER_OPTIONS)
     if unknown:
         raise ValueError(f"unknown optimizer_options: {', '.join(sorted(unknown))}; "
@@ -109,13 +135,22 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     if "steps" in given and "epochs" in given:
         raise ValueError("give epochs or steps, not both")
     total = given["steps"] if "steps" in given else given.get("epochs", recipe.epochs) * steps_per_epoch
-    lr = given["lr"] if "lr" in given else (
-        recipe.base_lr * batch / 256 if recipe.lr_scaling == "linear" else recipe.base_lr)
+    lr = given["lr"] if "lr" in given else scaled_lr(recipe.base_lr, batch, recipe.lr_scaling)
+    # the recipe's final LR is a point of its own schedule: it follows the peak (Barlow Twins' 0.001 x peak)
+    final_lr = recipe.final_lr if "final_lr" in given or not own.final_lr else (
+        own.final_lr * lr / scaled_lr(own.base_lr, own.batch_size, own.lr_scaling))
 
-    def schedule_point(name: str) -> int:
-        # a value the spec gives counts epochs of this run; only the recipe's own scales with the run's length
-        horizon = total / steps_per_epoch if name in given else recipe.epochs
-        return epoch_point(getattr(recipe, name), horizon, total, steps_per_epoch)
+    def schedule_point(epochs: float, given_here: bool) -> int:
+        # proportional: only the recipe's own points scale with the run's length; a spec's value counts epochs
+        horizon = recipe.epochs if points == "proportional" and not given_here else math.inf
+        return min(epoch_point(epochs, horizon, total, steps_per_epoch), total)
+
+    for option, epochs in recipe.epoch_options.items():
+        if option not in given.get("method_options", {}):
+            method_options[option] = schedule_point(epochs, False)
+    for option in recipe.dataset_size_options:
+        if option not in given.get("method_options", {}):
+            method_options[option] = min(n_items, MAX_DATASET_OPTION)
 
     inputs = {"image_size": image_size, "views": views.to_dict()}
     if text:
@@ -131,25 +166,32 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,
         "train": {
             "steps": total, "batch_size": batch, "optimizer": recipe.optimizer, "lr": lr,
-            "final_lr": recipe.final_lr, "weight_decay": recipe.weight_decay,
+            "final_lr": final_lr, "weight_decay": recipe.weight_decay,
             "final_weight_decay": recipe.final_weight_decay,
-            "warmup_steps": given["warmup_steps"] if "warmup_steps" in given else schedule_point("warmup_epochs"),
+            "warmup_steps": given["warmup_steps"] if "warmup_steps" in given else
+            schedule_point(recipe.warmup_epochs, "warmup_epochs" in given),
             "momentum": recipe.momentum, "betas": list(recipe.betas), "eta": recipe.eta, "clip_lr": recipe.clip_lr,
             "exclude_bias_n_norm": recipe.exclude_bias_n_norm, "grad_clip": recipe.grad_clip,
             "grad_clip_mode": recipe.grad_clip_mode,
-            "freeze_last_layer_steps": schedule_point("freeze_last_layer_epochs"),
+            "freeze_last_layer_steps": schedule_point(recipe.freeze_last_layer_epochs,
+                                                      "freeze_last_layer_epochs" in given),
+            "lr_groups": {k: dict(v) for k, v in recipe.lr_groups.items()},
         },
-        "overridden": sorted(given), "sources": dict(recipe.sources), "notes": recipe.notes,
+        "schedule_points": points, "overridden": sorted(given), "sources": dict(recipe.sources), "notes": recipe.notes,
     }
 
 
+def scaled_lr(base_lr: float, batch_size: int, lr_scaling: str) -> float:
+    return base_lr * batch_size / 256 if lr_scaling == "linear" else base_lr
+
+
 def epoch_point(epochs: float, recipe_epochs: float, total_steps: int, steps_per_epoch: int) -> int:
-    """A schedule point given in epochs, in steps. A run shorter than the recipe keeps the
-    point's fraction of the schedule (10 warm-up epochs of 1000 stay 1 % of a 50-epoch run)."""
+    """A schedule point given in epochs, in steps: the smaller of the absolute point and its
+    fraction `epochs / recipe_epochs` of the run (recipe_epochs inf: absolute only)."""
     if epochs <= 0:
         return 0
     absolute = epochs * steps_per_epoch
-    proportional = epochs / recipe_epochs * total_steps
+    proportional = epochs / recipe_epochs * total_steps if math.isfinite(recipe_epochs) else absolute
     return max(1, math.ceil(round(min(absolute, proportional), 6)))  # 1/300 * 2100 is 7.000000000000001
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
 
 import torch
@@ -52,6 +52,7 @@ class TrainConfig:
     grad_clip: float | None = None
     grad_clip_mode: str = "global"  # global | per_parameter (DINO's clip_gradients)
     freeze_last_layer_steps: int = 0  # parameters named "last_layer" get no update this long (DINO)
+    lr_groups: dict = field(default_factory=dict)  # selector -> {lr_scale, fixed_lr} (core.optim.lr_group_of)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
     compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: where it was measured to help)
@@ -133,8 +134,27 @@ class _Step(nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, batch, gen, step, total_steps):
-        return self.method.training_step(batch, gen, step, total_steps)
+    def forward(self, batch, gen, step, total_steps, **indices):
+        return self.method.training_step(batch, gen, step, total_steps, **indices)
+
+
+def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, config: TrainConfig,
+                device: torch.device):
+    """(images, dataset indices, generator) of this rank for one pass over every image, in the
+    first epoch's order (the last batch ends at the last image and overlaps the one before), with
+    views drawn from their own seeds: a method's forward-only pass before step 0 (DeepCluster-v2's
+    `init_memory`)."""
+    mine = slice(rank * local, (rank + 1) * local)
+    n, batch = len(source), config.batch_size
+    orders.indices(0)  # draws the first epoch's order
+    starts = list(range(0, n - batch + 1, batch)) + ([n - batch] if n % batch else [])
+    for step, begin in enumerate(starts):
+        indices = orders.order[begin : begin + batch][mine]
+        gen = torch.Generator(device=device).manual_seed(step_seed(config.seed, step, stream=4))
+        # held while the method embeds the batch: its views draw this rank's rows, as in a training step
+        window = distributed.batch_slice(mine.start, local, batch) if distributed.world_size() > 1 else nullcontext()
+        with window:
+            yield source[indices].to(device, non_blocking=True), indices.to(device), gen
 
 
 def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
@@ -235,7 +255,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                                           find_unused_parameters=True, forward_sync_buffers=False)
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
-                                exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda")
+                                exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda",
+                                lr_groups=config.lr_groups)
     last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -253,6 +274,11 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     else:
         source = on_device(images, device)
         orders = EpochOrders(len(images), config.batch_size, config.seed, source.device)
+    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index; streams carry none
+    wants_indices = not streamed and hasattr(method, "accepts_indices") and method.accepts_indices(len(images))
+    if wants_indices and start == 0 and hasattr(method, "fill_memory"):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            method.fill_memory(memory_pass(source, orders, rank, local, config, device))
     logs: dict[str, float] = {}
     running, window_start, window_steps, waited = Window(), time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
@@ -277,7 +303,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if streamed:
             batch = stream.next().to(device, non_blocking=True)
         else:
-            batch = source[orders.indices(step)[mine]].to(device, non_blocking=True)
+            indices = orders.indices(step)[mine]
+            batch = source[indices].to(device, non_blocking=True)
         waited += time.perf_counter() - asked
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -285,7 +312,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
         with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                     enabled=autocast_dtype is not None):
-            loss, extra = step_fn(batch, gen, step, config.steps)
+            loss, extra = step_fn(batch, gen, step, config.steps,
+                                  **({"indices": indices.to(device)} if wants_indices else {}))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         grad_norm = clip_gradients(method, optimizer, scaler, config)
@@ -365,13 +393,15 @@ def on_device(images: Tensor, device: torch.device, budget: float = 0.25) -> Ten
 def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> tuple[float, float]:
     """Set this step's LR (linear warm-up, then cosine to final_lr) and weight decay (constant,
     or cosine to final_weight_decay) on every parameter group; groups excluded from decay
-    (biases, norms) keep 0."""
+    (biases, norms) keep 0. A group's lr_scale multiplies its LR at every step, warm-up
+    included (the Barlow Twins code's learning_rate_biases); a fixed_lr group keeps the peak LR
+    (SimSiam's --fix-pred-lr). Returns the scheduled LR and weight decay."""
     lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
     weight_decay = config.weight_decay
     if config.final_weight_decay is not None:
         weight_decay = cosine(step, config.steps, config.weight_decay, config.final_weight_decay)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = (config.lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0)
         if group.get("decay", True):
             group["weight_decay"] = weight_decay
     return lr, weight_decay

@@ -48,7 +48,8 @@ class PretrainSpec(Strict):
     steps: int | None = Field(None, gt=0, le=10_000_000)
     # Training settings: None takes the method's recipe; a value given here wins.
     batch_size: int | None = Field(None, gt=1, le=65_536)
-    optimizer: Literal["adamw", "sgd", "lars"] | None = None
+    optimizer: Literal["adamw", "sgd", "lars"] | None = Field(
+        None, description="another optimizer than the recipe's needs lr or base_lr as well")
     optimizer_options: dict = Field(default_factory=dict,
                                     description="momentum, betas, eta, clip_lr, exclude_bias_n_norm")
     base_lr: float | None = Field(None, gt=0, le=100, description="scaled by batch_size / 256 (linear rule)")
@@ -61,6 +62,11 @@ class PretrainSpec(Strict):
     grad_clip: float | None = Field(None, gt=0, le=1e6)
     grad_clip_mode: Literal["global", "per_parameter"] | None = None
     freeze_last_layer_epochs: float | None = Field(None, ge=0, le=10_000)
+    schedule_points: Literal["absolute", "proportional"] | None = Field(
+        None, description="absolute (default): warm-up, freezes and other epoch points count epochs of the run; "
+                          "proportional: the recipe's points keep their fraction of its epochs in a shorter run")
+    lr_groups: dict | None = Field(None, description="per-group LR options: {\"biases_and_norms\" or a module "
+                                                     "name: {\"lr_scale\": x, \"fixed_lr\": bool}}")
     augment: dict = Field(default_factory=dict, description="overrides of the method's view defaults")
     tokenizer: TokenizerSpec | None = Field(None, description="text methods: the tokenizer to train, or reuse")
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
@@ -123,7 +129,8 @@ class PretrainSpec(Strict):
 
     def overrides(self) -> dict:
         """The recipe fields this spec sets explicitly (everything else comes from the recipe)."""
-        names = ("scale", "epochs", "steps", "optimizer_options", "backbone_options", "method_options", "augment")
+        names = ("scale", "epochs", "steps", "optimizer_options", "backbone_options", "method_options", "augment",
+                 "schedule_points")
         given = {k: v for k in names + OVERRIDABLE if (v := getattr(self, k, None)) not in (None, {})}
         if self.tokenizer and self.tokenizer.overrides():
             given["tokenizer"] = self.tokenizer.overrides()

@@ -5,14 +5,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+from torchvision.ops import stochastic_depth
 
 from core.backbones import register_backbone
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+    """Pre-norm transformer block; `drop_path`: the probability that a sample skips each residual
+    branch while training (stochastic depth, as DINO's ViT)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
-        self.heads = heads
+        self.heads, self.drop_path = heads, drop_path
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -23,8 +27,11 @@ class Block(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
-        x = x + self.proj(attn)
-        return x + self.mlp(self.norm2(x))
+        x = x + self.branch(self.proj(attn))
+        return x + self.branch(self.mlp(self.norm2(x)))
+
+    def branch(self, y: Tensor) -> Tensor:
+        return stochastic_depth(y, self.drop_path, "row", self.training) if self.drop_path else y
 
 
 def sincos_2d(grid: int, dim: int) -> Tensor:
@@ -46,7 +53,7 @@ class VisionTransformer(nn.Module):
     patches only."""
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int, depth: int, heads: int,
-                 pool: str = "cls", grad_checkpointing: bool = False):
+                 pool: str = "cls", grad_checkpointing: bool = False, drop_path_rate: float = 0.0):
         super().__init__()
         self.grad_checkpointing = grad_checkpointing  # recompute each block's activations in backward
         if image_size % patch_size:
@@ -59,7 +66,9 @@ class VisionTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_buffer("pos_embed", sincos_2d(self.grid, dim)[None], persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        # stochastic depth rising linearly over the blocks to drop_path_rate (DINO's VisionTransformer)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # torch.linspace, off the meta device
+        self.blocks = nn.ModuleList(Block(dim, heads, drop_path=rate) for rate in rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.feature_dim = self.embed_dim = dim
         nn.init.normal_(self.cls_token, std=0.02)
@@ -102,6 +111,14 @@ class VisionTransformer(nn.Module):
         return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(1)
 
 
+def without_drop_path(net: nn.Module) -> nn.Module:
+    """`net` with stochastic depth off in every block (DINO's teacher has none); other nets as they are."""
+    for block in net.modules():
+        if isinstance(block, Block):
+            block.drop_path = 0.0
+    return net
+
+
 def _init(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
@@ -114,15 +131,18 @@ def _init(m: nn.Module) -> None:
 
 @register_backbone("vit_tiny")
 def vit_tiny(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 12,
-             heads: int = 3, pool: str = "cls", grad_checkpointing: bool = False) -> VisionTransformer:
+             heads: int = 3, pool: str = "cls", grad_checkpointing: bool = False,
+             drop_path_rate: float = 0.0) -> VisionTransformer:
     """ViT-Ti/patch (Touvron et al., 2021); dim/depth/heads may be shrunk for CPU-sized runs.
-    grad_checkpointing recomputes each block in backward (less activation memory, ~30% more compute)."""
+    grad_checkpointing recomputes each block in backward (less activation memory, ~30% more compute);
+    drop_path_rate: stochastic depth of the last block (0 in the first, linear in between)."""
     return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool,
-                             grad_checkpointing=grad_checkpointing)
+                             grad_checkpointing=grad_checkpointing, drop_path_rate=drop_path_rate)
 
 
 @register_backbone("vit_small")
 def vit_small(in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 384, depth: int = 12,
-              heads: int = 6, pool: str = "cls", grad_checkpointing: bool = False) -> VisionTransformer:
+              heads: int = 6, pool: str = "cls", grad_checkpointing: bool = False,
+              drop_path_rate: float = 0.0) -> VisionTransformer:
     return VisionTransformer(image_size, patch_size, in_channels, dim=dim, depth=depth, heads=heads, pool=pool,
-                             grad_checkpointing=grad_checkpointing)
+                             grad_checkpointing=grad_checkpointing, drop_path_rate=drop_path_rate)

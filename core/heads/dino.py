@@ -1,6 +1,8 @@
 """The DINO projection head (Caron et al., 2021, arXiv:2104.14294, sec. 3.1 and appendix)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -8,15 +10,20 @@ from torch import Tensor, nn
 
 class NormedLinear(nn.Module):
     """A bias-free linear layer whose rows are L2-normalised at every forward: weight
-    normalisation with the magnitude g fixed to 1 (DINO's `norm_last_layer=True`)."""
+    normalisation with the magnitude g fixed to 1 (DINO's `norm_last_layer=True`). The weight
+    starts as nn.Linear's default: the official DINOHead creates its last layer after applying
+    its trunc-normal init, so the layer keeps PyTorch's kaiming-uniform one."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
-        nn.init.trunc_normal_(self.weight, std=0.02)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear.reset_parameters
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, F.normalize(self.weight, dim=1))
+        """Logits in float32 outside autocast: the loss divides them by temperatures down to
+        0.04, which would magnify bf16 rounding 25-fold."""
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), F.normalize(self.weight.float(), dim=1))
 
 
 class DINOHead(nn.Module):
@@ -45,4 +52,4 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        return self.last_layer(F.normalize(self.mlp(x).float(), dim=-1))

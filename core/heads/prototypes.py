@@ -17,8 +17,12 @@ class Prototypes(nn.Module):
 
     def forward(self, z: Tensor, frozen: bool = False) -> Tensor:
         """z: (B, dim) unit-norm embeddings -> (B, num_prototypes) scores. `frozen` lets no
-        gradient reach the prototypes (SwAV keeps them fixed during the first iterations)."""
-        return z @ (self.weight.detach() if frozen else self.weight).T
+        gradient reach the prototypes (SwAV keeps them fixed during the first iterations).
+        The scores are float32, computed outside autocast: the loss divides them by a
+        temperature of 0.1, which would magnify bf16 rounding 10-fold."""
+        weight = self.weight.detach() if frozen else self.weight
+        with torch.autocast(z.device.type, enabled=False):
+            return z.float() @ weight.float().T
 
     @torch.no_grad()
     def normalize_(self) -> None:

@@ -32,15 +32,16 @@ def covariance(z: Tensor) -> Tensor:
 
 
 def vicreg_loss(z1: Tensor, z2: Tensor, inv_weight: float = 25.0, var_weight: float = 25.0,
-                cov_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+                cov_weight: float = 1.0, sum_branch_variance: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum (eq. 6) for expander outputs z1, z2: (N, D). Returns (loss, the three terms);
-    variance and covariance are averaged over the two branches as in the official code.
+    the two branches' covariance terms are added and their variance terms averaged, as in the
+    official code, or added with `sum_branch_variance` (solo-learn's variance_loss).
     Across ranks, invariance is this rank's mean and the variance and covariance terms those of
     the gathered global batch (the official FullGatherLayer)."""
     g1, g2 = distributed.gather(z1), distributed.gather(z2)
     terms = {
         "invariance": invariance(z1, z2),
-        "variance": (variance(g1) + variance(g2)) / 2,
+        "variance": (variance(g1) + variance(g2)) / (1 if sum_branch_variance else 2),
         "covariance": covariance(g1) + covariance(g2),
     }
     loss = inv_weight * terms["invariance"] + var_weight * terms["variance"] + cov_weight * terms["covariance"]

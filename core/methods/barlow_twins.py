@@ -35,6 +35,7 @@ RECIPES = {
         backbone="resnet50", backbone_options={"small_stem": False},
         optimizer="lars", base_lr=0.2, batch_size=256, epochs=1000, warmup_epochs=10, final_lr=2e-4,
         weight_decay=1.5e-6, eta=0.001, clip_lr=False, exclude_bias_n_norm=True,
+        lr_groups={"biases_and_norms": {"lr_scale": 0.0048 / 0.2}},
         method_options={"proj_hidden_dim": 8192, "proj_dim": 8192, "lambd": 0.0051},
         views=BYOL_VIEWS,
         sources={"backbone": f"{OFFICIAL} (torchvision resnet50)",
@@ -45,11 +46,13 @@ RECIPES = {
                  "epochs": f"{OFFICIAL} --epochs 1000", "warmup_epochs": f"{OFFICIAL} adjust_learning_rate (10)",
                  "final_lr": f"{OFFICIAL} adjust_learning_rate (end_lr = 0.001 x peak)",
                  "weight_decay": "paper sec. 4 (1.5e-6)",
+                 "lr_groups": f"{OFFICIAL} --learning-rate-biases 0.0048 vs --learning-rate-weights 0.2: every "
+                              "1-D parameter (param.ndim == 1) at 0.024x the weights' LR, warm-up included",
                  "method_options": f"{OFFICIAL} --projector 8192-8192-8192, --lambd 0.0051",
                  "views": f"{OFFICIAL} Transform (BYOL's pair: blur 1.0 / 0.1, solarisation 0 / 0.2, crop 0.08-1)"},
         notes="Batch 256 instead of the paper's 2048 (one accelerator); the LR follows the linear rule and the "
-              "final LR keeps the code's 0.001 x peak. The code gives biases and BN a 42x smaller LR (0.0048); "
-              "here they take the weights' LR with plain momentum SGD. Weight decay is the paper's 1.5e-6 (the "
+              "final LR keeps the code's 0.001 x peak. Biases and BN take the code's 42x smaller LR (0.0048 x "
+              "batch/256) with plain momentum SGD. Weight decay is the paper's 1.5e-6 (the "
               "code's default is 1e-6)."),
 }
 

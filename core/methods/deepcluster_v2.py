@@ -4,14 +4,16 @@ fixed prototypes; every crop's prototype scores are trained with cross-entropy a
 image's cluster.
 
 The memory bank is indexed by image, as in the official code (facebookresearch/swav
-main_deepclusterv2.py), where it is indexed by dataset index: k-means runs over the bank once per
-pass over the data, and each image's target is the k-means label of ITS OWN entry. `training_step`
-receives only the uint8 batch, so an image is identified by a key computed from its raw pixels
-(core/methods/memory_bank.py); the same image gets the same slot in every epoch. The bank
-holds one embedding per global crop and head h clusters the bank of crop h % G (official
-`crops_for_assign`). The first pass fills the bank (the official `init_memory`) with the loss at
-its constant log K; with more images than `queue_size` the least recently written entries are
-evicted and such images fall back to their nearest centroid (logged). Bank, keys, labels and
+main_deepclusterv2.py), where it is indexed by dataset index and holds the whole dataset. In the
+training loop on a tensor dataset the same holds here: the loop passes each image's dataset index
+(its slot), fills the bank with a forward-only pass before step 0 (the official `init_memory`,
+so the first epoch trains against clusters), and k-means runs at the start of every epoch
+(`cluster_every_steps`, one epoch). Each image's target is the k-means label of ITS OWN entry.
+Without indices (streamed datasets, direct use) an image is identified by a key computed from its
+raw pixels (core/methods/memory_bank.py), k-means runs once the bank has been rewritten, and with
+more images than `queue_size` the least recently written entries are evicted and such images
+fall back to their nearest centroid (logged). The bank holds one embedding per global crop and
+head h clusters the bank of crop h % G (official `crops_for_assign`). Bank, keys, labels and
 centroids are buffers, so resume is exact."""
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from core.heads import mlp
 from core.losses.deepcluster import UNASSIGNED, deepcluster_loss, nearest_centroid, spherical_kmeans
 from core.methods.base import Method
 from core.methods.memory_bank import KeyedMemoryBank, image_keys
-from core.methods.multicrop import forward_crops, global_crop_count, split_crops
+from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -42,6 +44,8 @@ RECIPES = {
         weight_decay=1e-6, eta=0.02, clip_lr=True, exclude_bias_n_norm=True,
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
                         "temperature": 0.1, "kmeans_iterations": 10},
+        # the bank holds the whole dataset, k-means once per epoch (main_deepclusterv2.py)
+        dataset_size_options=("queue_size",), epoch_options={"cluster_every_steps": 1},
         # two 32-px crops, SwAV's colour distortion (s = 1), no blur, no small crops
         views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0))], jitter_p=0.8, brightness=0.8,
                          contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2),
@@ -61,6 +65,8 @@ RECIPES = {
         weight_decay=1e-6, eta=0.001, clip_lr=False, exclude_bias_n_norm=False,
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
                         "temperature": 0.1, "kmeans_iterations": 10},
+        # the bank holds the whole dataset, k-means once per epoch (main_deepclusterv2.py)
+        dataset_size_options=("queue_size",), epoch_options={"cluster_every_steps": 1},
         # 2 x 224 crops of 14-100 % and 6 x 96 of 5-14 %, colour distortion s = 1, blur p 0.5 on every crop
         views=ViewConfig(crops=[CropSpec(count=2, size=1.0, scale=(0.14, 1.0), blur_p=0.5),
                                 CropSpec(count=6, size=96 / 224, scale=(0.05, 0.14), blur_p=0.5)],
@@ -79,9 +85,9 @@ RECIPES = {
                           "src/multicropdataset.py (colour distortion s = 1 p 0.8, grey 0.2, blur p 0.5, flip)"},
         notes="Batch 256 instead of 4096 (one accelerator): the LR follows the linear rule and the final LR keeps "
               "the script's peak / 1000. The warm-up starts at 0 (the script: --start_warmup 0.3). The 96-px local "
-              "crops are 96/224 of the input side. The memory bank holds queue_size images (the class default), "
-              "fewer than ImageNet's 1.28 M: raise queue_size to the dataset size for the paper's whole-dataset "
-              "bank."),
+              "crops are 96/224 of the input side. The memory bank holds the dataset (up to 2^21 images), each "
+              "image in the slot of its dataset index; streamed datasets carry no indices and key images by "
+              "their pixels instead."),
 }
 
 
@@ -93,7 +99,7 @@ class DeepClusterV2(Method):
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128,
                  num_prototypes: int = 3000, num_heads: int = 3, temperature: float = 0.1,
-                 queue_size: int = 65536, kmeans_iterations: int = 10):
+                 queue_size: int = 65536, kmeans_iterations: int = 10, cluster_every_steps: int | None = None):
         super().__init__(backbone, views)
         if num_prototypes > queue_size:
             raise ValueError(f"num_prototypes ({num_prototypes}) must not exceed queue_size ({queue_size})")
@@ -107,13 +113,53 @@ class DeepClusterV2(Method):
         self.register_buffer("writes", torch.zeros((), dtype=torch.long))  # since the last k-means
         self.register_buffer("rewrites", torch.zeros((), dtype=torch.long))  # of images already in the bank
         self.temperature, self.kmeans_iterations = temperature, kmeans_iterations
+        # with dataset indices (the loop's tensor datasets): k-means at the start of every epoch of this
+        # many steps, as the official code; without (streams, direct use): once the bank has been rewritten
+        self.cluster_every_steps = cluster_every_steps
         self.warned_eviction = False
 
-    def training_step(self, images, gen, step, total_steps):
+    def accepts_indices(self, n_items: int) -> bool:
+        """Whether the loop should pass dataset indices (each image's bank slot) and run
+        `fill_memory`: when the bank holds the whole dataset."""
+        return n_items <= self.memory.size
+
+    def embed(self, images, gen):
+        """Unit embeddings of every crop, and the global crops' detached fp32 anchors (G, B, D)."""
         global_crops, local_crops = split_crops(self.views(images, gen))
-        embeddings = [F.normalize(z, dim=1) for z in forward_crops(
-            lambda x: self.projector(self.backbone(x)), global_crops + local_crops)]
-        anchors = torch.stack([z.detach().float() for z in embeddings[: len(global_crops)]])  # (G, B, D)
+        # the projector's batch norm over all crops at once, as the official MultiCrop forward
+        embeddings = [F.normalize(z, dim=1) for z in embed_crops(self.backbone, self.projector,
+                                                                 global_crops + local_crops)]
+        return embeddings, torch.stack([z.detach().float() for z in embeddings[: len(global_crops)]])
+
+    @torch.no_grad()
+    def fill_memory(self, batches) -> None:
+        """The official `init_memory`: one forward-only pass over the data (batches of (images,
+        dataset indices, generator)) fills the bank, then k-means labels it, so that the first
+        epoch already trains against clusters."""
+        gen = None
+        for images, indices, gen in batches:
+            _, anchors = self.embed(images, gen)
+            self.write_indexed(indices, anchors, step=-1)
+        if gen is not None:
+            self.recluster(gen)
+
+    @torch.no_grad()
+    def write_indexed(self, indices, anchors, step):
+        """Store the anchors of the images with these dataset indices in their own slots (gathered
+        over the ranks, so every rank's bank agrees)."""
+        indices = distributed.gather_detached(indices.to(self.labels.device))
+        anchors = distributed.gather_detached(anchors.transpose(0, 1)).transpose(0, 1)
+        if int(indices.max()) >= self.memory.size:
+            raise ValueError(f"deepcluster_v2's memory bank holds {self.memory.size} images, fewer than the "
+                             f"dataset: raise queue_size to the dataset size")
+        self.rewrites += self.memory.occupied()[indices].sum()
+        self.writes += len(indices)
+        self.memory.write_slots(indices, anchors, step)
+
+    def training_step(self, images, gen, step, total_steps, indices=None):
+        if indices is not None:
+            return self.indexed_step(images, indices, gen, step)
+        embeddings, anchors = self.embed(images, gen)
         keys = image_keys(images)
         targets, own = self.assignments(self.memory.lookup(keys), anchors)
         prototypes = self.centroids.clone()  # re-clustering below rewrites the buffer in place
@@ -126,6 +172,23 @@ class DeepClusterV2(Method):
         due = self.clustering_due()
         if due:
             self.recluster(gen)
+        return loss, {"reclustered": float(due), "own_label_fraction": own.float().mean().detach()}
+
+    def indexed_step(self, images, indices, gen, step):
+        """The official loop: k-means at each epoch start (after `fill_memory` for the first), each
+        image's target the label of its own slot, then its new embedding written to that slot."""
+        if self.cluster_every_steps:
+            due = step > 0 and step % self.cluster_every_steps == 0
+        else:
+            due = self.clustering_due()
+        if due:
+            self.recluster(gen)
+        embeddings, anchors = self.embed(images, gen)
+        slots = indices.to(self.labels.device)
+        targets, own = self.assignments(torch.where(self.memory.occupied()[slots], slots, -1), anchors)
+        loss = sum(deepcluster_loss([z @ centroids.T for z in embeddings], target, self.temperature)
+                   for centroids, target in zip(self.centroids.clone(), targets)) / len(self.centroids)
+        self.write_indexed(indices, anchors, step)
         return loss, {"reclustered": float(due), "own_label_fraction": own.float().mean().detach()}
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ from core.augment import CropSpec, ViewConfig
 from core.heads import mlp
 from core.losses.sigreg import lejepa_loss, random_directions
 from core.methods.base import Method
+from core.methods.multicrop import global_crop_count
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -71,7 +72,7 @@ class LeJEPA(Method):
         super().__init__(backbone, views)
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, layers=3)
         self.num_slices, self.sigreg_weight = num_slices, sigreg_weight
-        self.num_global = views.config.crops[0].count
+        self.num_global = global_crop_count(views.config)  # every crop of the largest size, not the first spec
 
     def training_step(self, images, gen, step, total_steps):
         views = self.views(images, gen)

@@ -82,3 +82,11 @@ class KeyedMemoryBank(nn.Module):
         self.written_at[slots] = step
         self.embeddings[:, slots] = embeddings.to(self.embeddings.dtype)
         return slots, new, evicted
+
+    @torch.no_grad()
+    def write_slots(self, slots: Tensor, embeddings: Tensor, step: int) -> None:
+        """Store embeddings (views, B, dim) in the given slots, an image's slot being its dataset
+        index (the official bank's layout); the key marks the slot occupied."""
+        self.keys[slots] = torch.stack([slots, torch.zeros_like(slots)], 1)
+        self.written_at[slots] = step
+        self.embeddings[:, slots] = embeddings.to(self.embeddings.dtype)

@@ -32,3 +32,11 @@ def forward_crops(net: nn.Module, crops: list[Tensor]) -> list[Tensor]:
         outputs += net(torch.cat(crops[start:end])).chunk(end - start)
         start = end
     return outputs
+
+
+def embed_crops(backbone: nn.Module, head: nn.Module, crops: list[Tensor]) -> list[Tensor]:
+    """head(backbone(crop)) for every crop: the backbone batched per crop size, the head once
+    over all crops, so that its batch norm sees every crop (SwAV's and DINO's MultiCrop
+    forward). Returns one output per crop, in order."""
+    features = forward_crops(backbone, crops)
+    return list(head(torch.cat(features)).chunk(len(crops)))

@@ -18,6 +18,7 @@ RECIPES = {
         backbone="resnet18", backbone_options={"small_stem": True},
         optimizer="sgd", base_lr=0.5, batch_size=256, epochs=1000, warmup_epochs=10, weight_decay=1e-5,
         method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "pred_hidden_dim": 512},
+        lr_groups={"predictor": {"fixed_lr": True}},
         # MoCo v2's jitter (saturation 0.4); no blur at 32 px
         views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0), blur_p=0.0)], jitter_p=0.8, brightness=0.4,
                          contrast=0.4, saturation=0.4, hue=0.1, grayscale_p=0.2),
@@ -26,13 +27,16 @@ RECIPES = {
                  "epochs": f"{SOLO}.yaml (max_epochs 1000)", "warmup_epochs": "solo-learn warmup_cosine default (10)",
                  "weight_decay": f"{SOLO}.yaml (1e-5)",
                  "method_options": f"{SOLO}.yaml (proj 2048 -> 2048, pred 512)",
+                 "lr_groups": "solo-learn simsiam.py learnable_params (predictor static_lr: the scaled LR at "
+                              "every step, warm-up included)",
                  "views": f"solo-learn cifar augmentations/symmetric_weak.yaml; blur 0.0 from {SOLO}.sh"},
-        notes="The predictor follows the cosine LR like everything else (solo-learn and the reference keep its LR "
-              "fixed, --fix-pred-lr). No blur as in simsiam.sh (symmetric_weak.yaml has p 0.5)."),
+        notes="The predictor keeps the peak LR at every step (solo-learn's static_lr, the reference's "
+              "--fix-pred-lr). No blur as in simsiam.sh (symmetric_weak.yaml has p 0.5)."),
     "large": Recipe(
         backbone="resnet50", backbone_options={"small_stem": False},
         optimizer="sgd", base_lr=0.05, batch_size=256, epochs=100, warmup_epochs=0, weight_decay=1e-4,
         method_options={"proj_hidden_dim": 2048, "proj_dim": 2048, "pred_hidden_dim": 512},
+        lr_groups={"predictor": {"fixed_lr": True}},
         views=MOCO_V2_VIEWS,
         sources={"backbone": "facebookresearch/simsiam README (ResNet-50)",
                  "optimizer": "paper sec. 3, baseline settings / main_simsiam.py (SGD, momentum 0.9)",
@@ -41,10 +45,11 @@ RECIPES = {
                  "warmup_epochs": "paper sec. 3 / main_simsiam.py (cosine decay, no warm-up)",
                  "weight_decay": "paper sec. 3, baseline settings / main_simsiam.py (1e-4)",
                  "method_options": "paper sec. 3 (projector 3 layers of 2048, predictor 2048 -> 512 -> 2048)",
+                 "lr_groups": "main_simsiam.py --fix-pred-lr (the README's 100-epoch runs; the predictor's "
+                              "param group keeps init_lr)",
                  "views": "main_simsiam.py (MoCo v2's: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p 0.8, grey 0.2, "
                           "blur p 0.5)"},
-        notes="Batch 256 instead of 512, LR by the linear rule. The predictor follows the cosine LR (the reference "
-              "keeps it fixed, --fix-pred-lr)."),
+        notes="Batch 256 instead of 512, LR by the linear rule. The predictor keeps the peak LR (--fix-pred-lr)."),
 }
 
 

@@ -16,7 +16,7 @@ from core.heads import mlp
 from core.heads.prototypes import Prototypes
 from core.losses.swav import prototype_scores, sinkhorn, swav_loss
 from core.methods.base import Method
-from core.methods.multicrop import forward_crops, global_crop_count, split_crops
+from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -37,6 +37,7 @@ RECIPES = {
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "temperature": 0.1,
                         "epsilon": 0.05, "sinkhorn_iterations": 3, "queue_size": 3840,
                         "queue_start_frac": 50 / 1000, "freeze_prototypes_frac": 2 / 1000},
+        epoch_options={"queue_start_steps": 50, "freeze_prototypes_steps": 2},  # absolute epochs, as solo-learn's
         # two 32-px crops and no local ones; colour jitter strength 0.8; no blur at 32 px
         views=ViewConfig(crops=[CropSpec(count=2, size=1.0, scale=(0.08, 1.0), blur_p=0.0)], jitter_p=0.8,
                          brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2),
@@ -58,6 +59,7 @@ RECIPES = {
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "temperature": 0.1,
                         "epsilon": 0.05, "sinkhorn_iterations": 3, "queue_size": 3840,
                         "queue_start_frac": 15 / 200, "freeze_prototypes_frac": 1 / 200},
+        epoch_options={"queue_start_steps": 15, "freeze_prototypes_steps": 1},  # --epoch_queue_starts 15, 5005 its
         # the paper's 6 local crops are 96 px of a 224-px input (SWAV_VIEWS's 0.5 would give 112 px)
         views=ViewConfig.from_dict({"crops": [CropSpec(count=2, size=1.0, scale=(0.14, 1.0), blur_p=0.5),
                                               CropSpec(count=6, size=96 / 224, scale=(0.05, 0.14), blur_p=0.5)]},
@@ -86,7 +88,8 @@ class SwAV(Method):
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128,
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, queue_size: int = 3840, queue_start_frac: float = 0.02,
-                 freeze_prototypes_frac: float = 0.01):
+                 freeze_prototypes_frac: float = 0.01, queue_start_steps: int | None = None,
+                 freeze_prototypes_steps: int | None = None):
         super().__init__(backbone, views)
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim)
         self.prototypes = Prototypes(proj_dim, num_prototypes)
@@ -94,14 +97,20 @@ class SwAV(Method):
         self.register_buffer("queue", torch.zeros(global_crop_count(views.config), queue_size, proj_dim))
         self.temperature, self.epsilon, self.sinkhorn_iterations = temperature, epsilon, sinkhorn_iterations
         self.queue_start_frac, self.freeze_prototypes_frac = queue_start_frac, freeze_prototypes_frac
+        # in steps (the resolver converts the recipe's epochs); where given they win over the fractions
+        self.queue_start_steps, self.freeze_prototypes_steps = queue_start_steps, freeze_prototypes_steps
 
     def training_step(self, images, gen, step, total_steps):
         global_crops, local_crops = split_crops(self.views(images, gen))
-        embeddings = [F.normalize(z, dim=1) for z in forward_crops(
-            lambda x: self.projector(self.backbone(x)), global_crops + local_crops)]
-        frozen = step < int(self.freeze_prototypes_frac * total_steps)
+        # the projector's batch norm over all crops at once, as the official MultiCrop forward
+        embeddings = [F.normalize(z, dim=1) for z in embed_crops(self.backbone, self.projector,
+                                                                 global_crops + local_crops)]
+        frozen = step < (self.freeze_prototypes_steps if self.freeze_prototypes_steps is not None
+                         else int(self.freeze_prototypes_frac * total_steps))
         scores = [self.prototypes(z, frozen=frozen) for z in embeddings]
-        use_queue = self.queue.shape[1] > 0 and step >= int(self.queue_start_frac * total_steps)
+        queue_start = (self.queue_start_steps if self.queue_start_steps is not None
+                       else int(self.queue_start_frac * total_steps))
+        use_queue = self.queue.shape[1] > 0 and step >= queue_start
         codes, queue_used = [], 0.0
         with torch.no_grad():
             for i, z in enumerate(embeddings[: len(self.queue)]):

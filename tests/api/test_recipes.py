@@ -73,6 +73,9 @@ def test_base_lr_is_scaled_by_the_batch_and_scale_can_be_forced(api):
     ({"grad_clip_mode": "sometimes"}, "per_parameter"),
     ({"scale": "huge"}, "small"),
     ({"batch_size": 4096}, "larger than the dataset"),
+    ({"optimizer": "adamw"}, "give lr or base_lr"),  # simclr's small recipe is LARS: its LR is no AdamW LR
+    ({"schedule_points": "fraction"}, "proportional"),
+    ({"lr_groups": {"predictor": {"lr_mult": 2}}}, "lr_scale and fixed_lr"),
 ])
 def test_bad_recipe_fields_answer_422(api, change, message):
     response = api.post("/v1/jobs", json={"method": "simclr", "dataset": "digits", **change})
@@ -112,3 +115,11 @@ def test_fast_path_fields_reach_the_loops_config(api):
     from core.train import TrainConfig
 
     assert TrainConfig(**train).cuda_graphs is True  # the worker's conversion (workers/pretrain.py) keeps it
+
+
+def test_schedule_points_are_absolute_unless_the_spec_asks_for_proportional(api):
+    # simclr small: 10 warm-up epochs of 1000; digits at batch 32 have 44 steps per epoch
+    absolute = submit(api, method="simclr", steps=40, batch_size=32)["recipe"]
+    assert absolute["schedule_points"] == "absolute" and absolute["train"]["warmup_steps"] == 40  # capped at the run
+    proportional = submit(api, method="simclr", steps=40, batch_size=32, schedule_points="proportional")["recipe"]
+    assert proportional["schedule_points"] == "proportional" and proportional["train"]["warmup_steps"] == 1

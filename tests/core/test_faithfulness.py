@@ -242,8 +242,8 @@ def test_tiny_dino_trains_stably_without_collapse():
     with torch.no_grad():
         x = method.views.plain(images[:256])
         logits = method.teacher_head(method.teacher_backbone(x))
-        temp = teacher_temperature(60, 60, method.warmup_teacher_temp, method.teacher_temp,
-                                   method.warmup_teacher_temp_frac)
+        temp = teacher_temperature(60, method.warmup_teacher_temp_steps, method.warmup_teacher_temp,
+                                   method.teacher_temp)
         probs = F.softmax((logits - method.center) / temp, dim=-1)
     mean = probs.mean(0)
     entropy = -(mean * mean.clamp_min(1e-12).log()).sum().item()

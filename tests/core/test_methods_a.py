@@ -131,11 +131,12 @@ def test_queue_keeps_the_newest_rows_of_an_oversized_batch():
     torch.testing.assert_close(queue.items.flatten(), torch.tensor([2.0, 3.0, 4.0, 5.0]))
 
 
-@pytest.mark.parametrize("name, queue_attr, per_step", [("moco_v2", "queue", 2), ("nnclr", "support", 1)])
+@pytest.mark.parametrize("name, queue_attr, per_step", [("moco_v2", "queues.0", 1), ("moco_v2", "queues.1", 1),
+                                                         ("nnclr", "support", 1)])
 def test_training_step_pushes_unit_projections(name, queue_attr, per_step):
     method = build_tiny(name)
     images, _ = digits_16(16)
-    queue = getattr(method, queue_attr)
+    queue = method.get_submodule(queue_attr)
     before = queue.items.clone()
     loss, _ = method.training_step(images, torch.Generator().manual_seed(0), 0, 10)
     loss.backward()
@@ -190,7 +191,7 @@ def test_after_step_moves_targets_by_the_scheduled_momentum(name, pairs):
                 p.add_(torch.randn_like(p))
     old = {t: [p.clone() for p in getattr(method, t).parameters()] for t, _ in pairs}
     method.after_step(30, 100)
-    m = momentum_at(30, 100, method.momentum)
+    m = momentum_at(30, 100, method.momentum, getattr(method, "final_momentum", 1.0))
     for target, online in pairs:
         now = getattr(method, target).parameters()
         for before, after, o in zip(old[target], now, getattr(method, online).parameters(), strict=True):
@@ -253,7 +254,7 @@ def test_byol_hands_out_the_target_encoder():
     assert method.downstream_encoder() is method.target_backbone
 
 
-@pytest.mark.parametrize("name, keys", [("moco_v2", ["queue.items", "queue.ptr", "momentum_backbone."]),
+@pytest.mark.parametrize("name, keys", [("moco_v2", ["queues.0.items", "queues.1.ptr", "momentum_backbone."]),
                                         ("moco_v3", ["momentum_backbone.", "momentum_projector."]),
                                         ("nnclr", ["support.items", "support.ptr"]),
                                         ("byol", ["target_backbone.", "target_projector."])])

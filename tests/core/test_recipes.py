@@ -5,7 +5,7 @@ Most tests resolve a toy method whose recipes are declared here, so every expect
 worked out by hand; the last ones resolve a real registered method."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -85,16 +85,28 @@ def test_warmup_epochs_become_steps():
     # 1000 items, batch 128: 7 steps per epoch; the recipe is 100 epochs with 10 of warm-up
     default = resolve("toy", 32, 1000)
     assert default["steps_per_epoch"] == 7 and default["train"]["steps"] == 700
-    assert default["train"]["warmup_steps"] == 70  # as long as the recipe: 10 epochs of 7 steps
+    assert default["train"]["warmup_steps"] == 70  # 10 epochs of 7 steps
     assert default["train"]["freeze_last_layer_steps"] == 7
+    assert default["schedule_points"] == "absolute"
     longer = resolve("toy", 32, 1000, {"epochs": 300})
     assert longer["train"]["steps"] == 2100 and longer["train"]["warmup_steps"] == 70
-    shorter = resolve("toy", 32, 1000, {"epochs": 20})
-    assert shorter["train"]["steps"] == 140 and shorter["train"]["warmup_steps"] == 14  # 10 % of the run
-    assert shorter["train"]["freeze_last_layer_steps"] == 2  # 1 % of 140 = 1.4, rounded up
+    shorter = resolve("toy", 32, 1000, {"epochs": 20})  # absolute epochs, as solo-learn and DINO keep them
+    assert shorter["train"]["steps"] == 140 and shorter["train"]["warmup_steps"] == 70
+    assert shorter["train"]["freeze_last_layer_steps"] == 7
     by_steps = resolve("toy", 32, 1000, {"steps": 33})
-    assert by_steps["train"]["steps"] == 33 and by_steps["train"]["warmup_steps"] == 4  # 3.3 rounded up
+    assert by_steps["train"]["steps"] == 33 and by_steps["train"]["warmup_steps"] == 33  # capped at the run
     assert by_steps["epochs"] == pytest.approx(33 / 7, abs=1e-4)
+
+
+def test_proportional_schedule_points_only_when_the_spec_asks():
+    shorter = resolve("toy", 32, 1000, {"epochs": 20, "schedule_points": "proportional"})
+    assert shorter["train"]["warmup_steps"] == 14  # 10 % of the run, as the recipe's 10 of 100 epochs
+    assert shorter["train"]["freeze_last_layer_steps"] == 2  # 1 % of 140 = 1.4, rounded up
+    assert shorter["schedule_points"] == "proportional"
+    by_steps = resolve("toy", 32, 1000, {"steps": 33, "schedule_points": "proportional"})
+    assert by_steps["train"]["warmup_steps"] == 4  # 3.3 rounded up
+    with pytest.raises(ValueError, match="schedule_points"):
+        resolve("toy", 32, 1000, {"schedule_points": "fraction"})
 
 
 def test_explicit_warmup_wins():
@@ -104,11 +116,12 @@ def test_explicit_warmup_wins():
 
 
 def test_explicit_epoch_points_count_epochs_of_the_run_itself():
-    # a 20-epoch run of the 100-epoch recipe: the recipe's own points shrink to 20 % ...
-    short = resolve("toy", 32, 1000, {"epochs": 20})["train"]
+    # a proportional 20-epoch run of the 100-epoch recipe: the recipe's own points shrink to 20 % ...
+    short = resolve("toy", 32, 1000, {"epochs": 20, "schedule_points": "proportional"})["train"]
     assert (short["warmup_steps"], short["freeze_last_layer_steps"]) == (14, 2)
     # ... but 2 warm-up epochs asked for in the spec are 2 epochs of this run (14 steps), not 20 % of them
-    given = resolve("toy", 32, 1000, {"epochs": 20, "warmup_epochs": 2, "freeze_last_layer_epochs": 1})["train"]
+    given = resolve("toy", 32, 1000, {"epochs": 20, "warmup_epochs": 2, "freeze_last_layer_epochs": 1,
+                                      "schedule_points": "proportional"})["train"]
     assert (given["warmup_steps"], given["freeze_last_layer_steps"]) == (14, 7)
     by_steps = resolve("toy", 32, 1000, {"steps": 33, "warmup_epochs": 2})["train"]
     assert by_steps["warmup_steps"] == 14
@@ -116,7 +129,8 @@ def test_explicit_epoch_points_count_epochs_of_the_run_itself():
 
 def test_spec_overrides_win():
     resolved = resolve("toy", 32, 1000, {
-        "optimizer": "sgd", "weight_decay": 0.123, "batch_size": 64, "final_lr": 1e-6, "grad_clip": 1.5,
+        "optimizer": "sgd", "base_lr": 0.2, "weight_decay": 0.123, "batch_size": 64, "final_lr": 1e-6,
+        "grad_clip": 1.5,
         "method_options": {"queue_size": 64}, "augment": {"flip_p": 0.0, "jitter_p": 0.1},
         "optimizer_options": {"momentum": 0.8, "betas": [0.5, 0.6], "eta": 0.001, "clip_lr": False},
         "backbone_options": {"width": 4}, "final_weight_decay": None,  # None: not given
@@ -131,6 +145,27 @@ def test_spec_overrides_win():
     assert resolved["backbone_options"] == {"width": 4}
     assert resolved["views"]["flip_p"] == 0.0 and resolved["views"]["jitter_p"] == 0.1
     assert resolve("toy", 32, 1000)["views"]["flip_p"] == 0.25  # the recipe's own views otherwise
+
+
+def test_another_optimizer_needs_its_own_lr():
+    with pytest.raises(ValueError, match="give lr or base_lr"):
+        resolve("toy", 32, 1000, {"optimizer": "adamw"})  # the toy's LARS LR 0.4 x batch/256 is no AdamW LR
+    assert resolve("toy", 32, 1000, {"optimizer": "adamw", "lr": 1e-3})["train"]["lr"] == 1e-3
+    assert resolve("toy", 32, 1000, {"optimizer": "adamw", "base_lr": 1e-3})["train"]["lr"] == pytest.approx(5e-4)
+    assert resolve("toy", 32, 1000, {"optimizer": "lars"})["train"]["optimizer"] == "lars"  # the recipe's own
+
+
+def test_final_lr_follows_the_lr_unless_the_spec_gives_it():
+    toy = replace(SMALL, final_lr=0.001 * 0.4 * 128 / 256)  # Barlow Twins' end_lr = 0.001 x peak
+    TOY.recipes["small"] = toy
+    try:
+        assert resolve("toy", 32, 10_000)["train"]["final_lr"] == pytest.approx(0.001 * 0.4 * 128 / 256)
+        bigger = resolve("toy", 32, 10_000, {"batch_size": 512})["train"]
+        assert bigger["lr"] == pytest.approx(0.8) and bigger["final_lr"] == pytest.approx(0.001 * 0.8)
+        assert resolve("toy", 32, 10_000, {"lr": 0.1})["train"]["final_lr"] == pytest.approx(1e-4)
+        assert resolve("toy", 32, 10_000, {"batch_size": 512, "final_lr": 0.01})["train"]["final_lr"] == 0.01
+    finally:
+        TOY.recipes["small"] = SMALL
 
 
 def test_recipe_defaults_reach_the_train_config():

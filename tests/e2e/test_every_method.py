@@ -31,14 +31,16 @@ def assert_trained_with_its_recipe(name: str, state: dict) -> None:
     config, spec = state["config"], spec_for(name)
     lr = recipe.base_lr * spec["batch_size"] / 256 if recipe.lr_scaling == "linear" else recipe.base_lr
     assert config["lr"] == pytest.approx(lr), name
-    expected = {"optimizer": recipe.optimizer, "final_lr": recipe.final_lr,
+    own_lr = recipe.base_lr * recipe.batch_size / 256 if recipe.lr_scaling == "linear" else recipe.base_lr
+    expected = {"optimizer": recipe.optimizer, "final_lr": pytest.approx(recipe.final_lr * lr / own_lr),
                 "weight_decay": recipe.weight_decay, "final_weight_decay": recipe.final_weight_decay,
                 "momentum": recipe.momentum, "betas": list(recipe.betas), "eta": recipe.eta,
                 "clip_lr": recipe.clip_lr, "exclude_bias_n_norm": recipe.exclude_bias_n_norm,
                 "grad_clip": recipe.grad_clip, "grad_clip_mode": recipe.grad_clip_mode, "steps": 3, "batch_size": 32}
     assert {k: config[k] for k in expected} == expected, name
-    assert config["warmup_steps"] == (1 if recipe.warmup_epochs else 0), name  # 3 steps: the schedule's share
-    assert config["freeze_last_layer_steps"] == (1 if recipe.freeze_last_layer_epochs else 0), name
+    # absolute epochs of 44 steps, capped at the 3-step run
+    assert config["warmup_steps"] == (3 if recipe.warmup_epochs else 0), name
+    assert config["freeze_last_layer_steps"] == (3 if recipe.freeze_last_layer_epochs else 0), name
     tiny = tiny_options(name)
     for key, value in recipe.method_options.items():
         if key not in tiny:

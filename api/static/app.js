@@ -67,7 +67,7 @@ const app = {
     try {
       await render(view, id && decodeURIComponent(id));
     } catch (error) {
-      notice(error.status === 401 ? "This server asks for an API key: enter it above." : error.message);
+      notice(error.status === 401 ? "This server asks for an API key (enter it above) or its launch token (open the dashboard URL the server printed)." : error.message);
     }
   },
 };

@@ -34,6 +34,9 @@ def page(browser, live):
     page = browser.new_page(viewport={"width": 1360, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.goto(f"{live.url}/?token={live.token}")  # the URL the server prints: the dashboard keeps the token
+    page.wait_for_function("() => !location.search.includes('token')")  # and takes it out of the address bar
     yield page
     page.close()
     assert not errors, errors  # no uncaught script error on any page

@@ -97,24 +97,24 @@ class Guard:
             if (scope["method"], scope["path"].rstrip("/")) in self.multipart_routes:
                 return receive
             raise Refused(415, "this route takes a JSON body (Content-Type: application/json), not multipart")
-        messages, body = [], bytearray()
+        messages, chunks = [], []
         while True:
             message = await receive()
-            messages.append(message)
             if message["type"] != "http.request":
+                messages.append(message)
                 break
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        raw = bytes(body)
+        raw = b"".join(chunks)
+        del chunks
         if raw:
             depth = json_depth(raw) if len(raw) <= INLINE_SCAN_BYTES else await anyio.to_thread.run_sync(json_depth, raw)
             if depth > self.max_depth:
                 raise Refused(422, f"JSON body is nested deeper than {self.max_depth} levels")
             if not is_json(scope):
                 raise Refused(415, "send the body as JSON with Content-Type: application/json")
-        replay = iter([{"type": "http.request", "body": raw, "more_body": False},
-                       *(m for m in messages if m["type"] != "http.request")])
+        replay = iter([{"type": "http.request", "body": raw, "more_body": False}, *messages])
 
         async def replayed() -> Message:
             return next(replay, None) or await receive()

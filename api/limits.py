@@ -103,7 +103,7 @@ class BodySizeLimit:
                 self.slots.release()
 
 
-def json_depth(raw: bytes, chunk: int = 1 << 20) -> int:
+def json_depth(raw: bytes, chunk: int = 1 << 18) -> int:
     """The deepest nesting of arrays/objects in a JSON text, without parsing it: one linear pass
     (numpy, `chunk` bytes at a time, so memory is a few times `chunk`) that tracks, as a JSON
     tokenizer does, whether each byte is inside a string and whether a quote is escaped (preceded
@@ -113,16 +113,16 @@ def json_depth(raw: bytes, chunk: int = 1 << 20) -> int:
     in_string, backslashes = False, 0  # carried across chunks: string state, the run of `\` ending the chunk
     for start in range(0, len(raw), chunk):
         part = np.frombuffer(raw, dtype=np.uint8, count=min(chunk, len(raw) - start), offset=start)
-        index = np.arange(len(part), dtype=np.int64)
+        index = np.arange(len(part), dtype=np.int32)
         is_backslash = part == ord("\\")
         last_other = np.maximum.accumulate(np.where(is_backslash, -1, index))  # the last non-backslash at or before i
         run = np.where(last_other < 0, index + 1 + backslashes, index - last_other)  # backslashes ending at i
         run_before = np.empty_like(run)
         run_before[0], run_before[1:] = backslashes, run[:-1]
         quotes = (part == ord('"')) & (run_before % 2 == 0)
-        inside = (np.cumsum(quotes, dtype=np.int64) % 2 == 1) ^ in_string
-        step = (np.isin(part, (ord("["), ord("{"))).astype(np.int64) - np.isin(part, (ord("]"), ord("}"))))
-        running = depth + np.cumsum(np.where(inside, 0, step))
+        inside = (np.cumsum(quotes, dtype=np.int32) % 2 == 1) ^ in_string
+        step = ((part == ord("[")) | (part == ord("{"))).astype(np.int8) - ((part == ord("]")) | (part == ord("}")))
+        running = depth + np.cumsum(np.where(inside, 0, step), dtype=np.int64)
         deepest, depth = max(deepest, int(running.max())), int(running[-1])
         in_string, backslashes = bool(inside[-1]), int(run[-1])
     return deepest

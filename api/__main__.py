@@ -23,6 +23,18 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+PLACEHOLDERS = ("change-me",)  # .env.example's values: a deployment that kept one is refused
+
+
+def placeholder_secrets(settings) -> list[str]:
+    """The settings whose secret is still a placeholder of .env.example."""
+    secrets_in = {"DARKMATTER_DATABASE_URL": settings.database_url, "DARKMATTER_BROKER_URL": settings.broker_url,
+                  "DARKMATTER_RESULT_BACKEND": settings.result_backend, "DARKMATTER_METRICS_TOKEN": settings.metrics_token,
+                  "DARKMATTER_LAUNCH_TOKEN": settings.launch_token,
+                  "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "")}
+    return [name for name, value in secrets_in.items() if any(p in value.lower() for p in PLACEHOLDERS)]
+
+
 def write_launch_token(home: Path, token: str) -> Path:
     """`home`/launch-token, readable by its owner only (the CLI and the Python client read it)."""
     path = home / "launch-token"
@@ -62,6 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     configure("api", logging.INFO, settings.log_format)
     if args.command == "serve":
         import uvicorn
+
+        if placeholders := placeholder_secrets(settings):
+            print(f"error: {', '.join(placeholders)} still hold a placeholder secret ('change-me'); set real "
+                  "values in .env (e.g. `openssl rand -hex 24`)", file=sys.stderr)
+            raise SystemExit(2)
 
         from api.app import create_app
 

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the rate limit answers before any body is read, the size cap before it is buffered,
     # the key (or launch token) is checked before the body is read and scanned.
     app.add_middleware(Guard, settings=settings, callers=app.state.callers, max_depth=settings.max_json_depth,
-                       multipart_routes={("POST", "/v1/datasets")})
+                       multipart_routes={("POST", "/v1/datasets")}, public_prefixes=("/v1/methods",))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        route_limits={("POST", "/v1/jobs"): settings.max_json_body_bytes,
                                      ("POST", "/v1/datasets"): settings.max_json_body_bytes},

@@ -34,9 +34,9 @@ def launch_caller(settings: Settings, presented: str | None) -> Caller:
     """Auth off: the default project, behind the launch token when the server has one."""
     if settings.launch_token and not (presented and hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
                                                                         settings.launch_token.encode())):
-        raise Refused(401, "this server needs its launch token (Authorization: Bearer <token>); it is in "
-                           f"{settings.home / 'launch-token'} on the server's machine, and in the dashboard URL "
-                           "the server printed", BEARER)
+        raise Refused(401, "this server needs its launch token (Authorization: Bearer <token>): it is in "
+                           "$DARKMATTER_HOME/launch-token on the server's machine, and in the dashboard URL the "
+                           "server printed", BEARER)
     return Caller(DEFAULT_PROJECT, None, "admin")
 
 

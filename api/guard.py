@@ -28,8 +28,9 @@ def is_json(scope: Scope) -> bool:
 
 class Guard:
     def __init__(self, app: ASGIApp, settings: Settings, callers: Callers, max_depth: int,
-                 multipart_routes: set[tuple[str, str]] = frozenset()):
+                 multipart_routes: set[tuple[str, str]] = frozenset(), public_prefixes: tuple[str, ...] = ()):
         self.app, self.settings, self.callers, self.max_depth = app, settings, callers, max_depth
+        self.public_prefixes = public_prefixes  # /v1 reads that need no key (the method registry)
         self.multipart_routes = multipart_routes
         # Keys from an address whose failed-auth budget is spent are still looked up (one of them may
         # be valid), but two at a time: guessing from there cannot crowd the thread pool or the database.
@@ -40,7 +41,8 @@ class Guard:
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
         try:
-            if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+            path = scope["path"]
+            if (path.startswith("/v1/") or path == "/v1") and not path.startswith(self.public_prefixes):
                 state["caller"] = await self.authenticate(scope)
             elif state.get("rate") == "pending":
                 self.charge(scope, address(scope), self.callers.addresses)

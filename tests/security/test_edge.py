@@ -98,6 +98,7 @@ def test_the_key_is_checked_before_the_body_is_read(sqlite_service):
         refused = api.post("/v1/jobs", content=deep, headers={"content-type": "application/json",
                                                               "authorization": f"Bearer {key}"})
         assert refused.status_code == 422 and "nested deeper than 32" in refused.json()["detail"]
+        assert api.get("/v1/methods").status_code == 200  # the method registry stays public, as before
 
 
 def test_json_routes_take_only_json(sqlite_service):

@@ -37,20 +37,20 @@ class Guard:
         self.suspect_lookups: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.known_route(scope):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
         try:
-            path = scope["path"]
-            if (path.startswith("/v1/") or path == "/v1") and not path.startswith(self.public_prefixes):
+            path, known = scope["path"], self.known_route(scope)
+            if known and (path.startswith("/v1/") or path == "/v1") and not path.startswith(self.public_prefixes):
                 state["caller"] = await self.authenticate(scope)
-            elif state.get("rate") == "pending":
+            elif state.get("rate") == "pending":  # a key that is not checked here: its address's bucket
                 self.charge(scope, address(scope), self.callers.addresses)
-            if scope["method"] in ("POST", "PUT", "PATCH"):
+            if known and scope["method"] in ("POST", "PUT", "PATCH"):
                 receive = await self.checked_body(scope, receive)
         except Refused as refusal:
             return await send_json(send, refusal.status, refusal.detail, refusal.headers)
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send)  # an unknown path or method: 404/405, its body unread
 
     @staticmethod
     def known_route(scope: Scope) -> bool:

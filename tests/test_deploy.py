@@ -115,6 +115,7 @@ def test_the_api_refuses_placeholder_secrets(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setenv("DARKMATTER_HOME", str(tmp_path))
     monkeypatch.setenv("DARKMATTER_DATABASE_URL", "postgresql+psycopg://darkmatter:change-me@127.0.0.1:1/darkmatter")
+    monkeypatch.setattr("jobs.logs.configure", lambda *args: None)  # leave the test run's logging alone
     with pytest.raises(SystemExit) as stopped:
         main(["serve", "--auth"])
     assert stopped.value.code == 2

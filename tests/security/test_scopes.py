@@ -95,6 +95,7 @@ def test_one_projects_admin_key_cannot_see_disable_or_delete_anothers_keys(servi
 def test_the_server_command_bootstraps_an_admin_key(sqlite_service, monkeypatch, capsys):
     monkeypatch.setenv("DARKMATTER_HOME", str(sqlite_service.home))
     monkeypatch.setenv("DARKMATTER_DATABASE_URL", sqlite_service.database_url)
+    monkeypatch.setattr("jobs.logs.configure", lambda *args: None)  # leave the test run's logging alone
     api_main(["create-key", "--project", "team", "--name", "first"])
     printed = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
     assert printed["scope"] == "admin"

@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api.limits import BodySizeLimit, JsonDepthLimit
+from api.edge import LOCAL_HOSTS, HostCheck, SecurityHeaders, add_docs
+from api.guard import Guard
+from api.limits import BodySizeLimit
 from api.observe import HttpMetrics, Observe
 from api.ratelimit import Callers, RateLimit
 from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
@@ -47,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         stop.set()
 
-    app = FastAPI(title="darkmatter", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="darkmatter", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-supervised pretraining as a service: jobs, checkpoints, embeddings, scores.")
     app.state.settings = settings
     app.state.http_metrics = HttpMetrics()
@@ -60,15 +62,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    page_csp = add_docs(app)
     app.mount("/static", dashboard.static_files(), name="static")
-    # Outermost last: the rate limit answers before any body is read, the size cap before it is buffered.
-    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
+    # Outermost last: the rate limit answers before any body is read, the size cap before it is buffered,
+    # the key (or launch token) is checked before the body is read and scanned.
+    app.add_middleware(Guard, settings=settings, callers=app.state.callers, max_depth=settings.max_json_depth,
+                       multipart_routes={("POST", "/v1/datasets")}, public_prefixes=("/v1/methods",))
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        route_limits={("POST", "/v1/jobs"): settings.max_json_body_bytes,
                                      ("POST", "/v1/datasets"): settings.max_json_body_bytes},
                        streamed={("POST", "/v1/datasets")}, large_bytes=settings.large_body_bytes,
                        large_slots=settings.large_body_slots, large_seconds=settings.large_body_seconds)
     app.add_middleware(RateLimit, callers=app.state.callers, exempt_paths={"/healthz", "/readyz"})
+    if settings.launch_token or settings.allowed_hosts:  # the served localhost default, or a deployment naming its hosts
+        app.add_middleware(HostCheck, allowed=[*LOCAL_HOSTS, *settings.allowed_hosts.split(",")],
+                           exempt_paths={"/healthz", "/readyz"})
+    app.add_middleware(SecurityHeaders, page_csp=page_csp)
     app.add_middleware(Observe, metrics=app.state.http_metrics)  # outermost: sees every answer, 429s included
 
     @app.exception_handler(RequestValidationError)
@@ -83,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "a value in the request is out of range"}, status_code=422)
 
     @app.exception_handler(RecursionError)
-    async def too_deep(_: Request, exc: Exception):  # a backstop: JsonDepthLimit refuses deep bodies first
+    async def too_deep(_: Request, exc: Exception):  # a backstop: api.guard refuses deep bodies first
         return JSONResponse({"detail": "the request is nested too deeply"}, status_code=422)
 
     @app.exception_handler(PoolTimeout)

@@ -93,10 +93,20 @@ def poll(database_url: str, job_id: str, cursor: Cursor, with_metrics: bool) -> 
     return out, state
 
 
-async def feed(database_url: str, job_id: str, cursor: Cursor, with_metrics: bool,
-               disconnected: Callable) -> AsyncIterator[str]:
-    quiet_since = time.monotonic()
+REVOKED = "event: error\ndata: " + json.dumps({"detail": "the API key of this stream was disabled or deleted"}) + "\n\n"
+
+
+async def feed(database_url: str, job_id: str, cursor: Cursor, with_metrics: bool, disconnected: Callable,
+               key_active: Callable[[], bool] | None = None, recheck_seconds: float = 5.0) -> AsyncIterator[str]:
+    """The stream's messages; `key_active` (a blocking check, run in a worker thread every
+    `recheck_seconds`) ends it with an `error` event once the caller's key is disabled or deleted."""
+    quiet_since = checked_at = time.monotonic()
     while not await disconnected():
+        if key_active is not None and time.monotonic() - checked_at >= recheck_seconds:
+            checked_at = time.monotonic()
+            if not await run_in_threadpool(key_active):
+                yield REVOKED
+                return
         messages, state = await run_in_threadpool(poll, database_url, job_id, cursor, with_metrics)
         for text in messages:
             yield text

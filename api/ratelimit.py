@@ -1,6 +1,7 @@
 """Token-bucket rate limits as ASGI middleware: a bucket per verified API key, one per client
 address for everything else, and a budget of failed authentications per address; 429 with
-Retry-After."""
+Retry-After. A key not seen verified yet is left to api.guard, which charges its bucket once the
+key is looked up (so a flood of bad keys from a shared address never blocks a key that verifies)."""
 from __future__ import annotations
 
 import hashlib
@@ -87,12 +88,13 @@ class Callers:
             while len(self.verified) > self.max_identities:
                 self.verified.popitem(last=False)
 
-    def mark_failed(self, key: str | None, client: str) -> None:
+    def mark_failed(self, key: str | None, client: str) -> float:
+        """Counts a failed authentication from `client`: 0 while its budget lasts, else the seconds
+        until it refills."""
         if key:
             with self.lock:
                 self.verified.pop(key_digest(key), None)
-        if self.failures is not None:
-            self.failures.take(client)
+        return self.failures.take(client) if self.failures is not None else 0.0
 
     def failed_wait(self, client: str) -> float:
         return self.failures.wait(client) if self.failures is not None else 0.0
@@ -114,10 +116,10 @@ class RateLimit:
         digest = key_digest(key) if key else None
         if digest and self.callers.is_verified(digest):
             buckets, identity = self.callers.keys, digest
+        elif key:  # looked up first (api.guard): a verified key's bucket, the address's or its failures
+            scope.setdefault("state", {})["rate"] = "pending"
+            return await self.app(scope, receive, send)
         else:
-            if key and (failed := self.callers.failed_wait(client)) > 0:  # refused before the key is looked up
-                return await send_json(send, 429, "too many failed authentications from this address; retry later",
-                                       {"Retry-After": str(max(1, math.ceil(failed)))})
             buckets, identity = self.callers.addresses, client
         wait = buckets.take(identity) if buckets is not None else 0.0
         if wait > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from urllib.parse import urlsplit
 
@@ -12,6 +13,8 @@ from urllib.parse import urlsplit
 def request_bytes(host: str, method: str, path: str, body: dict | None = None) -> bytes:
     payload = json.dumps(body).encode() if body is not None else b""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
+    if os.environ.get("DARKMATTER_TOKEN"):  # the launch token of a server started without --auth
+        head += f"Authorization: Bearer {os.environ['DARKMATTER_TOKEN']}\r\n"
     if body is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
     return head.encode() + b"\r\n" + payload

@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -94,6 +95,8 @@ def start_service(home: Path, port: int) -> tuple[list, list]:
     env = {**os.environ, "DARKMATTER_HOME": str(home.resolve())}
     for key in SERVICE_ENV:
         env.pop(key, None)  # always the embedded default
+    # without --auth the API asks for a launch token: the client here sends DARKMATTER_TOKEN
+    env["DARKMATTER_LAUNCH_TOKEN"] = os.environ.setdefault("DARKMATTER_TOKEN", secrets.token_urlsafe(16))
     logs = [open(home / "api.log", "wb"), open(home / "worker.log", "wb")]
     procs = [processes.start_api("127.0.0.1", port, env=env, log=logs[0]),
              processes.start_worker(env=env, log=logs[1])]

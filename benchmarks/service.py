@@ -3,6 +3,7 @@ as a real API process, with checkpoints registered from random-init backbones.""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -36,6 +37,8 @@ def start_api(settings: Settings, extra_env: dict | None = None) -> tuple[subpro
         "home": settings.home, "database_url": settings.database_url, "broker_url": settings.broker_url,
         "result_backend": settings.result_backend, "storage_url": settings.storage_url,
         "rate_limit_per_second": 0}.items()}, **(extra_env or {}))
+    # without --auth the API asks for a launch token: the load generator and the client send DARKMATTER_TOKEN
+    env["DARKMATTER_LAUNCH_TOKEN"] = os.environ.setdefault("DARKMATTER_TOKEN", secrets.token_urlsafe(16))
     proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

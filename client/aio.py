@@ -19,11 +19,13 @@ from client.calls import TERMINAL, Calls, retry_wait, upload_fields
 from client.errors import ConnectionFailed, JobFailed
 from client.sdk import raise_for
 from client.sse import Decoder, Event
+from client.token import local_token
 
 
 class AsyncClient(Calls):
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60,
                  retries: int = 2):
+        api_key = api_key or local_token(base_url)  # a local server's launch token when no key is given
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url, self.retries = base_url.rstrip("/"), retries
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)

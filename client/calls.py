@@ -100,11 +100,15 @@ class Calls:
     def keys(self):
         return self._call("GET", "/v1/keys")
 
-    def create_key(self, name: str = ""):
-        return self._call("POST", "/v1/keys", json={"name": name})
+    def create_key(self, name: str = "", scope: str = "use"):
+        """A new key (shown once): scope "use" submits and reads, "admin" also manages keys."""
+        return self._call("POST", "/v1/keys", json={"name": name, "scope": scope})
 
     def disable_key(self, key_id: str):
         return self._call("POST", f"/v1/keys/{key_id}/disable")
+
+    def delete_key(self, key_id: str):
+        return self._call("DELETE", f"/v1/keys/{key_id}")
 
 
 MAX_RETRY_WAIT = 10.0  # seconds; a 429 asking for a longer wait (a quota, not a burst) is raised at once

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -40,13 +41,14 @@ def run_demo(dataset: str, port: int, home: Path, console: Console) -> int:
     started = time.monotonic()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    env = {**os.environ, "DARKMATTER_HOME": str(home.resolve())}
+    token = secrets.token_urlsafe(32)  # the API's launch token (it runs without --auth)
+    env = {**os.environ, "DARKMATTER_HOME": str(home.resolve()), "DARKMATTER_LAUNCH_TOKEN": token}
     for key in ("DARKMATTER_DATABASE_URL", "DARKMATTER_BROKER_URL", "DARKMATTER_RESULT_BACKEND", "DARKMATTER_STORAGE_URL"):
         env.pop(key, None)  # the demo always runs on the embedded default
     api_log, worker_log = open(home / "api.log", "wb"), open(home / "worker.log", "wb")
     procs = [processes.start_api("127.0.0.1", port, env=env, log=api_log),
              processes.start_worker(env=env, log=worker_log)]
-    client = Client(f"http://127.0.0.1:{port}")
+    client = Client(f"http://127.0.0.1:{port}", api_key=token)
     try:
         client.wait_ready(120)
         console.print(f"[bold]1.[/bold] API and worker up (SQLite + SQLite broker + local files in {home})")

@@ -18,6 +18,7 @@ from client import transfer
 from client.calls import TERMINAL, Calls, retry_wait, upload_fields
 from client.errors import ApiError, ConnectionFailed, JobFailed, error_for
 from client.sse import Decoder, Event
+from client.token import local_token
 
 __all__ = ["ApiError", "Client", "TERMINAL"]
 
@@ -34,6 +35,7 @@ def raise_for(response: httpx.Response) -> None:
 class Client(Calls):
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout: float = 60,
                  retries: int = 2):
+        api_key = api_key or local_token(base_url)  # a local server's launch token when no key is given
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url, self.retries = base_url.rstrip("/"), retries
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     failed_auth_per_minute: float = 10.0  # per client address: failed API-key checks before 429
     failed_auth_burst: int = 20
+    max_keys_per_project: int = 20  # API keys a project may hold, disabled ones included (DELETE frees one)
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-For/-Proto uvicorn trusts (comma list, or *)
+    allowed_hosts: str = ""  # Host names besides localhost/127.0.0.1/::1 the server answers (comma list, or *)
+    launch_token: str = ""  # auth off: /v1 needs this token; `api serve` without --auth makes one if unset
+    key_recheck_seconds: float = 5.0  # open event streams re-check their key this often (disabled: closed)
     metrics_token: str = ""  # when set, /metrics needs `Authorization: Bearer <token>`; unset: open only without auth
     max_event_streams: int = 500  # open SSE streams per API process ...
     max_event_streams_per_project: int = 100  # ... and per project

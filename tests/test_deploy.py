@@ -71,15 +71,15 @@ def test_each_gpu_worker_owns_its_own_device():
     assert "multigpu" in services["worker-multigpu"]["command"]
 
 
-@pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_USER",
-                                    "FLOWER_PASSWORD"])
+@pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
+                                    "FLOWER_USER", "FLOWER_PASSWORD"])
 def test_compose_refuses_to_start_without_its_secrets(secret):
     env = {k: v for k, v in example_env().items() if k != secret}
     result = compose_config(env)
     assert result.returncode != 0 and f"set {secret} in .env" in result.stderr
 
 
-def test_only_the_api_is_published_and_flower_needs_a_password():
+def test_only_the_tls_proxy_is_published_and_flower_needs_a_password():
     import yaml
 
     text = (ROOT / "docker-compose.yml").read_text()
@@ -87,7 +87,36 @@ def test_only_the_api_is_published_and_flower_needs_a_password():
     assert "darkmatter-secret" not in text and ":-darkmatter}" not in text  # no default credentials
     for name, service in services.items():
         for port in service.get("ports", []):
-            assert name == "api" or str(port).startswith("127.0.0.1:"), (name, port)
+            assert name == "proxy" or str(port).startswith("127.0.0.1:"), (name, port)
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
     api_env = services["api"]["environment"]
     assert "DARKMATTER_METRICS_TOKEN" in api_env and "DARKMATTER_DATASET_SOURCES" in api_env
+
+
+def test_only_the_tls_proxy_is_published_and_redis_needs_its_password():
+    import yaml
+
+    result = compose_config({**example_env(), "REDIS_PASSWORD": "r3dis-pw"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert "ports" not in services["api"]  # no plain HTTP outside the compose network
+    assert [str(p["published"]) for p in services["proxy"]["ports"]] == ["443"]
+    assert "reverse_proxy api:8000" in (ROOT / "docker" / "Caddyfile").read_text()
+    assert services["api"]["environment"]["DARKMATTER_FORWARDED_ALLOW_IPS"] == "*"
+    assert "--requirepass" in services["redis"]["command"] and "r3dis-pw" in services["redis"]["command"]
+    urls = [value for service in services.values() for name, value in (service.get("environment") or {}).items()
+            if name in ("DARKMATTER_BROKER_URL", "DARKMATTER_RESULT_BACKEND")]
+    urls += [arg for arg in services["flower"]["command"] if arg.startswith("--broker=")]
+    assert urls and all(":r3dis-pw@" in url for url in urls), urls
+
+
+def test_the_api_refuses_placeholder_secrets(monkeypatch, tmp_path, capsys):
+    from api.__main__ import main
+
+    monkeypatch.setenv("DARKMATTER_HOME", str(tmp_path))
+    monkeypatch.setenv("DARKMATTER_DATABASE_URL", "postgresql+psycopg://darkmatter:change-me@127.0.0.1:1/darkmatter")
+    monkeypatch.setattr("jobs.logs.configure", lambda *args: None)  # leave the test run's logging alone
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--auth"])
+    assert stopped.value.code == 2
+    assert "DARKMATTER_DATABASE_URL" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Jobs: submit, list, inspect, cancel, metrics and events."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
@@ -9,7 +10,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import ProjectDep, SessionDep, SettingsDep
+from api.auth import key_is_active
+from api.deps import CallerDep, ProjectDep, SessionDep, SettingsDep
 from api.events import Cursor, event_dict, feed
 from api.removal import delete_now
 from api.schemas import JobList, JobOut
@@ -176,13 +178,15 @@ def read_events(settings, project: str, job_id: str, after: int, limit: int) -> 
 
 
 @router.get("/jobs/{job_id}/events")
-async def events(job_id: str, request: Request, settings: SettingsDep, project: ProjectDep,
+async def events(job_id: str, request: Request, settings: SettingsDep, caller: CallerDep,
                  stream: bool = False, after: Annotated[int, Query(ge=0, le=2**62)] = 0, metrics: bool = True,
                  last_event_id: Annotated[str | None, Header(max_length=100)] = None):
     """The job's events; with stream=true a Server-Sent Events stream (with its metrics unless
     metrics=false) until the job ends, resumable with the Last-Event-ID header. Every database
     read runs in a worker thread with its own short session: a stream holds no pooled connection
-    between polls and never blocks the event loop."""
+    between polls and never blocks the event loop. A stream re-checks its key every few seconds
+    (key_recheck_seconds) and closes once the key is disabled or deleted."""
+    project = caller.project
     rows, _ = await run_in_threadpool(read_events, settings, project, job_id, after, 0 if stream else 1000)
     if not stream:
         return {"data": rows}
@@ -195,8 +199,10 @@ async def events(job_id: str, request: Request, settings: SettingsDep, project: 
     async def counted():
         streams[project] += 1  # counted while it runs
         try:
+            key_active = (partial(key_is_active, settings.database_url, caller.key_id)
+                          if caller.key_id is not None else None)
             async for text in feed(settings.database_url, job_id, Cursor.parse(last_event_id, after), metrics,
-                                   request.is_disconnected):
+                                   request.is_disconnected, key_active, settings.key_recheck_seconds):
                 yield text
         finally:
             streams[project] -= 1

@@ -1,10 +1,23 @@
-// The dashboard's only way to the server: the public /v1 API, with the key kept in session storage.
+// The dashboard's only way to the server: the public /v1 API, with the key kept in session storage
+// (or the launch token of a server without --auth, kept in local storage).
 "use strict";
 
 const KEY_NAME = "darkmatter.key";
+const LAUNCH_TOKEN_NAME = "darkmatter.launch-token";
+
+// A server started without --auth prints its dashboard URL with ?token=<launch token>: keep the
+// token (for this browser's tabs) and take it out of the address bar and the history.
+(function takeLaunchToken() {
+  const url = new URL(window.location.href);
+  const token = url.searchParams.get("token");
+  if (!token) return;
+  localStorage.setItem(LAUNCH_TOKEN_NAME, token);
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+})();
 
 const api = {
-  key() { return sessionStorage.getItem(KEY_NAME) || ""; },
+  key() { return sessionStorage.getItem(KEY_NAME) || localStorage.getItem(LAUNCH_TOKEN_NAME) || ""; },
   setKey(key) { key ? sessionStorage.setItem(KEY_NAME, key) : sessionStorage.removeItem(KEY_NAME); },
   headers(extra = {}) {
     const key = api.key();

@@ -9,6 +9,7 @@ function h(tag, attrs = {}, ...children) {
     if (value == null || value === false) continue;
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else if (name === "class") node.className = value;
+    else if (name === "style") node.style.cssText = value;  // through the CSSOM: the CSP refuses style attributes
     else node.setAttribute(name, value === true ? "" : value);
   }
   for (const child of children.flat()) {
@@ -67,7 +68,7 @@ const app = {
     try {
       await render(view, id && decodeURIComponent(id));
     } catch (error) {
-      notice(error.status === 401 ? "This server asks for an API key: enter it above." : error.message);
+      notice(error.status === 401 ? "This server asks for an API key (enter it above) or its launch token (open the dashboard URL the server printed)." : error.message);
     }
   },
 };

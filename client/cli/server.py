@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,10 +25,14 @@ def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
     """Start the API (with the dashboard at /) and one worker on the embedded default (SQLite,
     SQLite broker, local files)."""
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
-    api = processes.start_api(host, port, auth)
+    env = dict(os.environ)
+    token = "" if auth else env.get("DARKMATTER_LAUNCH_TOKEN") or secrets.token_urlsafe(32)
+    if token:  # without --auth the API asks for this token (written to $DARKMATTER_HOME/launch-token)
+        env["DARKMATTER_LAUNCH_TOKEN"] = token
+    api = processes.start_api(host, port, auth, env=env)
     worker = processes.start_worker()
-    console.print(f"darkmatter up: dashboard on http://{host}:{port}/ (API docs at /docs), worker pid {worker.pid}",
-                  soft_wrap=True)
+    link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    console.print(f"darkmatter up: dashboard on {link} (API docs at /docs), worker pid {worker.pid}", soft_wrap=True)
     try:
         processes.wait_any([api, worker])
     except KeyboardInterrupt:
@@ -48,9 +54,13 @@ def worker(queue: Annotated[Optional[list[str]], typer.Option("--queue", "-Q", h
     raise typer.Exit(subprocess.call([sys.executable, "-m", "workers"] + args))
 
 
-def create_key(project: str = "default", name: str = "") -> None:
-    """Create an API key bound to a project, on the server's machine (printed once; only its hash is stored)."""
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "create-key", "--project", project, "--name", name]))
+def create_key(project: str = "default", name: str = "",
+               scope: Annotated[str, typer.Option(help="admin (manages the project's keys) or use (submits and reads)")]
+               = "admin") -> None:
+    """Create an API key bound to a project, on the server's machine (printed once; only its hash is
+    stored): the bootstrap admin key of a project, which then makes use keys with `darkmatter keys create`."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "api", "create-key", "--project", project, "--name", name,
+                                      "--scope", scope]))
 
 
 def methods(name: Annotated[Optional[str], typer.Argument(help="show this method's recipes")] = None,

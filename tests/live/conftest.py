@@ -3,6 +3,8 @@ a real `python -m api serve` process on a free port and a real worker, on the em
 holding a finished tiny pretrain job (with its kNN/linear scores) and an embed-index job."""
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -45,9 +47,10 @@ class Live:
     job: dict
     checkpoint: str
     index: dict
+    token: str = ""  # the API runs without --auth: /v1 needs its launch token
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        return httpx.Client(base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.token}"})
 
     def wait(self, job_id: str, states=("succeeded", "failed", "cancelled"), timeout: float = 240) -> dict:
         deadline = time.monotonic() + timeout
@@ -68,19 +71,25 @@ def live(tmp_path_factory):
     upgrade(settings.database_url)  # before the processes start: they would race to create the tables
     port = free_port()
     api_log = settings.home / "api.log"
+    # Without --auth the API asks for a launch token: a known one, which the client and CLI run by the
+    # tests (in this process) read from DARKMATTER_TOKEN, as they would from the launch-token file.
+    token = secrets.token_urlsafe(16)
+    saved_token = os.environ.get("DARKMATTER_TOKEN")
+    os.environ["DARKMATTER_TOKEN"] = token
     # the API also accepts queue "idle", which the worker does not consume: jobs there wait
     api = subprocess.Popen([sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                           env={**settings_env(settings), "DARKMATTER_QUEUES": "default,gpu,cpu,idle"}, cwd=ROOT,
+                           env={**settings_env(settings), "DARKMATTER_QUEUES": "default,gpu,cpu,idle",
+                                "DARKMATTER_LAUNCH_TOKEN": token}, cwd=ROOT,
                            stdout=open(api_log, "wb"), stderr=subprocess.STDOUT,
                            start_new_session=True)
     worker = WorkerProcess(settings, queues=["default", "gpu", "cpu"], name="live").start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, api, api_log)
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
             dataset = http.post("/v1/datasets", json={"builtin": "digits"}).json()
             job = http.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": dataset["id"]}).json()
-            state = Live(url, settings, api_log, worker, dataset, job, "", {})
+            state = Live(url, settings, api_log, worker, dataset, job, "", {}, token)
             job = state.wait(job["id"])
             assert job["state"] == "succeeded", job
             state.job, state.checkpoint = job, job["result"]["checkpoint"]
@@ -90,6 +99,10 @@ def live(tmp_path_factory):
             assert state.index["state"] == "succeeded", state.index
         yield state
     finally:
+        if saved_token is None:
+            os.environ.pop("DARKMATTER_TOKEN", None)
+        else:
+            os.environ["DARKMATTER_TOKEN"] = saved_token
         worker.stop()
         api.terminate()
         try:

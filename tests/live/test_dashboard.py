@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,21 @@ def page(browser, live):
     page = browser.new_page(viewport={"width": 1360, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.goto(f"{live.url}/?token={live.token}")  # the URL the server prints: the dashboard keeps the token
+    wait_for(page, "() => !location.search.includes('token')")  # and takes it out of the address bar
     yield page
     page.close()
     assert not errors, errors  # no uncaught script error on any page
+
+
+def wait_for(page, expression: str, timeout: float = 30000) -> None:
+    """page.wait_for_function, polled from here: its in-page polling compiles the expression with
+    eval, which the dashboard's CSP (script-src 'self') refuses, as it should."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true after {timeout / 1000:g} s: {expression}"
+        time.sleep(0.1)
 
 
 def shot(page, name: str) -> None:
@@ -59,7 +72,7 @@ def test_job_page_draws_the_loss_curve_from_the_stream(page, live):
     with live.http() as http:
         losses = http.get(f"/v1/jobs/{live.job['id']}/metrics", params={"name": "loss"}).json()["data"]
     page.goto(f"{live.url}/#/job/{live.job['id']}")
-    page.wait_for_function(f"({COUNT_POINTS})('chart-loss') === {len(losses)}")
+    wait_for(page, f"({COUNT_POINTS})('chart-loss') === {len(losses)}")
     assert page.evaluate(f"({COUNT_POINTS})('chart-lr')") == len(losses) > 0
     page.locator("#events").get_by_text("succeeded").first.wait_for()
     page.locator("#job-scores").get_by_text("knn").first.wait_for()
@@ -84,7 +97,7 @@ def test_datasets_page_and_thumbnails(page, live):
     page.goto(f"{live.url}/#/datasets")
     page.locator("#datasets").get_by_text(live.dataset["id"]).wait_for()
     page.click(f"text={live.dataset['id']}")
-    page.wait_for_function("document.querySelectorAll('#thumbs img[src^=\"blob:\"]').length >= 8")
+    wait_for(page, "document.querySelectorAll('#thumbs img[src^=\"blob:\"]').length >= 8")
     assert page.evaluate("document.querySelector('#thumbs img').naturalWidth") == 32  # 8 px digits, 4x
     shot(page, "dataset")
 
@@ -92,12 +105,12 @@ def test_datasets_page_and_thumbnails(page, live):
 def test_embedding_map_draws_one_point_per_item(page, live):
     page.goto(f"{live.url}/#/map/{live.index['id']}")
     n_items = live.index["result"]["n_items"]
-    page.wait_for_function(f"({COUNT_POINTS})('chart-map') === {n_items}", timeout=60000)
+    wait_for(page, f"({COUNT_POINTS})('chart-map') === {n_items}", timeout=60000)
     # hover a point: the tooltip shows that item's image; click it: its neighbours appear
     x, y = page.evaluate("() => { const c = Chart.getChart('chart-map'); const p = c.getDatasetMeta(0).data[0];"
                          " const r = c.canvas.getBoundingClientRect(); return [r.left + p.x, r.top + p.y]; }")
     page.mouse.move(x, y)
-    page.wait_for_function("() => { const t = document.getElementById('tooltip'); const i = t.querySelector('img');"
+    wait_for(page, "() => { const t = document.getElementById('tooltip'); const i = t.querySelector('img');"
                            " return !t.hidden && i && i.src.startsWith('blob:'); }")
     page.mouse.click(x, y)
     page.locator("#neighbor-thumbs figure").nth(8).wait_for()
@@ -111,9 +124,9 @@ def test_cancel_button_cancels_a_running_job(page, live):
                                           "evaluations": []}).json()
     live.wait(job["id"], states=("running",), timeout=120)
     page.goto(f"{live.url}/#/job/{job['id']}")  # while it runs, its curve grows from the live stream
-    page.wait_for_function(f"({COUNT_POINTS})('chart-loss') >= 2", timeout=60000)
+    wait_for(page, f"({COUNT_POINTS})('chart-loss') >= 2", timeout=60000)
     seen = page.evaluate(f"({COUNT_POINTS})('chart-loss')")
-    page.wait_for_function(f"({COUNT_POINTS})('chart-loss') > {seen}", timeout=60000)
+    wait_for(page, f"({COUNT_POINTS})('chart-loss') > {seen}", timeout=60000)
     shot(page, "job-running")
     page.goto(f"{live.url}/#/jobs")
     button = page.locator(f'#jobs-table tr[data-job="{job["id"]}"] button.cancel')

@@ -22,6 +22,8 @@ from jobs.storage import ArtifactStore
 from jobs.tables import DEFAULT_PROJECT, Job
 from tests.conftest import ROOT, make_settings, settings_env
 
+TOKEN = "load-test-launch-token"  # the server runs without --auth: /v1 needs its launch token
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHECKPOINT_FLOATS = 8 << 20  # a 32 MiB backbone part: a slow reader holds its download open for minutes
 
 
@@ -61,7 +63,8 @@ def server(tmp_path_factory):
         ids = {"job": job.id, "checkpoint": row.id}
     port = free_port()
     env = settings_env(settings)
-    env.update(DARKMATTER_RATE_LIMIT_PER_SECOND="1000", DARKMATTER_RATE_LIMIT_BURST="1000")
+    env.update(DARKMATTER_RATE_LIMIT_PER_SECOND="1000", DARKMATTER_RATE_LIMIT_BURST="1000",
+               DARKMATTER_LAUNCH_TOKEN=TOKEN)
     log = open(home / "api.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -96,7 +99,8 @@ def pixels(values: int) -> bytes:
 def declared_only(port: int, path: str, length: int) -> int:
     """Send only the headers of a body of `length` bytes; the answer's status (no body is sent)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     f"Content-Type: application/json\r\n"
                      f"Content-Length: {length}\r\n\r\n".encode())
         return int(sock.recv(4096).split(b" ", 2)[1])
 
@@ -136,7 +140,7 @@ def test_abuse_is_refused_quickly_with_memory_bounded(server):
     }
     expected = {"nested": 422, "huge": 413, "brace": 422, "_options": 422, "60 MiB": 413, "15 MiB": 404}
     results = {}
-    with httpx.Client(base_url=url, timeout=60) as api:
+    with httpx.Client(base_url=url, timeout=60, headers=AUTH) as api:
         warm = api.post("/v1/jobs", json={"method": "simclr", "dataset": "digits", "backbone": "small_cnn",
                                           "steps": 1, "batch_size": 16})  # built-in registered, code paths loaded
         assert warm.status_code == 201, warm.text
@@ -162,7 +166,7 @@ class SlowDownload(threading.Thread):
         super().__init__(daemon=True)
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
         self.head, self.received, self.stop = b"", 0, threading.Event()
 
     def run(self) -> None:
@@ -180,7 +184,8 @@ class SlowDownload(threading.Thread):
 
 def open_event_stream(port: int, job_id: str) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"GET /v1/jobs/{job_id}/events?stream=true HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    sock.sendall(f"GET /v1/jobs/{job_id}/events?stream=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(4096)
@@ -210,7 +215,7 @@ def test_api_stays_responsive_with_50_event_streams_and_5_slow_downloads(server)
     try:
         assert all(head.startswith(b"HTTP/1.1 200") for _, head in streams), streams[0][1]
         time.sleep(2)  # every stream polling, every download past its first buffers
-        with httpx.Client(base_url=server["url"], timeout=30) as api:
+        with httpx.Client(base_url=server["url"], timeout=30, headers=AUTH) as api:
             health = latencies(api, "/healthz", 300)
             job_reads = latencies(api, f"/v1/jobs/{server['job']}", 100)
             other_stream = api.get(f"/v1/jobs/{server['job']}/events")  # not streamed: answers at once

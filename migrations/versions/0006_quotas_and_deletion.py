@@ -1,15 +1,15 @@
 """Quotas: indexes for a project's jobs by state and kind (active jobs, embed-index files) and for
 its checkpoints' bytes
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 21:00:00
 """
 from alembic import op
 
 
-revision = '0007'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Column, Table
 
 from client.errors import ApiError, ChecksumMismatch, ConnectionFailed, DarkmatterError, JobFailed
 
@@ -29,6 +30,21 @@ Url = Annotated[str, typer.Option("--url", envvar="DARKMATTER_URL", help="API ba
 Key = Annotated[Optional[str], typer.Option("--api-key", envvar="DARKMATTER_API_KEY", help="API key", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print JSON (one document; `watch` prints one event a line)")]
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+ID_COLUMNS = ("id", "job", "checkpoint", "dataset", "item")
+
+
+def make_table(*headers: str, **options) -> Table:
+    """A table whose id columns are never cut nor wrapped (they are what a user copies next);
+    the other columns fold instead."""
+    return Table(*(Column(h, no_wrap=True, min_width=len("ckpt_") + 16) if h in ID_COLUMNS else Column(h, overflow="fold")
+                   for h in headers), **options)
+
+
+def print_table(rows: Table) -> None:
+    """In a terminal, the terminal's width; in a pipe or a file, as wide as the rows (never cut at 80)."""
+    console.print(rows, width=None if console.is_terminal else 100_000)
 
 
 def connect(url: str, api_key: str | None):

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, age, connect, console, fail, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, fail, handles_errors,
+                               make_table, print_json, print_table)
 
 app = typer.Typer(help="Add (upload, register or pick a built-in), list and inspect datasets.")
 
@@ -61,10 +61,13 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> No
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "format", "state", "train", "test", "classes", "hash", "age")
+    table = make_table("id", "name", "format", "state", "train", "test", "classes", "hash", "age")
     for row in rows:
         table.add_row(*dataset_row(row))
-    console.print(table if rows else "no datasets yet (add one: darkmatter datasets add digits --builtin)")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no datasets yet (add one: darkmatter datasets add digits --builtin)")
 
 
 @app.command("show")
@@ -75,11 +78,11 @@ def show(dataset_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: 
     if as_json:
         print_json(row)
         return
-    table = Table("field", "value", show_header=False)
+    table = make_table("field", "value", show_header=False)
     for key in ("id", "name", "uri", "format", "state", "n_items", "n_test", "n_classes", "content_hash", "error"):
         if row.get(key) not in (None, ""):
             table.add_row(key, str(row[key]))
     for key, value in (row.get("stats") or {}).items():
         if key not in ("prepared", "shards"):
             table.add_row(f"stats {key}", str(value))
-    console.print(table)
+    print_table(table)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from client.cli.common import (DEFAULT_URL, REFUSED, Json, Key, Url, age, connect, console, fail,
-                               handles_errors, print_json)
+                               handles_errors, make_table, print_json, print_table)
 from client.cli.progress import Reporter
 
 app = typer.Typer(help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
@@ -61,7 +61,7 @@ def job_row(job: dict) -> list[str]:
 
 
 def jobs_table(jobs: list[dict]) -> Table:
-    table = Table("id", "kind", "method", "dataset", "state", "progress", "attempt", "age")
+    table = make_table("id", "kind", "method", "dataset", "state", "progress", "attempt", "age")
     for job in jobs:
         table.add_row(*job_row(job))
     return table
@@ -88,7 +88,7 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None,
     if as_json:
         print_json(rows)
     elif rows:
-        console.print(jobs_table(rows))
+        print_table(jobs_table(rows))
     else:
         console.print("no jobs" + (" matching the filters" if state or kind or method else " yet"))
 
@@ -138,7 +138,7 @@ def show(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json
     if as_json:
         print_json(job)
         return
-    table = Table("field", "value", show_header=False)
+    table = make_table("field", "value", show_header=False)
     for key in ("id", "kind", "method", "state", "queue", "attempt", "error", "created_at", "started_at", "finished_at"):
         if job.get(key) not in (None, ""):
             table.add_row(key, str(job[key]))
@@ -148,7 +148,7 @@ def show(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json
         table.add_row(f"metric {name}", f"{value:.4g}")
     for key, value in (job.get("result") or {}).items():
         table.add_row(f"result {key}", json.dumps(value) if not isinstance(value, str) else value)
-    console.print(table)
+    print_table(table)
     log = client.job_events(job_id)["data"][-events:]
     for event in log:
         console.print(f"  {event['at'][:19]}  {event['kind']:<10} {event['message']}", soft_wrap=True)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, age, connect, console, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, handles_errors, make_table,
+                               print_json, print_table)
 
 app = typer.Typer(help="API keys of your project (the first one: `darkmatter create-key` on the server).")
 
@@ -29,10 +29,13 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> No
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "prefix", "state", "age")
+    table = make_table("id", "name", "prefix", "state", "age")
     for r in rows:
         table.add_row(r["id"], r["name"], r["prefix"] + "…", "disabled" if r["disabled"] else "active", age(r["created_at"]))
-    console.print(table if rows else "no keys yet")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no keys yet")
 
 
 @app.command("disable")

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, connect, console, fail, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Json, Key, Url, connect, console, fail, handles_errors, make_table,
+                               print_json, print_table)
 
 
 def image_inputs(paths: list[Path]) -> list[str]:
@@ -53,10 +53,10 @@ def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")
         print_json(answer)
         return
     for q, row in zip(queries, answer["data"]):
-        table = Table("rank", "item", "label", "cosine", title=f"neighbours of {q} ({answer['search']})")
+        table = make_table("rank", "item", "label", "cosine", title=f"neighbours of {q} ({answer['search']})")
         for rank, n in enumerate(row["neighbors"], 1):
             table.add_row(str(rank), str(n["item"]), str(n["label"]), f"{n['score']:.4f}")
-        console.print(table)
+        print_table(table)
 
 
 def scores(dataset: Optional[str] = None, protocol: Optional[str] = None, metric: Optional[str] = None,
@@ -66,12 +66,15 @@ def scores(dataset: Optional[str] = None, protocol: Optional[str] = None, metric
     if as_json:
         print_json(answer)
         return
-    table = Table("method", "dataset", "protocol", "metric", "best", "per compute-hour", "runs", "checkpoint")
+    table = make_table("method", "dataset", "protocol", "metric", "best", "per compute-hour", "runs", "checkpoint")
     for row in answer["leaderboard"]:
         per_hour = row.get("score_per_compute_hour")
         table.add_row(row["method"] or "", row["dataset"], row["protocol"], row["metric"], f"{row['best']:.4f}",
                       f"{per_hour:.1f}" if per_hour else "", str(row["runs"]), row.get("checkpoint") or "")
-    console.print(table if answer["leaderboard"] else "no scores yet")
+    if answer["leaderboard"]:
+        print_table(table)
+    else:
+        console.print("no scores yet")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from client import processes
-from client.cli.common import USAGE, console, fail
+from client.cli.common import USAGE, console, fail, make_table, print_table
 
 
 def _stop(*_) -> None:
@@ -72,19 +71,19 @@ def methods(name: Annotated[Optional[str], typer.Argument(help="show this method
             return
         console.print(f"[bold]{name}[/bold] ({detail['family']}, {detail['paper']})")
         for scale, recipe in detail["recipes"].items():
-            table = Table("setting", "value", "source", title=f"recipe '{scale}'")
+            table = make_table("setting", "value", "source", title=f"recipe '{scale}'")
             for key, value in recipe.items():
                 if key not in ("sources", "notes"):
                     table.add_row(key, json.dumps(value), recipe["sources"].get(key, ""))
-            console.print(table)
+            print_table(table)
             if recipe["notes"]:
                 console.print(f"  notes: {recipe['notes']}")
         return
-    table = Table("method", "family", "default backbone", "modality", "paper")
+    table = make_table("method", "family", "default backbone", "modality", "paper")
     for method_name in method_names():
         info = method_info(method_name)
         table.add_row(method_name, info.family, info.default_backbone, info.modality, info.paper)
-    console.print(table)
+    print_table(table)
 
 
 def demo(dataset: str = "auto", port: int = 8765, home: Path = Path(".darkmatter/demo")) -> None:

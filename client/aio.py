@@ -16,7 +16,7 @@ import httpx
 
 from client import transfer
 from client.calls import TERMINAL, Calls, upload_fields
-from client.errors import ConnectionFailed, JobFailed
+from client.errors import ConnectionFailed, JobFailed, transport_failure
 from client.sdk import raise_for
 from client.sse import Decoder, Event
 
@@ -42,7 +42,7 @@ class AsyncClient(Calls):
             try:
                 response = await self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(self.base_url, type(exc).__name__) from None
+                raise transport_failure(self.base_url, exc, self.http.timeout.read) from None
             if response.status_code != 429 or attempt == self.retries:
                 break
             await asyncio.sleep(min(float(response.headers.get("retry-after", "1") or 1), 10))

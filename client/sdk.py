@@ -16,7 +16,7 @@ import httpx
 
 from client import transfer
 from client.calls import TERMINAL, Calls, upload_fields
-from client.errors import ApiError, ConnectionFailed, JobFailed, error_for
+from client.errors import ApiError, ConnectionFailed, JobFailed, error_for, transport_failure
 from client.sse import Decoder, Event
 
 __all__ = ["ApiError", "Client", "TERMINAL"]
@@ -28,7 +28,8 @@ def raise_for(response: httpx.Response) -> None:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text[:300] or response.reason_phrase
-        raise error_for(response.status_code, detail, response.headers)
+        docs = str(response.request.url.copy_with(path="/docs", query=None, fragment=None))
+        raise error_for(response.status_code, detail, response.headers, docs)
 
 
 class Client(Calls):
@@ -53,7 +54,7 @@ class Client(Calls):
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(self.base_url, type(exc).__name__) from None
+                raise transport_failure(self.base_url, exc, self.http.timeout.read) from None
             if response.status_code != 429 or attempt == self.retries:
                 return response
             time.sleep(min(float(response.headers.get("retry-after", "1") or 1), 10))

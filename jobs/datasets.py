@@ -253,14 +253,24 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
         store.delete(f"datasets/{dataset.id}")
 
 
-def resolve(session: Session, project_id: str, ref: str) -> Dataset:
-    """A dataset id of this project, or a built-in name (registered on first use)."""
+def find(session: Session, project_id: str, ref: str) -> Dataset | None:
+    """This project's dataset with that id, else its newest one with that name."""
     dataset = session.get(Dataset, ref)
     if dataset is not None and dataset.project_id == project_id:
         return dataset
+    return session.scalars(select(Dataset).where(Dataset.project_id == project_id, Dataset.name == ref)
+                           .order_by(Dataset.created_at.desc()).limit(1)).first()
+
+
+def resolve(session: Session, project_id: str, ref: str) -> Dataset:
+    """A dataset id or name of this project, or a built-in name (registered on first use)."""
+    dataset = find(session, project_id, ref)
+    if dataset is not None:
+        return dataset
     if ref in BUILTIN_NAMES:
         return register_builtin(session, project_id, ref)
-    raise DatasetNotFound(f"dataset {ref!r} not found")
+    raise DatasetNotFound(f"dataset {ref!r} not found (neither an id nor a name of this project's datasets, "
+                          f"nor a built-in: {', '.join(BUILTIN_NAMES)})")
 
 
 def is_streamed(dataset: Dataset) -> bool:

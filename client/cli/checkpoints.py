@@ -6,12 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, err_console, fail,
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, age, connect, console, err_console, fail,
                                handles_errors, human_bytes, make_table, print_json, print_table)
 from client.cli.progress import Reporter
 from client.transfer import Download
 
-app = typer.Typer(help="List, inspect, download (resumable, sha256-checked) and export checkpoints.")
+app = typer.Typer(cls=Commands, help="List, inspect, download (resumable, sha256-checked) and export checkpoints.")
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="file to write (default: ./ID-PART.EXT)")]
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Column, Table
 
@@ -30,6 +31,22 @@ Url = Annotated[str, typer.Option("--url", envvar="DARKMATTER_URL", help="API ba
 Key = Annotated[Optional[str], typer.Option("--api-key", envvar="DARKMATTER_API_KEY", help="API key", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print JSON (one document; `watch` prints one event a line)")]
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class Commands(typer.core.TyperGroup):
+    """A command group whose listing shows each command's whole first paragraph (click cuts it at
+    the terminal's width with '...', and at the first '.', even the one in 'e.g.')."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                text = command.short_help or (command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(text.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 ID_COLUMNS = ("id", "job", "checkpoint", "dataset", "item")

@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, fail, handles_errors,
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, age, connect, console, fail, handles_errors,
                                make_table, print_json, print_table)
 
-app = typer.Typer(help="Add (upload, register or pick a built-in), list and inspect datasets.")
+app = typer.Typer(cls=Commands, help="Add (upload, register or pick a built-in), list and inspect datasets.")
 
 
 def dataset_row(d: dict) -> list[str]:

@@ -10,11 +10,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, REFUSED, Json, Key, Url, age, connect, console, fail,
+from client.cli.common import (DEFAULT_URL, Commands, REFUSED, Json, Key, Url, age, connect, console, fail,
                                handles_errors, make_table, print_json, print_table)
 from client.cli.progress import Reporter
 
-app = typer.Typer(help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
+app = typer.Typer(cls=Commands, help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 

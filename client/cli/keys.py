@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import typer
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, age, connect, console, handles_errors, make_table,
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, age, connect, console, handles_errors, make_table,
                                print_json, print_table)
 
-app = typer.Typer(help="API keys of your project (the first one: `darkmatter create-key` on the server).")
+app = typer.Typer(cls=Commands, help="API keys of your project (the first one: `darkmatter create-key` on the server).")
 
 
 @app.command("create")

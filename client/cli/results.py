@@ -59,18 +59,27 @@ def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")
         print_table(table)
 
 
+def direction_label(row: dict) -> str:
+    return {"higher": "↑", "lower": "↓"}.get(row.get("direction"), "·")
+
+
 def scores(dataset: Optional[str] = None, protocol: Optional[str] = None, metric: Optional[str] = None,
            method: Optional[str] = None, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
-    """The leaderboard: the best score per method, dataset, protocol and metric, with score per compute-hour."""
+    """The leaderboard: mean ± std over seeds per configuration (method, backbone, recipe, options),
+    ranked by each metric's direction (↑ higher is better, ↓ lower, · not ranked)."""
     answer = connect(url, api_key).scores(dataset=dataset, protocol=protocol, metric=metric, method=method)
     if as_json:
         print_json(answer)
         return
-    table = make_table("method", "dataset", "protocol", "metric", "best", "per compute-hour", "runs", "checkpoint")
+    table = make_table("rank", "method", "backbone", "recipe", "dataset", "protocol", "metric", "mean ± std", "n",
+                       "runs", "per compute-hour", "checkpoint")
     for row in answer["leaderboard"]:
         per_hour = row.get("score_per_compute_hour")
-        table.add_row(row["method"] or "", row["dataset"], row["protocol"], row["metric"], f"{row['best']:.4f}",
-                      f"{per_hour:.1f}" if per_hour else "", str(row["runs"]), row.get("checkpoint") or "")
+        spread = f"{row['mean']:.4g}" + (f" ± {row['std']:.2g}" if row.get("std") is not None else "")
+        table.add_row("" if row.get("rank") is None else str(row["rank"]), row["method"] or "", row.get("backbone") or "",
+                      row.get("recipe") or "", row.get("dataset_name") or row["dataset"], row["protocol"],
+                      f"{row['metric']} {direction_label(row)}", spread, str(row["n"]), str(row["runs"]),
+                      f"{per_hour:.4g}" if per_hour else "", row.get("checkpoint") or "")
     if answer["leaderboard"]:
         print_table(table)
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -33,9 +34,29 @@ Json = Annotated[bool, typer.Option("--json", help="print JSON (one document; `w
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+class Formatter(typer.Context.formatter_class):
+    """Help without typer's Python-type placeholders for repeated arguments (`<list[Path]>`): the
+    metavar already says `FILE...`."""
+
+    def write_dl(self, rows, *args, **kwargs) -> None:
+        super().write_dl([(re.sub(r" <list\[[^\]]*\]>", "", term), text) for term, text in rows], *args, **kwargs)
+
+
+class HelpContext(typer.Context):
+    formatter_class = Formatter
+
+
 class Commands(typer.core.TyperGroup):
     """A command group whose listing shows each command's whole first paragraph (click cuts it at
     the terminal's width with '...', and at the first '.', even the one in 'e.g.')."""
+
+    context_class = HelpContext
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            command.context_class = HelpContext
+        return command
 
     def format_commands(self, ctx, formatter) -> None:
         rows = []

@@ -5,7 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
@@ -17,6 +17,9 @@ from client.cli.progress import Reporter
 app = typer.Typer(cls=Commands, help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# the server's enums (jobs/lifecycle.py STATES, the spec kinds; tests/live checks they agree with its OpenAPI)
+State = Literal["queued", "running", "cancelling", "retrying", "succeeded", "failed", "cancelled"]
+Kind = Literal["pretrain", "evaluate", "embed-index"]
 
 
 def read_spec(path: Path) -> dict:
@@ -75,7 +78,10 @@ def default(ctx: typer.Context) -> None:
 
 @app.command("ls")
 @handles_errors
-def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None, kind: Optional[str] = None,
+def ls(url: Url = DEFAULT_URL, api_key: Key = None,
+       state: Annotated[Optional[State], typer.Option(help="only jobs in this state")]
+       = None,
+       kind: Annotated[Optional[Kind], typer.Option(help="only jobs of this kind")] = None,
        method: Optional[str] = None, limit: Annotated[int, typer.Option(help="at most this many (newest first)")] = 20,
        as_json: Json = False) -> None:
     """List jobs, newest first."""
@@ -98,7 +104,7 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None,
 def submit(spec_file: Annotated[Optional[Path], typer.Argument(help="JSON or YAML spec ('-': stdin)")] = None,
            method: Annotated[Optional[str], typer.Option(help="e.g. simclr, dino, mae")] = None,
            dataset: Annotated[Optional[str], typer.Option(help="a dataset id or built-in name")] = None,
-           kind: Annotated[Optional[str], typer.Option(help="pretrain | evaluate | embed-index")] = None,
+           kind: Annotated[Optional[Kind], typer.Option(help="default: pretrain")] = None,
            backbone: Optional[str] = None, steps: Optional[int] = None, epochs: Optional[int] = None,
            batch_size: Optional[int] = None, checkpoint: Annotated[Optional[str], typer.Option(
                help="evaluate / embed-index: the checkpoint")] = None,

@@ -23,11 +23,18 @@ def image_inputs(paths: list[Path]) -> list[str]:
 
 
 def embed(checkpoint: Annotated[str, typer.Argument(help="a checkpoint id")],
-          images: Annotated[list[Path], typer.Argument(help="image files")],
+          inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="image files, or texts for a text "
+                                                                               "checkpoint")],
           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="save the (N, D) array as .npy")] = None,
           url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
-    """Embed image files with a checkpoint's backbone."""
-    vectors = connect(url, api_key).embeddings(checkpoint, image_inputs(images))
+    """Embed image files (or texts, for a text checkpoint) with a checkpoint's backbone:
+    `darkmatter embed ckpt_… cat.png` or `darkmatter embed ckpt_… "a sentence"`."""
+    files = [Path(i) for i in inputs if Path(i).is_file()]
+    if files and len(files) != len(inputs):
+        missing = next(i for i in inputs if not Path(i).is_file())
+        raise fail(f"{missing} is not a file, and the other inputs are image files",
+                   "give image files only, or texts only (quote each text)")
+    vectors = connect(url, api_key).embeddings(checkpoint, image_inputs(files) if files else list(inputs))
     if output:
         import numpy as np
 
@@ -37,13 +44,18 @@ def embed(checkpoint: Annotated[str, typer.Argument(help="a checkpoint id")],
         return
     console.print(f"{vectors.shape[0]} embeddings of dimension {vectors.shape[1]}" +
                   (f", saved to {output}" if output else ""), soft_wrap=True)
-    for path, vector in zip(images, vectors):
-        console.print(f"  {path.name}: [{', '.join(f'{v:.4f}' for v in vector[:6])}, …]  norm {float((vector ** 2).sum()) ** .5:.3f}",
+    for name, vector in zip([f.name for f in files] or [shorten(i) for i in inputs], vectors):
+        console.print(f"  {name}: [{', '.join(f'{v:.4f}' for v in vector[:6])}, …]  norm {float((vector ** 2).sum()) ** .5:.3f}",
                       soft_wrap=True)
 
 
+def shorten(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[:width - 1] + "…")
+
+
 def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")],
-              queries: Annotated[list[str], typer.Argument(help="item ids of the indexed split, or image files")],
+              queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="item ids of the indexed split, image files, "
+                                                                                   "or texts for a text index")],
               k: Annotated[int, typer.Option("-k", help="how many neighbours")] = 10,
               url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
     """The k nearest items of an embed-index job for item ids or image files."""

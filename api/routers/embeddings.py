@@ -44,7 +44,6 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
-
 def cache(request: Request) -> ModelCache:
     app = request.app
     if not hasattr(app.state, "model_cache"):

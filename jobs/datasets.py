@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
+from core.data.builtin import class_names as builtin_class_names
 from core.data.builtin import TEXT_NAMES
 from core.data.files import load_npz
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
@@ -260,6 +261,19 @@ def find(session: Session, project_id: str, ref: str) -> Dataset | None:
         return dataset
     return session.scalars(select(Dataset).where(Dataset.project_id == project_id, Dataset.name == ref)
                            .order_by(Dataset.created_at.desc()).limit(1)).first()
+
+
+def class_names(dataset: Dataset | None) -> list[str]:
+    """The dataset's class names by label index (a folder's sub-folder names; a built-in's digits
+    or Fashion-MNIST's classes); empty when unknown."""
+    if dataset is None:
+        return []
+    names = (dataset.stats or {}).get("classes")
+    if names:
+        return [str(n) for n in names]
+    if dataset.format == "builtin":
+        return list(builtin_class_names(dataset.uri.partition("://")[2]))
+    return []
 
 
 def resolve(session: Session, project_id: str, ref: str) -> Dataset:

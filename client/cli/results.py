@@ -65,9 +65,10 @@ def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")
         print_json(answer)
         return
     for q, row in zip(queries, answer["data"]):
-        table = make_table("rank", "item", "label", "cosine", title=f"neighbours of {q} ({answer['search']})")
+        where = answer.get("dataset_name") or answer["dataset"]
+        table = make_table("rank", "item", "class", "cosine", title=f"neighbours of {q} in {where} ({answer['search']})")
         for rank, n in enumerate(row["neighbors"], 1):
-            table.add_row(str(rank), str(n["item"]), str(n["label"]), f"{n['score']:.4f}")
+            table.add_row(str(rank), str(n["item"]), str(n.get("class") or n["label"]), f"{n['score']:.4f}")
         print_table(table)
 
 

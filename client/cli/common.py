@@ -82,7 +82,16 @@ def make_table(*headers: str, **options) -> Table:
 
 def print_table(rows: Table) -> None:
     """In a terminal, the terminal's width; in a pipe or a file, as wide as the rows (never cut at 80)."""
-    console.print(rows, width=None if console.is_terminal else 100_000)
+    if console.is_terminal:
+        console.print(rows)
+        return
+    natural = console.measure(rows, options=console.options.update(width=100_000, max_width=100_000)).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(rows)
+    finally:
+        console.width = width
 
 
 def connect(url: str, api_key: str | None):

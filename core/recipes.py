@@ -133,7 +133,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         backbone_options["vocab_size"] = tokenizer["vocab_size"]
         inputs = {"modality": "text", "tokenizer": tokenizer}
     return {
-        "method": method, "scale": scale, "n_items": n_items, **inputs, "notes": notes,
+        "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
         "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
         "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,

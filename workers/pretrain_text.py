@@ -61,7 +61,7 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
                 "spec": raw_spec, "recipe": recipe, "code_version": code_version(),
                 "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, config.steps)
-    for note in recipe.get("notes", []):
+    for note in recipe.get("adjustments", []):
         ctx.event("log", note)
     ctx.event("log", f"training {spec.method} on {device} for {config.steps} steps: {len(corpus)} documents, "
               f"{corpus.n_tokens()} tokens, {corpus.truncated} cut to {encoder.max_length}"

@@ -61,8 +61,9 @@ def test_enum_options_are_the_servers(cli, live):
     from client.cli.jobs import State
 
     assert json.dumps(states).count('"enum"') and set(State.__args__) == set(find_enum(states))
-    uri_schema = openapi["components"]["schemas"]["UriRequest"]["properties"]["format"]
-    assert set(FORMATS) == set(find_enum(uri_schema))
+    body = openapi["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    uri_schema = next(s for s in body["oneOf"] if "uri" in s.get("properties", {}))
+    assert set(FORMATS) == set(find_enum(uri_schema["properties"]["format"]))
     assert httpx.get(f"{live.url}/v1/jobs", params={"state": "runing"}).status_code == 422
 
 

@@ -25,6 +25,9 @@ def test_the_http_examples_run_as_written(live, tmp_path):
     assert "localhost:8000/v1/jobs/job_…" not in block  # every id comes from an earlier answer
     # strict mode, and a curl that fails on an HTTP error status (the README's curls print the answer)
     prelude = "set -euo pipefail\ncurl() { command curl --fail-with-body --silent --show-error \"$@\"; echo; }\n"
+    token = live.settings.home / "launch-token"
+    if not token.exists():  # a server without a launch token ignores the header; one with it wrote the file
+        token.write_text("no-token-needed")
     env = {**os.environ, "DARKMATTER_URL": live.url, "DARKMATTER_HOME": str(live.settings.home)}
     done = subprocess.run(["bash", "-c", prelude + block], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=400)

@@ -60,7 +60,8 @@ const pages = {
   async job(view, id) {
     const job = await api.get(`/v1/jobs/${id}`);
     const head = h("div", { class: "job-head" });
-    const plots = { loss: "loss", lr: "learning rate", img_per_s: "images / s" };
+    const text = job.recipe && job.recipe.modality === "text";  // the loop logs sequences a second as img_per_s
+    const plots = { loss: "loss", lr: "learning rate", img_per_s: text ? "sequences / s" : "images / s" };
     const grid = h("div", { class: "charts" });
     const lines = {};
     for (const [name, title] of Object.entries(plots)) {
@@ -83,7 +84,7 @@ const pages = {
     const showHead = (j) => head.replaceChildren(h("h1", {}, `${j.kind} ${j.method || ""} `, h("small", {}, j.id)),
       h("div", { class: "facts" }, badge(j.state), progressBar(j), h("span", {}, `step ${j.step}/${j.total_steps}`),
         h("span", {}, `attempt ${j.attempt}/${j.max_attempts}`), h("span", {}, `dataset ${j.spec.dataset || ""}`),
-        h("span", {}, `compute ${fmt(j.compute_seconds, 3)} s`), cancelButton(j, refresh)),
+        h("span", {}, computeText(j)), cancelButton(j, refresh)),
       j.error ? h("p", { class: "error" }, j.error) : "");
     let current = job;
     async function refresh() {
@@ -206,3 +207,12 @@ const pages = {
         : h("p", {}, "No embed-index jobs yet: submit {\"kind\": \"embed-index\", \"checkpoint\": …, \"dataset\": …}."));
   },
 };
+
+// Compute is counted when a run ends; while it runs, say how long it has been running instead of "0 s".
+function computeText(j) {
+  if (["running", "cancelling"].includes(j.state) && j.started_at) {
+    const started = Date.parse(j.started_at.endsWith("Z") ? j.started_at : `${j.started_at}Z`);
+    return `running for ${Math.max(0, Math.round((Date.now() - started) / 1000))} s`;
+  }
+  return `compute ${fmt(j.compute_seconds, 3)} s`;
+}

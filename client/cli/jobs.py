@@ -149,15 +149,29 @@ def show(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json
         if job.get(key) not in (None, ""):
             table.add_row(key, str(job[key]))
     table.add_row("progress", f"{job['step']}/{job['total_steps']} ({100 * job['progress']:.0f}%)")
-    table.add_row("compute", f"{job['compute_seconds']:.1f} s")
+    if job["state"] in ("running", "cancelling") and job.get("started_at"):
+        table.add_row("running for", f"{age(job['started_at']).removesuffix(' ago')} (compute is counted when a run ends)")
+    else:
+        table.add_row("compute", f"{job['compute_seconds']:.1f} s")
     for name, value in sorted(job.get("metrics", {}).items()):
         table.add_row(f"metric {name}", f"{value:.4g}")
     for key, value in (job.get("result") or {}).items():
-        table.add_row(f"result {key}", json.dumps(value) if not isinstance(value, str) else value)
+        table.add_row(f"result {key}", value if isinstance(value, str) else json.dumps(rounded(value)))
     print_table(table)
     log = client.job_events(job_id)["data"][-events:]
     for event in log:
         console.print(f"  {event['at'][:19]}  {event['kind']:<10} {event['message']}", soft_wrap=True)
+
+
+def rounded(value, digits: int = 4):
+    """Floats to `digits` significant digits (0.6499999761581421 -> 0.65), inside lists and dicts too."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 @app.command("cancel")
@@ -175,14 +189,19 @@ def cancel(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Js
 @handles_errors
 def watch(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None,
           as_json: Annotated[bool, typer.Option("--json", help="print each event as one JSON line")] = False) -> None:
-    """Follow a job live from its event stream: step, loss, img/s and ETA, until it ends.
+    """Follow a job live from its event stream: step, loss, img/s (seq/s for text) and ETA, until it ends.
     Exits 0 when it succeeded, 1 when it failed or was cancelled."""
     follow(connect(url, api_key), job_id, as_json)
 
 
-def metrics_info(values: dict) -> str:
+def throughput_unit(job: dict) -> str:
+    """Text jobs count sequences a second, image jobs images (the loop logs both as img_per_s)."""
+    return "seq/s" if (job.get("recipe") or {}).get("modality") == "text" else "img/s"
+
+
+def metrics_info(values: dict, unit: str = "img/s") -> str:
     parts = []
-    for name, label, fmt in (("loss", "loss", ".4f"), ("lr", "lr", ".3g"), ("img_per_s", "img/s", ".0f")):
+    for name, label, fmt in (("loss", "loss", ".4f"), ("lr", "lr", ".3g"), ("img_per_s", unit, ".0f")):
         if name in values:
             parts.append(f"{label} {values[name]:{fmt}}")
     return "  ".join(parts)
@@ -204,12 +223,13 @@ def follow(client, job_id: str, as_json: bool) -> None:
 
 
 def follow_with_progress(client, job_id: str, state: str) -> str:
-    total = client.job(job_id)["total_steps"] or None
+    job = client.job(job_id)
+    total, unit = job["total_steps"] or None, throughput_unit(job)
     with Reporter(console, job_id, total, every=30.0) as bar:
         for event in client.events(job_id):
             if event.event == "metrics":
                 data = event.data
-                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"]))
+                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"], unit))
             elif event.event == "end":
                 state = event.data.get("state") or state
             else:

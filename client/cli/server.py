@@ -82,8 +82,18 @@ def methods(name: Annotated[Optional[str], typer.Argument(help="show this method
     table = make_table("method", "family", "default backbone", "modality", "paper")
     for method_name in method_names():
         info = method_info(method_name)
-        table.add_row(method_name, info.family, info.default_backbone, info.modality, info.paper)
+        table.add_row(method_name, info.family, backbones_label(info), info.modality, info.paper)
     print_table(table)
+
+
+def backbones_label(info) -> str:
+    """The backbone a job gets by default, as the resolver picks it (core.recipes.resolve)."""
+    if info.modality == "text":
+        return info.default_backbone
+    chosen = info.default_backbones
+    if len(set(chosen.values())) == 1:
+        return next(iter(chosen.values()))
+    return f"{chosen.get('small', '?')} (≤64 px), {chosen.get('large', '?')} (larger)"
 
 
 def demo(dataset: str = "auto", port: int = 8765, home: Path = Path(".darkmatter/demo")) -> None:

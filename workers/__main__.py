@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="GPU ids this worker owns, e.g. 0,1 (default: DARKMATTER_GPUS, CUDA_VISIBLE_DEVICES, "
                              "else GPU 0 alone, never all)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--quiet", action="store_true", help="no Celery start-up banner (`darkmatter up` passes it)")
     args = parser.parse_args(argv)
     settings = get_settings()
     configure("worker", args.loglevel, settings.log_format)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=sweeper, args=(settings, stop, identity), daemon=True, name="sweeper").start()
     worker_shutting_down.connect(lambda **_: runner.request_stop(), weak=False)
     app = create_celery(settings)
-    argv = ["worker", "-Q", queues, "-P", "solo", "-c", "1", "--loglevel", args.loglevel, "--without-mingle",
+    argv = (["--quiet"] if args.quiet else []) + ["worker", "-Q", queues, "-P", "solo", "-c", "1", "--loglevel", args.loglevel, "--without-mingle",
             "--without-gossip"]
     if args.name:
         argv += ["-n", args.name]

@@ -138,6 +138,8 @@ def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train
                               should_stop=lambda step: ctx.stop_reason() is not None, **options)
         else:
             values = run_protocol(name, train_x, train_y, test_x, test_y, seed=seed, **options)
+        # float32 results to the digits they hold: 0.65, not 0.6499999761581421
+        values = {k: float(f"{v:.7g}") for k, v in values.items()}
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if bad:
             ctx.event("log", f"{name} on {source.name}: non-finite {', '.join(bad)} not recorded")

@@ -95,6 +95,7 @@ def record_masked_tokens(ctx: JobContext, method, corpus: TokenizedCorpus, held_
     test_corpus = TokenizedCorpus.from_texts(encoder.tokenizer, held_out, encoder.max_length)
     values = masked_token_scores(encoder, method.head, test_corpus, unigram_counts(corpus, encoder.vocab_size),
                                  seed=spec.seed, device=device)
+    values = {who: {k: float(f"{v:.7g}") for k, v in row.items()} for who, row in values.items()}  # no float32 tails
     options = {"select_prob": 0.15, "replace": "all [MASK]", "seed": spec.seed}
 
     def write(session):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,22 +12,34 @@ from typing import Annotated, Optional
 import typer
 
 from client import processes
-from client.cli.common import USAGE, console, fail, make_table, print_table
+from client.cli.common import UNREACHABLE, USAGE, console, fail, make_table, print_table
 
 
 def _stop(*_) -> None:
     raise KeyboardInterrupt
 
 
-def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
+def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False,
+       log_format: Annotated[Optional[str], typer.Option(
+           "--log-format", help="text | json (default: text in a terminal, JSON lines otherwise; "
+                                "DARKMATTER_LOG_FORMAT also sets it)", show_default=False)] = None) -> None:
     """Start the API (with the dashboard at /) and one worker on the embedded default (SQLite,
-    SQLite broker, local files)."""
+    SQLite broker, local files); the URL is printed once the API answers."""
+    if log_format not in (None, "text", "json"):
+        raise fail(f"--log-format {log_format!r} is not text or json", "e.g. --log-format json")
+    env = dict(os.environ)
+    env["DARKMATTER_LOG_FORMAT"] = log_format or env.get("DARKMATTER_LOG_FORMAT") or (
+        "text" if sys.stderr.isatty() else "json")
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
-    api = processes.start_api(host, port, auth)
-    worker = processes.start_worker()
-    console.print(f"darkmatter up: dashboard on http://{host}:{port}/ (API docs at /docs), worker pid {worker.pid}",
-                  soft_wrap=True)
+    api = processes.start_api(host, port, auth, env=env)
+    worker = processes.start_worker(env=env, quiet=True)
     try:
+        url = f"http://{host}:{port}"
+        if not processes.wait_ready(url, [api, worker]):
+            raise fail(f"the API at {url} did not become ready", "see the log lines above (is the port taken?)",
+                       UNREACHABLE)
+        console.print(f"darkmatter up: dashboard on {url}/ (API docs at {url}/docs), worker pid {worker.pid}",
+                      soft_wrap=True)
         processes.wait_any([api, worker])
     except KeyboardInterrupt:
         pass

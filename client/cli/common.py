@@ -4,7 +4,7 @@ Exit codes (also in `darkmatter --help`):
   0  done
   1  the server refused the request (4xx/5xx), or a waited-for job ended failed or cancelled
   2  bad usage: an unknown option, a missing argument, an unreadable spec file
-  3  the server cannot be reached
+  3  the server cannot be reached, or took the connection and did not answer in time
   4  a downloaded file failed its sha256 check
   130 interrupted (Ctrl-C); a download keeps its partial file and resumes next time
 """

@@ -3,12 +3,16 @@ against the live server (its own DARKMATTER_HOME, a real worker), every curl fai
 an HTTP error, so the README cannot drift from the API again."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import subprocess
 
 import pytest
+from typer.testing import CliRunner
+
+from client.cli import app
 
 from tests.conftest import ROOT
 
@@ -54,3 +58,22 @@ def test_the_text_examples_run_as_written(live, tmp_path):
     setup = bash_block("## HTTP in one screen").split("\ncurl", 1)[0] + "\n"  # DM, DM_AUTH, JSON
     out = run_block(bash_block("Train on your own corpus and embed text"), live, tmp_path, prelude=setup)
     assert out.count('"embedding"') == 2 and '"neighbors"' in out
+    # the same text checkpoint through the CLI and the other text-input rules (issue 24)
+    with live.http() as http:
+        job = http.get("/v1/jobs", params={"method": "mlm", "state": "succeeded", "limit": 1}).json()["data"][0]
+        checkpoint = job["result"]["checkpoint"]
+        png = base64.b64encode(PNG_1PX).decode()
+        refused = http.post("/v1/embeddings", json={"model": checkpoint, "input": [png]})
+        assert refused.status_code == 422 and "base64 image" in refused.text
+        one = http.post("/v1/embeddings", json={"model": checkpoint, "input": "a small dog"})
+        assert one.status_code == 200 and len(one.json()["data"]) == 1
+    cli = CliRunner()
+    embedded = cli.invoke(app, ["embed", checkpoint, "a small dog", "a cat"], env={"DARKMATTER_URL": live.url})
+    assert embedded.exit_code == 0 and "2 embeddings of dimension" in embedded.output, embedded.output
+    watched = cli.invoke(app, ["jobs", "watch", job["id"]], env={"DARKMATTER_URL": live.url})
+    assert "seq/s" in watched.output and "img/s" not in watched.output, watched.output
+
+
+# a 1x1 PNG (the bytes a user's base64 of an image file starts with)
+PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+                        "3a7e9b550000000a49444154789c6360000000020001e221bc330000000049454e44ae426082")

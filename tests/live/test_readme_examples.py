@@ -57,7 +57,7 @@ def test_the_text_examples_run_as_written(live, tmp_path):
     (tmp_path / "corpus.jsonl").write_bytes(jsonl(glosses(per_class=100)))
     setup = bash_block("## HTTP in one screen").split("\ncurl", 1)[0] + "\n"  # DM, DM_AUTH, JSON
     out = run_block(bash_block("Train on your own corpus and embed text"), live, tmp_path, prelude=setup)
-    assert out.count('"embedding"') == 2 and '"neighbors"' in out
+    assert out.count('"object":"embedding"') == 2 and '"neighbors"' in out
     # the same text checkpoint through the CLI and the other text-input rules (issue 24)
     with live.http() as http:
         job = http.get("/v1/jobs", params={"method": "mlm", "state": "succeeded", "limit": 1}).json()["data"][0]

@@ -120,6 +120,7 @@ def test_a_folder_by_name_with_small_dataset_defaults(cli, live, tmp_path):
         assert any("batch_size capped to the dataset: 30" in m for m in events), events
         knn = done["result"]["scores"]["knn"]
         assert set(knn) == {"top1@k20", "top1@k30"}, knn  # k=200 capped to the 30 training items
+        assert all(v == float(f"{v:.7g}") for v in knn.values()), knn  # no float32 tails (0.6499999761581421)
         too_big = http.post("/v1/jobs", json={"method": "simclr", "dataset": "twoclass", "batch_size": 64})
         assert too_big.status_code == 422 and "batch_size 64 (set in the spec)" in too_big.text
 

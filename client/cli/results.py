@@ -58,8 +58,8 @@ def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")
                                                                                    "or texts for a text index")],
               k: Annotated[int, typer.Option("-k", help="how many neighbours")] = 10,
               url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
-    """The k nearest items of an embed-index job for item ids or image files."""
-    query = [int(q) if q.isdigit() else image_inputs([Path(q)])[0] for q in queries]
+    """The k nearest items of an embed-index job for item ids, image files, or texts (a text index)."""
+    query = [int(q) if q.isdigit() else image_inputs([Path(q)])[0] if Path(q).is_file() else q for q in queries]
     answer = connect(url, api_key).neighbors(index, query, k=k)
     if as_json:
         print_json(answer)

@@ -70,6 +70,12 @@ def test_the_text_examples_run_as_written(live, tmp_path):
     cli = CliRunner()
     embedded = cli.invoke(app, ["embed", checkpoint, "a small dog", "a cat"], env={"DARKMATTER_URL": live.url})
     assert embedded.exit_code == 0 and "2 embeddings of dimension" in embedded.output, embedded.output
+    with live.http() as http:
+        index = http.get("/v1/jobs", params={"kind": "embed-index", "state": "succeeded", "limit": 1}).json()["data"][0]
+    near = cli.invoke(app, ["neighbors", index["id"], "a small dog", "-k", "3"], env={"DARKMATTER_URL": live.url,
+                                                                                     "COLUMNS": "160"})
+    assert near.exit_code == 0 and "neighbours of a small dog in corpus.jsonl" in near.output, near.output
+    assert "noun." in near.output  # class names, not label indices
     watched = cli.invoke(app, ["jobs", "watch", job["id"]], env={"DARKMATTER_URL": live.url})
     assert "seq/s" in watched.output and "img/s" not in watched.output, watched.output
 

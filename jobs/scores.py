@@ -67,8 +67,8 @@ def leaderboard(session: Session, project_id: str, *, dataset: str | None = None
         options = dict(score.options or {})
         seed = options.pop("seed", None)
         run = run_id or f"{score.baseline}:{score.eval_job_id}"
-        config = (score.method or score.baseline, score.backbone, recipe_key(recipe), json.dumps(options, sort_keys=True),
-                  score.dataset_id, score.protocol, score.metric)
+        config = (score.method or score.baseline, score.backbone, recipe_key(recipe),
+                  json.dumps(options, sort_keys=True), score.dataset_id, score.protocol, score.metric)
         latest[config, run, seed] = (score, run, recipe)  # later rows replace earlier ones
     groups: dict[tuple, list] = {}
     for (config, _, _), entry in latest.items():

@@ -75,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=sweeper, args=(settings, stop, identity), daemon=True, name="sweeper").start()
     worker_shutting_down.connect(lambda **_: runner.request_stop(), weak=False)
     app = create_celery(settings)
-    argv = (["--quiet"] if args.quiet else []) + ["worker", "-Q", queues, "-P", "solo", "-c", "1", "--loglevel", args.loglevel, "--without-mingle",
+    argv = ["worker", "-Q", queues, "-P", "solo", "-c", "1", "--loglevel", args.loglevel, "--without-mingle",
             "--without-gossip"]
+    if args.quiet:
+        argv = ["--quiet", *argv]  # a global option of the celery command: before `worker`
     if args.name:
         argv += ["-n", args.name]
     try:

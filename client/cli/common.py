@@ -76,8 +76,9 @@ ID_COLUMNS = ("id", "job", "checkpoint", "dataset", "item")
 def make_table(*headers: str, **options) -> Table:
     """A table whose id columns are never cut nor wrapped (they are what a user copies next);
     the other columns fold instead."""
-    return Table(*(Column(h, no_wrap=True, min_width=len("ckpt_") + 16) if h in ID_COLUMNS else Column(h, overflow="fold")
-                   for h in headers), **options)
+    columns = [Column(h, no_wrap=True, min_width=len("ckpt_") + 16) if h in ID_COLUMNS else Column(h, overflow="fold")
+               for h in headers]
+    return Table(*columns, **options)
 
 
 def print_table(rows: Table) -> None:

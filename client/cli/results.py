@@ -54,8 +54,8 @@ def shorten(text: str, width: int = 40) -> str:
 
 
 def neighbors(index: Annotated[str, typer.Argument(help="an embed-index job id")],
-              queries: Annotated[list[str], typer.Argument(metavar="QUERY...", help="item ids of the indexed split, image files, "
-                                                                                   "or texts for a text index")],
+              queries: Annotated[list[str], typer.Argument(
+                  metavar="QUERY...", help="item ids of the indexed split, image files, or texts for a text index")],
               k: Annotated[int, typer.Option("-k", help="how many neighbours")] = 10,
               url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
     """The k nearest items of an embed-index job for item ids, image files, or texts (a text index)."""

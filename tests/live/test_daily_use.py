@@ -8,7 +8,6 @@ import io
 import json
 import re
 import socket
-import threading
 
 import httpx
 import numpy as np

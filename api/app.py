@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from api.edge import LOCAL_HOSTS, HostCheck, SecurityHeaders, add_docs
 from api.guard import Guard
 from api.limits import BodySizeLimit
+from api.suggest import suggest_fields
 from api.observe import HttpMetrics, Observe
 from api.ratelimit import Callers, RateLimit
 from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
@@ -81,10 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Observe, metrics=app.state.http_metrics)  # outermost: sees every answer, 429s included
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError):
         errors = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": e.get("type")}
                   for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse({"detail": suggest_fields(errors, request.scope.get("route"))}, status_code=422)
 
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)

@@ -7,6 +7,12 @@ from torch import Tensor, nn
 from api.inputs import BadInput
 
 BATCH = 64
+# the base64 starts of PNG, JPEG, GIF and WebP files, and data URLs: an image sent to a text model
+IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "data:image/")
+
+
+def looks_like_image(text: str) -> bool:
+    return text.startswith(IMAGE_PREFIXES) and not any(c.isspace() for c in text[:200])
 
 
 def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tuple[Tensor, dict]:
@@ -17,6 +23,9 @@ def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tupl
             raise BadInput(i, "this checkpoint embeds text: give strings")
         if not item.strip():
             raise BadInput(i, "empty text")
+        if looks_like_image(item):
+            raise BadInput(i, "this is a base64 image, and this checkpoint embeds text: give strings, or use an "
+                              "image checkpoint")
     encoded = encoder.encode(inputs)
     room = encoder.max_length - 2  # [CLS] and [SEP] take two positions
     if not truncate:

@@ -16,7 +16,7 @@ import httpx
 
 from client import transfer
 from client.calls import TERMINAL, Calls, retry_wait, upload_fields
-from client.errors import ConnectionFailed, JobFailed
+from client.errors import ConnectionFailed, JobFailed, transport_failure
 from client.sdk import raise_for
 from client.sse import Decoder, Event
 from client.token import local_token
@@ -44,7 +44,7 @@ class AsyncClient(Calls):
             try:
                 response = await self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(self.base_url, type(exc).__name__) from None
+                raise transport_failure(self.base_url, exc, self.http.timeout.read) from None
             wait = retry_wait(response)
             if response.status_code != 429 or attempt == self.retries or wait is None:
                 break

@@ -17,6 +17,26 @@ class ConnectionFailed(DarkmatterError):
         self.hint = "start it with `darkmatter up`, or point --url / DARKMATTER_URL at a running server"
 
 
+class ServerTimeout(ConnectionFailed):
+    """The server took the connection but did not answer in time: busy, not dead."""
+
+    def __init__(self, url: str, reason: str, seconds: float | None):
+        DarkmatterError.__init__(self, f"the darkmatter API at {url} accepted the connection but did not answer"
+                                 + (f" within {seconds:g} s" if seconds else "") + f" ({reason})")
+        self.url = url
+        self.hint = "the server is running but busy: retry in a moment, or see its log for what it is doing"
+
+
+def transport_failure(url: str, exc: Exception, seconds: float | None, prefix: str = "") -> ConnectionFailed:
+    """A dead server (refused, unresolvable, connect timeout) or a slow one (read/write/pool timeout)."""
+    import httpx
+
+    reason = f"{prefix}{type(exc).__name__}"
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
+        return ServerTimeout(url, reason, seconds)
+    return ConnectionFailed(url, reason)
+
+
 class ChecksumMismatch(DarkmatterError):
     """A downloaded file does not match the sha256 the server announced."""
 
@@ -107,8 +127,10 @@ def describe(detail) -> str:
     return " ".join(str(detail).split())
 
 
-def error_for(status: int, detail, headers=None) -> ApiError:
+def error_for(status: int, detail, headers=None, docs: str = "/docs") -> ApiError:
+    """`docs`: where the server's API reference is (e.g. http://127.0.0.1:8000/docs)."""
     hint = HINTS.get(status, HINTS[500] if status >= 500 else "check the request against /docs")
+    hint = hint.replace("/docs", f"the API reference at {docs}")
     if status == 429:
         retry = (headers or {}).get("retry-after")
         return RateLimited(status, detail, hint, float(retry) if retry and retry.replace(".", "").isdigit() else None)

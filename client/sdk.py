@@ -16,7 +16,7 @@ import httpx
 
 from client import transfer
 from client.calls import TERMINAL, Calls, retry_wait, upload_fields
-from client.errors import ApiError, ConnectionFailed, JobFailed, error_for
+from client.errors import ApiError, ConnectionFailed, JobFailed, error_for, transport_failure
 from client.sse import Decoder, Event
 from client.token import local_token
 
@@ -29,7 +29,8 @@ def raise_for(response: httpx.Response) -> None:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text[:300] or response.reason_phrase
-        raise error_for(response.status_code, detail, response.headers)
+        docs = str(response.request.url.copy_with(path="/docs", query=None, fragment=None))
+        raise error_for(response.status_code, detail, response.headers, docs)
 
 
 class Client(Calls):
@@ -55,7 +56,7 @@ class Client(Calls):
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                raise ConnectionFailed(self.base_url, type(exc).__name__) from None
+                raise transport_failure(self.base_url, exc, self.http.timeout.read) from None
             wait = retry_wait(response)
             if response.status_code != 429 or attempt == self.retries or wait is None:
                 return response

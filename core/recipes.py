@@ -6,12 +6,14 @@ images of at most 64 px (CIFAR, Fashion-MNIST; solo-learn's `scripts/pretrain/ci
 `large` for 224 px ImageNet-like data. Each value cites its source in `sources`."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from core.augment import ViewConfig
 from core.optim import check_lr_groups
 
+logger = logging.getLogger(__name__)
 SCALES = ("small", "large")
 SMALL_MAX_SIDE = 64
 OPTIMIZERS = ("lars", "sgd", "adamw")
@@ -128,9 +130,15 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     if text and given.get("augment"):
         raise ValueError(f"{method} is a text method: it takes no image augmentations")
 
-    batch = recipe.batch_size
+    batch, notes = recipe.batch_size, []
     if batch > n_items:
-        raise ValueError(f"batch_size {batch} is larger than the dataset ({n_items} items)")
+        if "batch_size" in given:
+            raise ValueError(f"batch_size {batch} (set in the spec) is larger than the dataset ({n_items} items)")
+        if n_items < 2:
+            raise ValueError(f"the dataset has {n_items} item(s): training needs at least 2")
+        notes.append(f"batch_size capped to the dataset: {n_items} (the {scale!r} recipe's is {batch})")
+        logger.info("%s: %s", method, notes[-1])
+        batch = n_items
     steps_per_epoch = max(1, n_items // batch)
     if "steps" in given and "epochs" in given:
         raise ValueError("give epochs or steps, not both")
@@ -160,7 +168,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         backbone_options["vocab_size"] = tokenizer["vocab_size"]
         inputs = {"modality": "text", "tokenizer": tokenizer}
     return {
-        "method": method, "scale": scale, "n_items": n_items, **inputs,
+        "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
         "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
         "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
 from core.data.archives import Limits
 from core.data.builtin import NAMES as BUILTIN_NAMES
+from core.data.builtin import class_names as builtin_class_names
 from core.data.builtin import TEXT_NAMES
 from core.data.files import load_npz, npz_item
 from core.data.scan import FILE_FORMATS, FOLDER_FORMAT, ScanOptions, scan_file
@@ -344,14 +345,37 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
         store.delete(f"datasets/{dataset.id}")
 
 
-def resolve(session: Session, project_id: str, ref: str) -> Dataset:
-    """A dataset id of this project, or a built-in name (registered on first use)."""
+def find(session: Session, project_id: str, ref: str) -> Dataset | None:
+    """This project's dataset with that id, else its newest one with that name."""
     dataset = session.get(Dataset, ref)
     if dataset is not None and dataset.project_id == project_id:
         return dataset
+    return session.scalars(select(Dataset).where(Dataset.project_id == project_id, Dataset.name == ref)
+                           .order_by(Dataset.created_at.desc()).limit(1)).first()
+
+
+def class_names(dataset: Dataset | None) -> list[str]:
+    """The dataset's class names by label index (a folder's sub-folder names; a built-in's digits
+    or Fashion-MNIST's classes); empty when unknown."""
+    if dataset is None:
+        return []
+    names = (dataset.stats or {}).get("classes")
+    if names:
+        return [str(n) for n in names]
+    if dataset.format == "builtin":
+        return list(builtin_class_names(dataset.uri.partition("://")[2]))
+    return []
+
+
+def resolve(session: Session, project_id: str, ref: str) -> Dataset:
+    """A dataset id or name of this project, or a built-in name (registered on first use)."""
+    dataset = find(session, project_id, ref)
+    if dataset is not None:
+        return dataset
     if ref in BUILTIN_NAMES:
         return register_builtin(session, project_id, ref)
-    raise DatasetNotFound(f"dataset {ref!r} not found")
+    raise DatasetNotFound(f"dataset {ref!r} not found (neither an id nor a name of this project's datasets, "
+                          f"nor a built-in: {', '.join(BUILTIN_NAMES)})")
 
 
 def is_streamed(dataset: Dataset) -> bool:

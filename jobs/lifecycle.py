@@ -70,6 +70,8 @@ def finish(session: Session, job_id: str, worker_id: str, state: str, error: str
     values = {"state": state, "finished_at": db_now(session), "error": error, "worker_id": None}
     if result is not None:
         values["result"] = result
+        if isinstance(result.get("step"), int):  # where the run stopped (a cancel's checkpoint), not the last log
+            values["step"] = result["step"]
     return _transition(session, job_id, from_states, values, state + (f": {error}" if error else ""), worker_id)
 
 

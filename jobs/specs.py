@@ -222,6 +222,7 @@ def load_registries() -> None:
 
 def available_methods() -> list[dict]:
     return [{"name": n, "family": method_info(n).family, "default_backbone": method_info(n).default_backbone,
+             "default_backbones": method_info(n).default_backbones,
              "modality": method_info(n).modality, "paper": method_info(n).paper, "options": method_info(n).options(),
              "scales": sorted(method_info(n).recipes)}
             for n in method_names()]

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="GPU ids this worker owns, e.g. 0,1 (default: DARKMATTER_GPUS, CUDA_VISIBLE_DEVICES, "
                              "else GPU 0 alone, never all)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--quiet", action="store_true", help="no Celery start-up banner (`darkmatter up` passes it)")
     args = parser.parse_args(argv)
     settings = get_settings()
     configure("worker", args.loglevel, settings.log_format)
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     app = create_celery(settings)
     argv = ["worker", "-Q", queues, "-P", "solo", "-c", "1", "--loglevel", args.loglevel, "--without-mingle",
             "--without-gossip"]
+    if args.quiet:
+        argv = ["--quiet", *argv]  # a global option of the celery command: before `worker`
     if args.name:
         argv += ["-n", args.name]
     try:

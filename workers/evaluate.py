@@ -40,6 +40,21 @@ def labelled(data):
     return data.subset(keep.nonzero().squeeze(1)) if not bool(keep.all()) else data
 
 
+def checkpoint_backbone(ctx: JobContext, refs: list[str]) -> tuple[str | None, dict | None]:
+    """The random-init baseline's architecture when the spec names none: the first evaluated
+    checkpoint's own (name and options), so the baseline is the same network untrained."""
+    for ref in refs:
+        row = ctx.write(lambda s, ref=ref: s.get(Checkpoint, ref))
+        if row is not None:
+            config = dict((row.manifest or {}).get("backbone") or {})
+            name = config.pop("name", row.backbone)
+            for given_by_the_dataset in ("in_channels", "image_size"):
+                config.pop(given_by_the_dataset, None)
+            ctx.event("log", f"random-init baseline on the checkpoint's backbone {name}")
+            return name, config
+    return None, None
+
+
 def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, backbone: str | None,
                 backbone_options: dict | None = None) -> Source:
     stats = dataset_row.stats or {}
@@ -123,6 +138,8 @@ def evaluate_source(ctx: JobContext, source: Source, dataset_row: Dataset, train
                               should_stop=lambda step: ctx.stop_reason() is not None, **options)
         else:
             values = run_protocol(name, train_x, train_y, test_x, test_y, seed=seed, **options)
+        # float32 results to the digits they hold: 0.65, not 0.6499999761581421
+        values = {k: float(f"{v:.7g}") for k, v in values.items()}
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
         if bad:
             ctx.event("log", f"{name} on {source.name}: non-finite {', '.join(bad)} not recorded")
@@ -164,6 +181,9 @@ def run_evaluate(ctx: JobContext, raw_spec: dict):
     train_set, test_set = datasets.load(dataset_row, ctx.store)
     protocols = [p.model_dump() for p in spec.protocols]
     refs = spec.sources()
+    baseline_backbone = (spec.backbone, spec.backbone_options)
+    if spec.backbone is None and "random-init" in refs:
+        baseline_backbone = checkpoint_backbone(ctx, refs)
     progress = Progress(ctx, len(refs) * len(protocols))
     ctx.log_metrics(0, {}, progress.total)
     started = time.perf_counter()
@@ -174,7 +194,7 @@ def run_evaluate(ctx: JobContext, raw_spec: dict):
             reason = ctx.stop_reason()
             if reason:
                 break
-            source = open_source(ctx, ref, dataset_row, spec.seed, spec.backbone, spec.backbone_options)
+            source = open_source(ctx, ref, dataset_row, spec.seed, *baseline_backbone)
             results[ref], reason = evaluate_source(ctx, source, dataset_row, train_set, test_set, protocols,
                                                    spec.seed, device, progress)
             if reason:

@@ -152,6 +152,8 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
                                          spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
     ctx.beat()
+    for note in recipe.get("adjustments", []):
+        ctx.event("log", note)
     ctx.event("log", f"training {spec.method} on {device if world == 1 else f'{world} processes ({device.type})'} "
               f"for {total} steps" + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()

@@ -61,6 +61,8 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
                 "spec": raw_spec, "recipe": recipe, "code_version": code_version(),
                 "dataset": {"id": dataset_row.id, "content_hash": dataset_row.content_hash}}
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, config.steps)
+    for note in recipe.get("adjustments", []):
+        ctx.event("log", note)
     ctx.event("log", f"training {spec.method} on {device} for {config.steps} steps: {len(corpus)} documents, "
               f"{corpus.n_tokens()} tokens, {corpus.truncated} cut to {encoder.max_length}"
               + (f", resuming at step {resume['step']}" if resume else ""))
@@ -93,6 +95,7 @@ def record_masked_tokens(ctx: JobContext, method, corpus: TokenizedCorpus, held_
     test_corpus = TokenizedCorpus.from_texts(encoder.tokenizer, held_out, encoder.max_length)
     values = masked_token_scores(encoder, method.head, test_corpus, unigram_counts(corpus, encoder.vocab_size),
                                  seed=spec.seed, device=device)
+    values = {who: {k: float(f"{v:.7g}") for k, v in row.items()} for who, row in values.items()}  # no float32 tails
     options = {"select_prob": 0.15, "replace": "all [MASK]", "seed": spec.seed}
 
     def write(session):

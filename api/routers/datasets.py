@@ -5,7 +5,7 @@ in `error`)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -45,7 +45,7 @@ class BuiltinRequest(BaseModel):
 class UriRequest(Options):
     uri: str | list[str] = Field(description="s3://bucket/key, a local path under DARKMATTER_DATA_ROOTS, or "
                                              "WebDataset shards (brace pattern or list)")
-    format: str = Field(description=f"one of {', '.join(datasets.FORMATS)}")
+    format: Literal[datasets.FORMATS] = Field(description=f"one of {', '.join(datasets.FORMATS)}")
     name: str | None = Field(None, max_length=200)
 
 
@@ -181,9 +181,10 @@ def list_datasets(session: SessionDep, project: ProjectDep, limit: Annotated[int
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def read(dataset_id: str, session: SessionDep, project: ProjectDep) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.project_id != project:
-        raise HTTPException(404, f"dataset {dataset_id!r} not found")
+    """A dataset by id, or by name (the newest of that name)."""
+    row = datasets.find(session, project, dataset_id)
+    if row is None:
+        raise HTTPException(404, f"dataset {dataset_id!r} not found (neither an id nor a name)")
     return row
 
 

@@ -7,7 +7,7 @@ from typing import Literal, Union
 
 import torch
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.inputs import BadInput, decode_array, decode_image, to_model_input
@@ -27,11 +27,21 @@ Item = Union[str, list]
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="a checkpoint id")
-    input: list[Item] = Field(min_length=1, description="image checkpoints: base64 images (PNG/JPEG) or pixel arrays "
-                                                        "(H x W [x C], 0..255); text checkpoints: strings")
+    input: Union[str, list[Item]] = Field(description="image checkpoints: base64 images (PNG/JPEG) or pixel arrays "
+                                                      "(H x W [x C], 0..255); text checkpoints: strings; one "
+                                                      "string alone is a list of one (as in OpenAI's API)")
     encoding_format: Literal["float", "base64"] = "float"
     truncate: bool = Field(True, description="text: cut a text longer than the model's max_length (reported in "
                                              "usage); false answers 422 instead")
+
+    @field_validator("input")
+    @classmethod
+    def as_list(cls, value):
+        if isinstance(value, str):
+            return [value]
+        if not value:
+            raise ValueError("input must hold at least one item")
+        return value
 
 
 def cache(request: Request) -> ModelCache:

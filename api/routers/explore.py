@@ -75,9 +75,9 @@ def item_image(dataset_id: str, item: Annotated[int, Path(ge=0, le=2**31)], requ
                session: SessionDep, settings: SettingsDep, project: ProjectDep,
                split: Literal["train", "test"] = "train", scale: Annotated[int, Query(ge=1, le=16)] = 1) -> Response:
     """One item of a dataset split as a PNG (for thumbnails; `scale` enlarges small images)."""
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.project_id != project:
-        raise HTTPException(404, f"dataset {dataset_id!r} not found")
+    row = datasets.find(session, project, dataset_id)  # an id or a name
+    if row is None:
+        raise HTTPException(404, f"dataset {dataset_id!r} not found (neither an id nor a name)")
     if row.state != "ready":
         raise HTTPException(409, f"dataset {dataset_id} is {row.state}; items are shown once it is ready")
     try:
@@ -123,6 +123,10 @@ def embedding_map(index_id: str, request: Request, session: SessionDep, settings
                    settings.expensive_per_project).hold(project):
             every = cache.get(job.id, compute)
     points = [every[i] for i in even_sample(len(every), limit)]
+    dataset = session.get(Dataset, job.result["dataset"])
+    names = datasets.class_names(dataset)
+    points = [{**p, "class": names[p["label"]] if 0 <= p["label"] < len(names) else None} for p in points]
     return {"index": job.id, "checkpoint": job.result["checkpoint"], "dataset": job.result["dataset"],
+            "dataset_name": dataset.name if dataset else None, "classes": names,
             "split": job.result["split"], "projection": "t-SNE (scikit-learn), cosine", "n_items": job.result.get("n_items"),
             "points": points}

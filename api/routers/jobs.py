@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -104,9 +104,13 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
     return job_out(session, job, settings)
 
 
+JobState = Literal[lifecycle.STATES]  # an unknown state is a 422 naming the states, not an empty page
+JobKind = Literal["pretrain", "evaluate", "embed-index"]
+
+
 @router.get("/jobs", response_model=JobList)
 def list_jobs(request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep,
-              state: str | None = None, kind: str | None = None, method: str | None = None,
+              state: JobState | None = None, kind: JobKind | None = None, method: str | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
     """The project's jobs, newest first. `total` counts them all; a total of 10,000 or more may be

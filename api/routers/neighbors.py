@@ -14,8 +14,9 @@ from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.routers.embeddings import batcher, embed_any, load_encoder
 from core.checkpoint import CorruptCheckpoint, load_tree
 from core.index import exact_search, hnsw_search, load_hnsw
+from jobs import datasets
 from jobs.storage import store_for
-from jobs.tables import Job
+from jobs.tables import Dataset, Job
 
 router = APIRouter(tags=["neighbors"])
 INDEX_CACHE_SIZE = 4
@@ -75,6 +76,8 @@ def neighbors(body: NeighborsRequest, request: Request, session: SessionDep, set
         index = index_cache(request).get(settings, job)
     except (CorruptCheckpoint, FileNotFoundError) as exc:
         raise HTTPException(410, f"index {body.index} cannot be loaded: {exc}")
+    dataset = session.get(Dataset, job.result["dataset"])  # before load_encoder closes the session
+    dataset_name, names = (dataset.name if dataset else None), datasets.class_names(dataset)
     vectors, items, labels = index["vectors"].float(), index["items"], index["labels"]
     queries: list[torch.Tensor | None] = [None] * len(body.query)
     inputs = [(i, q) for i, q in enumerate(body.query) if not isinstance(q, int)]
@@ -97,9 +100,11 @@ def neighbors(body: NeighborsRequest, request: Request, session: SessionDep, set
         search = "exact-cosine"
         scores, idx = exact_search(vectors, q, body.k)
     k = scores.shape[1]
-    data = [{"query": i, "neighbors": [{"item": int(items[j]), "score": float(s), "label": int(labels[j])}
+    data = [{"query": i, "neighbors": [{"item": int(items[j]), "score": round(float(s), 6), "label": int(labels[j]),
+                                        "class": names[labels[j]] if 0 <= labels[j] < len(names) else None}
                                        for s, j in zip(row_scores, row_idx) if j >= 0]}
             for i, (row_scores, row_idx) in enumerate(zip(scores.tolist(), idx.tolist()))]
     return {"object": "list", "index": job.id, "checkpoint": job.result["checkpoint"],
-            "dataset": job.result["dataset"], "split": job.result["split"], "search": search, "k": k,
+            "dataset": job.result["dataset"], "dataset_name": dataset_name, "split": job.result["split"],
+            "search": search, "k": k,
             "data": data}

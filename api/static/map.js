@@ -20,7 +20,7 @@ const embeddingMap = {
     waiting.remove();
     const labels = [...new Set(map.points.map((p) => p.label))].sort((a, b) => a - b);
     const datasets = labels.map((label, i) => ({
-      label: label < 0 ? "unlabelled" : `label ${label}`,
+      label: label < 0 ? "unlabelled" : className(map, label),
       data: map.points.filter((p) => p.label === label),
       backgroundColor: charts.color(i), pointRadius: 3, pointHoverRadius: 6,
     }));
@@ -54,7 +54,7 @@ const embeddingMap = {
     if (!model.opacity || !model.dataPoints || !model.dataPoints.length) { tooltip.hidden = true; return; }
     const point = model.dataPoints[0].raw;
     const img = h("img", { alt: `item ${point.item}`, width: 96, height: 96 });
-    tooltip.replaceChildren(img, h("div", {}, `item ${point.item}`), h("div", {}, `label ${point.label}`));
+    tooltip.replaceChildren(img, h("div", {}, `item ${point.item}`), h("div", {}, className(map, point.label)));
     embeddingMap.image(map.dataset, map.split, point.item).then((url) => { img.src = url; }).catch(() => img.remove());
     const box = chart.canvas.getBoundingClientRect();
     tooltip.style.left = `${window.scrollX + box.left + model.caretX + 12}px`;
@@ -69,10 +69,15 @@ const embeddingMap = {
       const cards = answer.data[0].neighbors.map((n) => {
         const img = h("img", { alt: `item ${n.item}`, width: 64, height: 64 });
         embeddingMap.image(map.dataset, map.split, n.item).then((url) => { img.src = url; }).catch(() => img.remove());
-        return h("figure", { "data-item": n.item }, img, h("figcaption", {}, `#${n.item} · label ${n.label} · ${n.score.toFixed(3)}`));
+        return h("figure", { "data-item": n.item }, img, h("figcaption", {}, `#${n.item} · ${n.class ?? `label ${n.label}`} · ${n.score.toFixed(3)}`));
       });
-      side.replaceChildren(h("h2", {}, `Neighbours of item ${point.item} (label ${point.label})`),
+      side.replaceChildren(h("h2", {}, `Neighbours of item ${point.item} (${className(map, point.label)})`),
         h("div", { class: "thumbs", id: "neighbor-thumbs" }, cards));
     } catch (error) { side.replaceChildren(h("p", { class: "error" }, error.message)); }
   },
 };
+
+// A label's class name when the dataset has them (folder names, Fashion-MNIST's classes), else "label N".
+function className(map, label) {
+  return (map.classes && map.classes[label] !== undefined) ? map.classes[label] : `label ${label}`;
+}

@@ -60,7 +60,8 @@ const pages = {
   async job(view, id) {
     const job = await api.get(`/v1/jobs/${id}`);
     const head = h("div", { class: "job-head" });
-    const plots = { loss: "loss", lr: "learning rate", img_per_s: "images / s" };
+    const text = job.recipe && job.recipe.modality === "text";  // the loop logs sequences a second as img_per_s
+    const plots = { loss: "loss", lr: "learning rate", img_per_s: text ? "sequences / s" : "images / s" };
     const grid = h("div", { class: "charts" });
     const lines = {};
     for (const [name, title] of Object.entries(plots)) {
@@ -83,7 +84,7 @@ const pages = {
     const showHead = (j) => head.replaceChildren(h("h1", {}, `${j.kind} ${j.method || ""} `, h("small", {}, j.id)),
       h("div", { class: "facts" }, badge(j.state), progressBar(j), h("span", {}, `step ${j.step}/${j.total_steps}`),
         h("span", {}, `attempt ${j.attempt}/${j.max_attempts}`), h("span", {}, `dataset ${j.spec.dataset || ""}`),
-        h("span", {}, `compute ${fmt(j.compute_seconds, 3)} s`), cancelButton(j, refresh)),
+        h("span", {}, computeText(j)), cancelButton(j, refresh)),
       j.error ? h("p", { class: "error" }, j.error) : "");
     let current = job;
     async function refresh() {
@@ -137,22 +138,29 @@ const pages = {
   async leaderboard(view) {
     const answer = await api.get("/v1/scores", { limit: 500 });
     const board = answer.leaderboard;
-    const groups = [...new Set(board.map((r) => `${r.dataset} · ${r.protocol} · ${r.metric}`))];
+    const dsName = (r) => r.dataset_name || r.dataset;
+    const group = (r) => `${dsName(r)} · ${r.protocol} · ${r.metric}`;
+    const groups = [...new Set(board.map(group))];
     const picker = h("select", { id: "board-group" }, groups.map((g) => h("option", { value: g }, g)));
     const canvas = h("canvas", { id: "chart-leaderboard" });
+    const better = (r) => r.direction === "higher" ? "higher is better" : r.direction === "lower" ? "lower is better" : `${r.kind}, not ranked`;
+    const meanStd = (r) => r.std === null || r.std === undefined ? fmt(r.mean) : `${fmt(r.mean)} ± ${fmt(r.std, 2)}`;
     const table = h("table", { id: "leaderboard" },
-      h("thead", {}, h("tr", {}, ["method", "dataset", "protocol", "metric", "best", "per compute-hour", "runs", "backbone", "checkpoint"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, board.map((r) => h("tr", {}, h("td", {}, r.method || ""), h("td", {}, r.dataset), h("td", {}, r.protocol), h("td", {}, r.metric),
-        h("td", { class: "num" }, fmt(r.best)), h("td", { class: "num" }, r.score_per_compute_hour ? fmt(r.score_per_compute_hour, 3) : "—"),
-        h("td", { class: "num" }, r.runs), h("td", {}, r.backbone || ""), h("td", {}, r.checkpoint || "")))));
-    view.append(h("h1", {}, "Leaderboard"), h("p", { class: "muted" }, "Best score per method (baselines included) for each dataset, protocol and metric, and that score per pretraining compute-hour."),
+      h("thead", {}, h("tr", {}, ["rank", "method", "backbone", "recipe", "dataset", "protocol", "metric", "mean ± std", "n", "runs", "per compute-hour", "checkpoint"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, board.map((r) => h("tr", {}, h("td", { class: "num" }, r.rank ?? "—"), h("td", {}, r.method || ""), h("td", {}, r.backbone || ""),
+        h("td", {}, r.recipe || ""), h("td", {}, dsName(r)), h("td", {}, r.protocol), h("td", { title: better(r) }, `${r.metric} (${better(r)})`),
+        h("td", { class: "num" }, meanStd(r)), h("td", { class: "num" }, r.n), h("td", { class: "num" }, r.runs),
+        h("td", { class: "num" }, r.score_per_compute_hour ? fmt(r.score_per_compute_hour, 3) : "—"), h("td", {}, r.checkpoint || "")))));
+    view.append(h("h1", {}, "Leaderboard"), h("p", { class: "muted" }, "Mean ± std over seeds per configuration (method, backbone, recipe, protocol options) for each dataset, protocol and metric, ranked by the metric's direction; runs counts training runs. Score per pretraining compute-hour for scores only."),
       board.length ? h("div", { class: "filters" }, picker) : h("p", {}, "No scores yet."),
       h("div", { class: "chart wide" }, canvas), table);
     let chart = null;
     const draw = () => {
-      const rows = board.filter((r) => `${r.dataset} · ${r.protocol} · ${r.metric}` === picker.value);
+      const rows = board.filter((r) => group(r) === picker.value);
       if (chart) chart.destroy();
-      chart = charts.bars(canvas, rows.map((r) => r.method), rows.map((r) => r.best), picker.value, rows[0] ? rows[0].metric : "");
+      const label = (r) => [r.method, r.backbone, r.recipe].filter(Boolean).join(" · ");
+      chart = charts.bars(canvas, rows.map(label), rows.map((r) => r.mean), `${picker.value} (${rows[0] ? better(rows[0]) : ""})`,
+        rows[0] ? `${rows[0].metric}, mean over seeds` : "");
     };
     picker.addEventListener("change", draw);
     if (board.length) {
@@ -199,3 +207,12 @@ const pages = {
         : h("p", {}, "No embed-index jobs yet: submit {\"kind\": \"embed-index\", \"checkpoint\": …, \"dataset\": …}."));
   },
 };
+
+// Compute is counted when a run ends; while it runs, say how long it has been running instead of "0 s".
+function computeText(j) {
+  if (["running", "cancelling"].includes(j.state) && j.started_at) {
+    const started = Date.parse(j.started_at.endsWith("Z") ? j.started_at : `${j.started_at}Z`);
+    return `running for ${Math.max(0, Math.round((Date.now() - started) / 1000))} s`;
+  }
+  return `compute ${fmt(j.compute_seconds, 3)} s`;
+}

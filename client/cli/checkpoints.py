@@ -5,14 +5,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, Yes, age, confirmed, connect, console, deleted_line,
-                               err_console, fail, handles_errors, human_bytes, print_json)
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, Yes, age, confirmed, connect, console,
+                               deleted_line, err_console, fail, handles_errors, human_bytes, make_table, print_json,
+                               print_table)
 from client.cli.progress import Reporter
 from client.transfer import Download
 
-app = typer.Typer(help="List, inspect, download (resumable, sha256-checked) and export checkpoints.")
+app = typer.Typer(cls=Commands, help="List, inspect, download (resumable, sha256-checked) and export checkpoints.")
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="file to write (default: ./ID-PART.EXT)")]
 
 
@@ -25,11 +25,14 @@ def ls(job: Annotated[Optional[str], typer.Option(help="only this job's")] = Non
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "job", "step", "final", "method", "backbone", "size", "parts", "age")
+    table = make_table("id", "job", "step", "final", "method", "backbone", "size", "parts", "age")
     for r in rows:
         table.add_row(r["id"], r["job_id"], str(r["step"]), "yes" if r["final"] else "", r["method"], r["backbone"],
                       human_bytes(r["bytes"]), ",".join(r["parts"]), age(r["created_at"]))
-    console.print(table if rows else "no checkpoints yet")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no checkpoints yet")
 
 
 @app.command("show")
@@ -41,14 +44,14 @@ def show(checkpoint_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_jso
     if as_json:
         print_json({**row, "scores": client.checkpoint_scores(checkpoint_id)["data"]})
         return
-    table = Table("field", "value", show_header=False)
+    table = make_table("field", "value", show_header=False)
     for key in ("id", "job_id", "step", "final", "method", "backbone", "dataset_id", "sha256"):
         table.add_row(key, str(row[key]))
     for part, info in row["parts"].items():
         table.add_row(f"part {part}", f"{human_bytes(info['bytes'])}  sha256 {info['sha256'][:16]}…")
     for score in client.checkpoint_scores(checkpoint_id)["data"]:
         table.add_row(f"score {score['protocol']} {score['metric']}", f"{score['value']:.4f} on {score['dataset_id']}")
-    console.print(table)
+    print_table(table)
 
 
 def fetch(client, checkpoint_id: str, dest: Path, part: str, format: str, as_json: bool) -> None:

@@ -4,7 +4,7 @@ Exit codes (also in `darkmatter --help`):
   0  done
   1  the server refused the request (4xx/5xx), or a waited-for job ended failed or cancelled
   2  bad usage: an unknown option, a missing argument, an unreadable spec file
-  3  the server cannot be reached
+  3  the server cannot be reached, or took the connection and did not answer in time
   4  a downloaded file failed its sha256 check
   130 interrupted (Ctrl-C); a download keeps its partial file and resumes next time
 """
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.table import Column, Table
 
 from client.errors import ApiError, ChecksumMismatch, ConnectionFailed, DarkmatterError, JobFailed
 
@@ -30,6 +33,67 @@ Url = Annotated[str, typer.Option("--url", envvar="DARKMATTER_URL", help="API ba
 Key = Annotated[Optional[str], typer.Option("--api-key", envvar="DARKMATTER_API_KEY", help="API key", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print JSON (one document; `watch` prints one event a line)")]
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class Formatter(typer.Context.formatter_class):
+    """Help without typer's Python-type placeholders for repeated arguments (`<list[Path]>`): the
+    metavar already says `FILE...`."""
+
+    def write_dl(self, rows, *args, **kwargs) -> None:
+        super().write_dl([(re.sub(r" <list\[[^\]]*\]>", "", term), text) for term, text in rows], *args, **kwargs)
+
+
+class HelpContext(typer.Context):
+    formatter_class = Formatter
+
+
+class Commands(typer.core.TyperGroup):
+    """A command group whose listing shows each command's whole first paragraph (click cuts it at
+    the terminal's width with '...', and at the first '.', even the one in 'e.g.')."""
+
+    context_class = HelpContext
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            command.context_class = HelpContext
+        return command
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                text = command.short_help or (command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(text.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+ID_COLUMNS = ("id", "job", "checkpoint", "dataset", "item")
+
+
+def make_table(*headers: str, **options) -> Table:
+    """A table whose id columns are never cut nor wrapped (they are what a user copies next);
+    the other columns fold instead."""
+    columns = [Column(h, no_wrap=True, min_width=len("ckpt_") + 16) if h in ID_COLUMNS else Column(h, overflow="fold")
+               for h in headers]
+    return Table(*columns, **options)
+
+
+def print_table(rows: Table) -> None:
+    """In a terminal, the terminal's width; in a pipe or a file, as wide as the rows (never cut at 80)."""
+    if console.is_terminal:
+        console.print(rows)
+        return
+    natural = console.measure(rows, options=console.options.update(width=100_000, max_width=100_000)).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(rows)
+    finally:
+        console.width = width
 
 
 def connect(url: str, api_key: str | None):

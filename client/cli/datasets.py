@@ -1,16 +1,21 @@
 """`darkmatter datasets add|ls|show`."""
 from __future__ import annotations
 
+import tempfile
+import zipfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args
 
 import typer
-from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, Json, Key, Url, Yes, age, confirmed, connect, console, deleted_line, fail,
-                               handles_errors, print_json)
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, Yes, age, confirmed, connect, console,
+                               deleted_line, err_console, fail, handles_errors, make_table, print_json, print_table)
 
-app = typer.Typer(help="Add (upload, register or pick a built-in), list and inspect datasets.")
+# the server's formats (jobs/datasets.py FORMATS; tests/live checks they agree with its OpenAPI enum)
+Format = Literal["zip", "tar", "tar.gz", "npz", "idx", "txt", "jsonl", "folder", "webdataset"]
+FORMATS = get_args(Format)
+
+app = typer.Typer(cls=Commands, help="Add (upload, register or pick a built-in), list and inspect datasets.")
 
 
 def dataset_row(d: dict) -> list[str]:
@@ -24,12 +29,14 @@ def dataset_row(d: dict) -> list[str]:
 def add(source: Annotated[str, typer.Argument(help="a file to upload, a URI (s3://…, a path under the server's "
                                                      "data roots), or a built-in name with --builtin")],
         builtin: Annotated[bool, typer.Option("--builtin", help="SOURCE is a built-in (digits, fashion-mnist)")] = False,
-        format: Annotated[Optional[str], typer.Option(help="zip, tar, npz, idx, txt, jsonl, imagefolder, webdataset…")]
+        format: Annotated[Optional[Format], typer.Option(help="the file's format "
+                                                       "when its name does not say it (a folder is sent as zip)")]
         = None,
         name: Optional[str] = None, image_size: Optional[int] = None, test_fraction: Optional[float] = None,
         wait: Annotated[bool, typer.Option("--wait", help="wait until the scan says ready or invalid")] = False,
         url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
-    """Add a dataset. A local file is uploaded; anything else is registered by URI."""
+    """Add a dataset. A local file is uploaded, a local folder (class sub-folders of images) is zipped
+    on the fly and uploaded; anything else is registered by URI."""
     client = connect(url, api_key)
     options = {k: v for k, v in {"name": name, "image_size": image_size, "test_fraction": test_fraction}.items()
                if v is not None}
@@ -37,13 +44,18 @@ def add(source: Annotated[str, typer.Argument(help="a file to upload, a URI (s3:
         row = client.register_builtin(source)
     elif Path(source).is_file():
         row = client.upload_dataset(source, format, **options)
+    elif Path(source).is_dir():
+        row = upload_folder(client, Path(source), options)
     elif "://" in source or Path(source).is_absolute():
         if not format:
-            raise fail(f"registering {source} needs its --format", "e.g. --format imagefolder")
+            raise fail(f"registering {source} needs its --format", f"one of {', '.join(FORMATS)}")
         row = client.register_dataset(source, format, **options)
     else:
-        raise fail(f"{source} is not a file here, nor a URI", "give a file to upload, an s3:// URI or --builtin NAME")
+        raise fail(f"{source} is not a file or folder here, nor a URI",
+                   "give a file or folder to upload, an s3:// URI or --builtin NAME")
     if wait and row["state"] in ("pending", "scanning"):
+        if not as_json:
+            err_console.print(f"{row['id']} {row['name']}: uploaded, waiting for its scan…", soft_wrap=True)
         row = client.wait_dataset(row["id"], poll=0.5)
     if as_json:
         print_json(row)
@@ -54,6 +66,20 @@ def add(source: Annotated[str, typer.Argument(help="a file to upload, a URI (s3:
         raise typer.Exit(1)
 
 
+def upload_folder(client, folder: Path, options: dict) -> dict:
+    """A folder of images (class sub-folders, optionally under train/ and test/) as a zip made on
+    the fly in a temporary file (images are already compressed: stored, not deflated)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise fail(f"{folder} holds no files", "give a folder of images in class sub-folders (cat/1.png, dog/2.png)")
+    with tempfile.TemporaryDirectory(prefix="darkmatter-upload-") as tmp:
+        archive = Path(tmp) / f"{folder.resolve().name or 'dataset'}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            for path in files:
+                zf.write(path, path.relative_to(folder).as_posix())
+        return client.upload_dataset(archive, "zip", **{"name": folder.resolve().name, **options})
+
+
 @app.command("ls")
 @handles_errors
 def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
@@ -62,10 +88,13 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> No
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "format", "state", "train", "test", "classes", "hash", "age")
+    table = make_table("id", "name", "format", "state", "train", "test", "classes", "hash", "age")
     for row in rows:
         table.add_row(*dataset_row(row))
-    console.print(table if rows else "no datasets yet (add one: darkmatter datasets add digits --builtin)")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no datasets yet (add one: darkmatter datasets add digits --builtin)")
 
 
 @app.command("show")
@@ -76,14 +105,15 @@ def show(dataset_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: 
     if as_json:
         print_json(row)
         return
-    table = Table("field", "value", show_header=False)
+    table = make_table("field", "value", show_header=False)
     for key in ("id", "name", "uri", "format", "state", "n_items", "n_test", "n_classes", "content_hash", "error"):
         if row.get(key) not in (None, ""):
             table.add_row(key, str(row[key]))
     for key, value in (row.get("stats") or {}).items():
         if key not in ("prepared", "shards"):
             table.add_row(f"stats {key}", str(value))
-    console.print(table)
+    print_table(table)
+
 
 @app.command("rm")
 @handles_errors

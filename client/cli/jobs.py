@@ -5,18 +5,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from client.cli.common import (DEFAULT_URL, REFUSED, Json, Key, Url, Yes, age, confirmed, connect, console,
-                               deleted_line, fail, handles_errors, print_json)
+from client.cli.common import (DEFAULT_URL, REFUSED, Commands, Json, Key, Url, Yes, age, confirmed, connect, console,
+                               deleted_line, fail, handles_errors, make_table, print_json, print_table)
 from client.cli.progress import Reporter
 
-app = typer.Typer(help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
+app = typer.Typer(cls=Commands, help="Submit, list, inspect, watch and cancel jobs. `darkmatter jobs` alone lists them.")
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# the server's enums (jobs/lifecycle.py STATES, the spec kinds; tests/live checks they agree with its OpenAPI)
+State = Literal["queued", "running", "cancelling", "retrying", "succeeded", "failed", "cancelled"]
+Kind = Literal["pretrain", "evaluate", "embed-index"]
 
 
 def read_spec(path: Path) -> dict:
@@ -61,7 +64,7 @@ def job_row(job: dict) -> list[str]:
 
 
 def jobs_table(jobs: list[dict]) -> Table:
-    table = Table("id", "kind", "method", "dataset", "state", "progress", "attempt", "age")
+    table = make_table("id", "kind", "method", "dataset", "state", "progress", "attempt", "age")
     for job in jobs:
         table.add_row(*job_row(job))
     return table
@@ -75,7 +78,10 @@ def default(ctx: typer.Context) -> None:
 
 @app.command("ls")
 @handles_errors
-def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None, kind: Optional[str] = None,
+def ls(url: Url = DEFAULT_URL, api_key: Key = None,
+       state: Annotated[Optional[State], typer.Option(help="only jobs in this state")]
+       = None,
+       kind: Annotated[Optional[Kind], typer.Option(help="only jobs of this kind")] = None,
        method: Optional[str] = None, limit: Annotated[int, typer.Option(help="at most this many (newest first)")] = 20,
        as_json: Json = False) -> None:
     """List jobs, newest first."""
@@ -88,7 +94,7 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None,
     if as_json:
         print_json(rows)
     elif rows:
-        console.print(jobs_table(rows))
+        print_table(jobs_table(rows))
     else:
         console.print("no jobs" + (" matching the filters" if state or kind or method else " yet"))
 
@@ -98,7 +104,7 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, state: Optional[str] = None,
 def submit(spec_file: Annotated[Optional[Path], typer.Argument(help="JSON or YAML spec ('-': stdin)")] = None,
            method: Annotated[Optional[str], typer.Option(help="e.g. simclr, dino, mae")] = None,
            dataset: Annotated[Optional[str], typer.Option(help="a dataset id or built-in name")] = None,
-           kind: Annotated[Optional[str], typer.Option(help="pretrain | evaluate | embed-index")] = None,
+           kind: Annotated[Optional[Kind], typer.Option(help="default: pretrain")] = None,
            backbone: Optional[str] = None, steps: Optional[int] = None, epochs: Optional[int] = None,
            batch_size: Optional[int] = None, checkpoint: Annotated[Optional[str], typer.Option(
                help="evaluate / embed-index: the checkpoint")] = None,
@@ -138,20 +144,34 @@ def show(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json
     if as_json:
         print_json(job)
         return
-    table = Table("field", "value", show_header=False)
+    table = make_table("field", "value", show_header=False)
     for key in ("id", "kind", "method", "state", "queue", "attempt", "error", "created_at", "started_at", "finished_at"):
         if job.get(key) not in (None, ""):
             table.add_row(key, str(job[key]))
     table.add_row("progress", f"{job['step']}/{job['total_steps']} ({100 * job['progress']:.0f}%)")
-    table.add_row("compute", f"{job['compute_seconds']:.1f} s")
+    if job["state"] in ("running", "cancelling") and job.get("started_at"):
+        table.add_row("running for", f"{age(job['started_at']).removesuffix(' ago')} (compute is counted when a run ends)")
+    else:
+        table.add_row("compute", f"{job['compute_seconds']:.1f} s")
     for name, value in sorted(job.get("metrics", {}).items()):
         table.add_row(f"metric {name}", f"{value:.4g}")
     for key, value in (job.get("result") or {}).items():
-        table.add_row(f"result {key}", json.dumps(value) if not isinstance(value, str) else value)
-    console.print(table)
+        table.add_row(f"result {key}", value if isinstance(value, str) else json.dumps(rounded(value)))
+    print_table(table)
     log = client.job_events(job_id)["data"][-events:]
     for event in log:
         console.print(f"  {event['at'][:19]}  {event['kind']:<10} {event['message']}", soft_wrap=True)
+
+
+def rounded(value, digits: int = 4):
+    """Floats to `digits` significant digits (0.6499999761581421 -> 0.65), inside lists and dicts too."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 @app.command("cancel")
@@ -169,14 +189,19 @@ def cancel(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None, as_json: Js
 @handles_errors
 def watch(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None,
           as_json: Annotated[bool, typer.Option("--json", help="print each event as one JSON line")] = False) -> None:
-    """Follow a job live from its event stream: step, loss, img/s and ETA, until it ends.
+    """Follow a job live from its event stream: step, loss, img/s (seq/s for text) and ETA, until it ends.
     Exits 0 when it succeeded, 1 when it failed or was cancelled."""
     follow(connect(url, api_key), job_id, as_json)
 
 
-def metrics_info(values: dict) -> str:
+def throughput_unit(job: dict) -> str:
+    """Text jobs count sequences a second, image jobs images (the loop logs both as img_per_s)."""
+    return "seq/s" if (job.get("recipe") or {}).get("modality") == "text" else "img/s"
+
+
+def metrics_info(values: dict, unit: str = "img/s") -> str:
     parts = []
-    for name, label, fmt in (("loss", "loss", ".4f"), ("lr", "lr", ".3g"), ("img_per_s", "img/s", ".0f")):
+    for name, label, fmt in (("loss", "loss", ".4f"), ("lr", "lr", ".3g"), ("img_per_s", unit, ".0f")):
         if name in values:
             parts.append(f"{label} {values[name]:{fmt}}")
     return "  ".join(parts)
@@ -198,12 +223,13 @@ def follow(client, job_id: str, as_json: bool) -> None:
 
 
 def follow_with_progress(client, job_id: str, state: str) -> str:
-    total = client.job(job_id)["total_steps"] or None
+    job = client.job(job_id)
+    total, unit = job["total_steps"] or None, throughput_unit(job)
     with Reporter(console, job_id, total, every=30.0) as bar:
         for event in client.events(job_id):
             if event.event == "metrics":
                 data = event.data
-                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"]))
+                bar.update(data["step"], data.get("total_steps") or None, metrics_info(data["values"], unit))
             elif event.event == "end":
                 state = event.data.get("state") or state
             else:

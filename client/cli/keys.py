@@ -6,11 +6,11 @@ from enum import Enum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from client.cli.common import DEFAULT_URL, Json, Key, Url, age, connect, console, handles_errors, print_json
+from client.cli.common import (DEFAULT_URL, Commands, Json, Key, Url, age, connect, console, handles_errors, make_table,
+                               print_json, print_table)
 
-app = typer.Typer(help="API keys of your project (the first one: `darkmatter create-key` on the server).")
+app = typer.Typer(cls=Commands, help="API keys of your project (the first one: `darkmatter create-key` on the server).")
 
 
 class Scope(str, Enum):
@@ -40,11 +40,14 @@ def ls(url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> No
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "prefix", "scope", "state", "age")
+    table = make_table("id", "name", "prefix", "scope", "state", "age")
     for r in rows:
         table.add_row(r["id"], r["name"], r["prefix"] + "…", r["scope"], "disabled" if r["disabled"] else "active",
                       age(r["created_at"]))
-    console.print(table if rows else "no keys yet")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no keys yet")
 
 
 @app.command("disable")

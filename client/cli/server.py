@@ -11,29 +11,40 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from client import processes
-from client.cli.common import USAGE, console, fail
+from client.cli.common import UNREACHABLE, USAGE, console, fail, make_table, print_table
 
 
 def _stop(*_) -> None:
     raise KeyboardInterrupt
 
 
-def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False) -> None:
+def up(host: str = "127.0.0.1", port: int = 8000, auth: bool = False,
+       log_format: Annotated[Optional[str], typer.Option(
+           "--log-format", help="text | json (default: text in a terminal, JSON lines otherwise; "
+                                "DARKMATTER_LOG_FORMAT also sets it)", show_default=False)] = None) -> None:
     """Start the API (with the dashboard at /) and one worker on the embedded default (SQLite,
-    SQLite broker, local files)."""
-    signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
+    SQLite broker, local files); the URL is printed once the API answers."""
+    if log_format not in (None, "text", "json"):
+        raise fail(f"--log-format {log_format!r} is not text or json", "e.g. --log-format json")
     env = dict(os.environ)
+    env["DARKMATTER_LOG_FORMAT"] = log_format or env.get("DARKMATTER_LOG_FORMAT") or (
+        "text" if sys.stderr.isatty() else "json")
+    signal.signal(signal.SIGTERM, _stop)  # `kill` stops the children too, as Ctrl-C does
     token = "" if auth else env.get("DARKMATTER_LAUNCH_TOKEN") or secrets.token_urlsafe(32)
     if token:  # without --auth the API asks for this token (written to $DARKMATTER_HOME/launch-token)
         env["DARKMATTER_LAUNCH_TOKEN"] = token
     api = processes.start_api(host, port, auth, env=env)
-    worker = processes.start_worker()
-    link = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-    console.print(f"darkmatter up: dashboard on {link} (API docs at /docs), worker pid {worker.pid}", soft_wrap=True)
+    worker = processes.start_worker(env=env, quiet=True)
     try:
+        url = f"http://{host}:{port}"
+        if not processes.wait_ready(url, [api, worker]):
+            raise fail(f"the API at {url} did not become ready", "see the log lines above (is the port taken?)",
+                       UNREACHABLE)
+        link = f"{url}/" + (f"?token={token}" if token else "")
+        console.print(f"darkmatter up: dashboard on {link} (API docs at {url}/docs), worker pid {worker.pid}",
+                      soft_wrap=True)
         processes.wait_any([api, worker])
     except KeyboardInterrupt:
         pass
@@ -82,19 +93,29 @@ def methods(name: Annotated[Optional[str], typer.Argument(help="show this method
             return
         console.print(f"[bold]{name}[/bold] ({detail['family']}, {detail['paper']})")
         for scale, recipe in detail["recipes"].items():
-            table = Table("setting", "value", "source", title=f"recipe '{scale}'")
+            table = make_table("setting", "value", "source", title=f"recipe '{scale}'")
             for key, value in recipe.items():
                 if key not in ("sources", "notes"):
                     table.add_row(key, json.dumps(value), recipe["sources"].get(key, ""))
-            console.print(table)
+            print_table(table)
             if recipe["notes"]:
                 console.print(f"  notes: {recipe['notes']}")
         return
-    table = Table("method", "family", "default backbone", "modality", "paper")
+    table = make_table("method", "family", "default backbone", "modality", "paper")
     for method_name in method_names():
         info = method_info(method_name)
-        table.add_row(method_name, info.family, info.default_backbone, info.modality, info.paper)
-    console.print(table)
+        table.add_row(method_name, info.family, backbones_label(info), info.modality, info.paper)
+    print_table(table)
+
+
+def backbones_label(info) -> str:
+    """The backbone a job gets by default, as the resolver picks it (core.recipes.resolve)."""
+    if info.modality == "text":
+        return info.default_backbone
+    chosen = info.default_backbones
+    if len(set(chosen.values())) == 1:
+        return next(iter(chosen.values()))
+    return f"{chosen.get('small', '?')} (≤64 px), {chosen.get('large', '?')} (larger)"
 
 
 def demo(dataset: str = "auto", port: int = 8765, home: Path = Path(".darkmatter/demo")) -> None:

@@ -16,6 +16,16 @@ TEXT_NAMES = ("wordnet-glosses",)
 NAMES = ("digits", "fashion-mnist", *TEXT_NAMES)
 
 
+# class names by label (Fashion-MNIST's from its paper, arXiv:1708.07747, Table 1)
+CLASS_NAMES = {"digits": tuple(str(d) for d in range(10)),
+               "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot")}
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    return CLASS_NAMES.get(name, ())
+
+
 def load(name: str) -> tuple[ArrayDataset, ArrayDataset]:
     if name == "digits":
         return digits()

@@ -30,11 +30,14 @@ def protocol(name: str):
 @protocol("knn")
 def knn(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seed: int = 0,
         k: int | list[int] = (20, 200), temperature: float = 0.07) -> dict[str, float]:
-    """Weighted kNN top-1 for each k: metrics 'top1@k20', 'top1@k200'."""
+    """Weighted kNN top-1 for each k: metrics 'top1@k20', 'top1@k200'. A k above the number of
+    training items is capped to it, and the metric named by the k used (200 neighbours of 160
+    items would be every item: the majority class, reported as if it were k=200)."""
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or any(int(kk) < 1 for kk in ks):
         raise ValueError("knn k must be positive integers")
-    return {f"top1@k{int(kk)}": knn_accuracy(train_x, train_y, test_x, test_y, int(kk), temperature) for kk in ks}
+    used = sorted({min(int(kk), len(train_x)) for kk in ks})
+    return {f"top1@k{kk}": knn_accuracy(train_x, train_y, test_x, test_y, kk, temperature) for kk in used}
 
 
 protocol("linear")(linear_probe)

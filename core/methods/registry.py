@@ -20,8 +20,14 @@ class MethodInfo:
 
     @property
     def default_backbone(self) -> str:
-        """The backbone of the paper's own (large-scale; for text, base-size) recipe."""
-        return self.recipes["base" if self.modality == "text" else "large"].backbone
+        """The backbone a job gets when its spec names none: for text, the first (smallest) size's;
+        for images, the `large` recipe's (images of at most 64 px get `small`'s: default_backbones)."""
+        return self.recipes[next(iter(self.recipes)) if self.modality == "text" else "large"].backbone
+
+    @property
+    def default_backbones(self) -> dict[str, str]:
+        """Each recipe's backbone: what a job of that scale (image size, or text size) trains."""
+        return {scale: recipe.backbone for scale, recipe in self.recipes.items()}
 
     def options(self) -> dict:
         """Method hyper-parameters with their defaults (from the class signature)."""
@@ -31,7 +37,8 @@ class MethodInfo:
     def describe(self) -> dict:
         """JSON-able: the method with its recipes, each value with its source."""
         return {"name": self.name, "family": self.family, "modality": self.modality, "paper": self.paper,
-                "default_backbone": self.default_backbone, "options": self.options(),
+                "default_backbone": self.default_backbone, "default_backbones": self.default_backbones,
+                "options": self.options(),
                 "recipes": {scale: recipe.describe() for scale, recipe in sorted(self.recipes.items())}}
 
 

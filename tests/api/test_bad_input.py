@@ -61,7 +61,7 @@ def test_unknown_ids_are_404(api):
 @pytest.mark.parametrize("body", [
     {"model": "x"},
     {"model": "x", "input": []},
-    {"model": "x", "input": "not-a-list"},
+    {"model": "x", "input": 5},  # (one string alone is a list of one, as in OpenAI's API)
     {"model": "x", "input": [1, 2], "encoding_format": "hex"},
 ])
 def test_malformed_embedding_request_is_422(api, body):

@@ -186,10 +186,11 @@ def test_invalid_optimizer_or_clip_mode_raise(overrides):
         resolve("toy", 32, 1000, overrides)
 
 
-def test_batch_larger_than_the_dataset_raises():
-    with pytest.raises(ValueError, match="larger than the dataset"):
-        resolve("toy", 32, 100)  # the recipe's batch of 128
-    with pytest.raises(ValueError, match="larger than the dataset"):
+def test_a_recipe_batch_larger_than_the_dataset_is_capped_and_a_given_one_raises():
+    capped = resolve("toy", 32, 100)  # the recipe's batch of 128
+    assert capped["train"]["batch_size"] == 100 and capped["steps_per_epoch"] == 1
+    assert capped["adjustments"] == ["batch_size capped to the dataset: 100 (the 'small' recipe's is 128)"]
+    with pytest.raises(ValueError, match=r"batch_size 2048 \(set in the spec\) is larger than the dataset"):
         resolve("toy", 32, 1000, {"batch_size": 2048})
     assert resolve("toy", 32, 128)["steps_per_epoch"] == 1  # exactly one batch is fine
 

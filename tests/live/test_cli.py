@@ -51,14 +51,14 @@ def test_listings_as_json(cli, live):
     assert json.loads(cli("jobs", "show", live.job["id"], "--json"))["result"]["checkpoint"] == live.checkpoint
     assert live.job["id"] in cli("jobs")  # the table, with no subcommand
     datasets = json.loads(cli("datasets", "ls", "--json"))
-    assert [d["id"] for d in datasets] == [live.dataset["id"]]
+    assert live.dataset["id"] in [d["id"] for d in datasets]  # other tests of the package add their own
     assert json.loads(cli("datasets", "show", live.dataset["id"], "--json"))["n_classes"] == 10
     checkpoints = json.loads(cli("checkpoints", "ls", "--job", live.job["id"], "--json"))
     assert live.checkpoint in [c["id"] for c in checkpoints]
     shown = json.loads(cli("checkpoints", "show", live.checkpoint, "--json"))
     assert {s["protocol"] for s in shown["scores"]} >= {"knn", "linear"}
     board = json.loads(cli("scores", "--protocol", "knn", "--json"))["leaderboard"]
-    assert any(row["checkpoint"] == live.checkpoint and row["best"] > 0.5 for row in board)
+    assert any(row["checkpoint"] == live.checkpoint and row["mean"] > 0.5 for row in board)
     assert "simclr" in cli("scores")
     events = [json.loads(line) for line in cli("jobs", "watch", live.job["id"], "--json").splitlines()]
     assert [e["data"]["state"] for e in events if e["event"] == "state"] == ["queued", "running", "succeeded"]
@@ -73,7 +73,7 @@ def test_datasets_add_uploads_a_file_and_waits_for_its_scan(cli, tmp_path):
                            "--json"))
     assert added["state"] == "ready" and added["name"] == "shapes" and added["n_items"] + added["n_test"] == 30
     assert "needs its --format" in one_error_line(cli("datasets", "add", "s3://bucket/x", code=2))
-    assert "not a file here" in one_error_line(cli("datasets", "add", "no-such-file.zip", code=2))
+    assert "not a file or folder here" in one_error_line(cli("datasets", "add", "no-such-file.zip", code=2))
 
 
 def test_keys_create_list_disable(cli):

@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         if not settings.auth:  # the localhost default: /v1 needs a launch token, as notebook servers do
             settings = settings.model_copy(update={"launch_token": settings.launch_token or secrets.token_urlsafe(32)})
             path = write_launch_token(settings.home, settings.launch_token)
+            # on stderr: `darkmatter up` prints its own line on stdout once the API answers
             print(f"launch token in {path}; dashboard: {dashboard_url(args.host, args.port, settings.launch_token)}",
-                  flush=True)
+                  file=sys.stderr, flush=True)
         app = create_app(settings)
         settle_heap()
         # uvicorn's own loggers go through the root handler (JSON); requests are logged by api.observe.

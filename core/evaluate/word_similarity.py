@@ -4,7 +4,7 @@ single-word lemmas of its synsets) near it?
 For each synonym pair (a, b) with both words in the model's vocabulary (at most `max_pairs`,
 a seeded sample), with cosine similarity on the word vectors:
 - `synonym_auc`: the fraction of pairs where cos(a, b) exceeds cos(a, r) for a random vocabulary
-  word r (one seeded draw per pair; a tie counts one half). Chance is 0.5.
+  word r other than a and b (one seeded draw per pair; a tie counts one half). Chance is 0.5.
 - `synonym_mrr`: the mean over pairs of 1 / rank of b among all vocabulary words ordered by
   cosine with a (a itself excluded; rank 1 = the nearest). Chance is about ln(V) / V.
 - `median_rank`: the median of those ranks; `pairs`: how many pairs were scored."""
@@ -56,16 +56,21 @@ def word_similarity(words: list[str], vectors: Tensor, pairs: list[tuple[str, st
     a = torch.tensor([p[0] for p in known])
     b = torch.tensor([p[1] for p in known])
     r = torch.from_numpy(rng.integers(0, len(words), len(known)))
+    clash = (r == a) | (r == b)
+    while clash.any():  # the random word is neither of the pair
+        r[clash] = torch.from_numpy(rng.integers(0, len(words), int(clash.sum())))
+        clash = (r == a) | (r == b)
     unit = F.normalize(vectors.float(), dim=1)
     sim_ab = (unit[a] * unit[b]).sum(1)
     sim_ar = (unit[a] * unit[r]).sum(1)
     auc = ((sim_ab > sim_ar).float() + 0.5 * (sim_ab == sim_ar).float()).mean()
     ranks = torch.empty(len(known))
     for start in range(0, len(known), chunk):
-        rows = a[start : start + chunk]
+        rows, synonyms = a[start : start + chunk], b[start : start + chunk]
         sims = unit[rows] @ unit.T  # (chunk, V)
+        own = sims[torch.arange(len(rows)), synonyms]  # from the same product, so rounding cannot reorder it
         sims[torch.arange(len(rows)), rows] = -float("inf")  # a itself is not a neighbour
-        ranks[start : start + chunk] = 1 + (sims > sim_ab[start : start + chunk, None]).sum(1).float()
+        ranks[start : start + chunk] = 1 + (sims > own[:, None]).sum(1).float()
     return {"synonym_auc": float(auc), "synonym_mrr": float((1 / ranks).mean()),
             "median_rank": float(ranks.median()), "pairs": float(len(known)), "vocabulary": float(len(words))}
 

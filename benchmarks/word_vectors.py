@@ -1,7 +1,7 @@
 """Static word vectors beside the text encoders on WordNet glosses (Debian's wordnet-base), on
 this machine's CPU.
 
-    .venv/bin/python benchmarks/word_vectors.py [--methods word2vec,word2vec_cbow,fasttext,glove]
+    .venv/bin/python -m benchmarks.word_vectors [--methods word2vec,word2vec_cbow,fasttext,glove]
         [--text-methods mlm,simcse] [--budget-s 240] [--eval-train 10000]
 
 word2vec (skip-gram and CBOW) and fastText train with their `small` recipes (gensim, one thread)

@@ -80,6 +80,8 @@ def checkpoint_tokenizer(session: Session, project_id: str, checkpoint_id: str) 
         raise LookupError(f"tokenizer checkpoint {checkpoint_id!r} not found")
     if row.manifest.get("modality") != "text":
         raise ValueError(f"checkpoint {checkpoint_id} is not a text model: it has no tokenizer")
+    if row.manifest.get("tokenizer", {}).get("kind") == "words":
+        raise ValueError(f"checkpoint {checkpoint_id} holds word vectors ({row.method}): it has no subword tokenizer")
     return {**row.manifest["tokenizer"], "checkpoint": checkpoint_id}
 
 

@@ -55,6 +55,8 @@ def test_word_vector_jobs_end_to_end(api, worker, tmp_path):
         model, manifest = load_backbone(tmp_path / f"{method}.safetensors")
         assert manifest["method"] == method and "cat" in model.words
         assert model.ngram_vectors.shape[0] == (2000 if method == "fasttext" else 0)
+        onnx = api.get(f"/v1/checkpoints/{checkpoint}/download", params={"format": "onnx"})
+        assert onnx.status_code == 422 and "text checkpoint downloads as safetensors" in onnx.text
 
         # scores in the table: kNN on mean word vectors, and the WordNet word-similarity score
         for protocol, metric in (("knn", "top1@k5"), ("word-similarity", "synonym_auc")):

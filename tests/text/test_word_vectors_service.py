@@ -33,6 +33,7 @@ def embed(api, checkpoint: str, texts: list[str], **extra):
     return api.post("/v1/embeddings", json={"model": checkpoint, "input": texts, **extra})
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)  # the text paths on PostgreSQL: tests/e2e/test_text.py
 def test_word_vector_jobs_end_to_end(api, worker, tmp_path):
     """One worker, three jobs (about 90 s on a loaded 2-core machine, most of it process starts)."""
     w = worker()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from core.seeds import step_seed
 from core.text.words import split_words

@@ -58,6 +58,7 @@ test: $(STAMP) fashion-mnist wordnet compose-tool chromium
 bench: $(STAMP) fashion-mnist wordnet
 	$(BIN)/python benchmarks/methods.py
 	$(BIN)/python benchmarks/text.py $(TEXT_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.word_vectors $(WORDVEC_BENCH_ARGS)
 	$(BIN)/python benchmarks/recipes.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python -m benchmarks.train_throughput

@@ -19,7 +19,7 @@ from api.suggest import suggest_fields
 from api.observe import HttpMetrics, Observe
 from api.ratelimit import Callers, RateLimit
 from api.routers import (checkpoints, dashboard, datasets, embeddings, explore, health, jobs, keys, methods, neighbors,
-                         scores, usage)
+                         scores, usage, words)
 from api.totals import Totals
 from jobs import cache
 from jobs.migrate import upgrade
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.callers = Callers(settings.rate_limit_per_second, settings.rate_limit_burst,
                                 settings.failed_auth_per_minute, settings.failed_auth_burst)
     for router in (jobs.router, datasets.router, checkpoints.router, embeddings.router, neighbors.router, scores.router,
-                   methods.router, keys.router, explore.router, usage.router):
+                   methods.router, keys.router, explore.router, usage.router, words.router):
         app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(dashboard.router)

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from api.inputs import BadInput
+from core.text.words import split_words
 
 BATCH = 64
 # the base64 starts of PNG, JPEG, GIF and WebP files, and data URLs: an image sent to a text model
@@ -26,6 +27,8 @@ def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tupl
         if looks_like_image(item):
             raise BadInput(i, "this is a base64 image, and this checkpoint embeds text: give strings, or use an "
                               "image checkpoint")
+    if getattr(encoder, "embeds_words", False):
+        return embed_word_texts(inputs, encoder, truncate)
     encoded = encoder.encode(inputs)
     room = encoder.max_length - 2  # [CLS] and [SEP] take two positions
     if not truncate:
@@ -38,4 +41,23 @@ def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tupl
     truncated = [i for i, cut in enumerate(encoded.truncated) if cut]
     usage = {"inputs": len(inputs), "tokens": int(encoded.lengths.sum()), "max_length": encoder.max_length,
              "truncated": truncated, "tokens_dropped": sum(encoded.text_tokens[i] - room for i in truncated)}
+    return vectors, usage
+
+
+def embed_word_texts(inputs: list[str], encoder: nn.Module, truncate: bool = True) -> tuple[Tensor, dict]:
+    """Word-vector checkpoints (word2vec, fastText, GloVe): each text is the mean of its words'
+    unit-normalised vectors. Out-of-vocabulary words are skipped and listed in usage (`oov`);
+    with `truncate` false any of them answers 422, and so does a text with no known word.
+    fastText builds an unseen word from its character n-grams, so none is ever skipped."""
+    vectors, missing = encoder.embed(inputs)
+    for i, (text, unknown) in enumerate(zip(inputs, missing)):
+        if unknown and not truncate:
+            raise BadInput(i, f"unknown word(s) {', '.join(unknown[:10])}: not in the model's vocabulary of "
+                              f"{len(encoder.words)} words (send truncate: true to skip them)")
+        if not vectors[i].any():
+            raise BadInput(i, "no word of this text is in the model's vocabulary" if unknown
+                           else "no word in this text (letters or digits)")
+    usage = {"inputs": len(inputs), "words": sum(len(split_words(t)) for t in inputs),
+             "oov": [{"index": i, "words": unknown} for i, unknown in enumerate(missing) if unknown],
+             "oov_handling": "n-gram vectors" if encoder.buckets else "skipped"}
     return vectors, usage

@@ -39,6 +39,8 @@ def onnx_bytes(backbone: nn.Module, manifest: dict, opset: int = OPSET) -> bytes
     """The serialised ONNX model of a backbone and its manifest (normalisation, input_size)."""
     import onnx
 
+    if manifest.get("modality") == "text":  # a text model's input is strings (and word vectors are a table)
+        raise ValueError("ONNX export takes image encoders; a text checkpoint downloads as safetensors")
     channels, height, width = manifest["input_size"]
     norm = manifest["normalization"]
     model = PixelEncoder(backbone, norm["mean"], norm["std"]).eval()

@@ -105,7 +105,9 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **fast)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, **fast)
+    if name == "adagrad":  # GloVe: glove.c starts every squared-gradient sum at 1, not 0
+        return torch.optim.Adagrad(groups, lr=lr, initial_accumulator_value=1.0, foreach=True)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta, clip_lr=clip_lr,
                     exclude_bias_n_norm=exclude_bias_n_norm)
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, sgd or lars")
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw, sgd, lars or adagrad")

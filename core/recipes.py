@@ -16,7 +16,7 @@ from core.optim import check_lr_groups
 logger = logging.getLogger(__name__)
 SCALES = ("small", "large")
 SMALL_MAX_SIDE = 64
-OPTIMIZERS = ("lars", "sgd", "adamw")
+OPTIMIZERS = ("lars", "sgd", "adamw", "adagrad")
 CLIP_MODES = ("global", "per_parameter")
 
 
@@ -131,7 +131,8 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         raise ValueError(f"{method} is a text method: it takes no image augmentations")
 
     batch, notes = recipe.batch_size, []
-    if batch > n_items:
+    words = text and recipe.tokenizer.get("kind") == "words"
+    if batch > n_items and not words:
         if "batch_size" in given:
             raise ValueError(f"batch_size {batch} (set in the spec) is larger than the dataset ({n_items} items)")
         if n_items < 2:
@@ -143,6 +144,16 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     if "steps" in given and "epochs" in given:
         raise ValueError("give epochs or steps, not both")
     total = given["steps"] if "steps" in given else given.get("epochs", recipe.epochs) * steps_per_epoch
+    if words:  # word vectors count their steps once the corpus's words are counted (words_budget)
+        if "steps" in given:
+            raise ValueError(f"{method} trains whole passes over the corpus: give epochs, not steps")
+        if given.get("tokenizer"):
+            raise ValueError(f"{method} splits words itself (core.text.words): it takes no tokenizer")
+        schedule = [name for name in ("warmup_epochs", "freeze_last_layer_epochs") if name in given]
+        if schedule:
+            raise ValueError(f"{', '.join(schedule)}: {method} has no epoch-based schedule points (warmup_steps is "
+                             "taken)")
+        total, steps_per_epoch = 0, 0
     lr = given["lr"] if "lr" in given else scaled_lr(recipe.base_lr, batch, recipe.lr_scaling)
     # the recipe's final LR is a point of its own schedule: it follows the peak (Barlow Twins' 0.001 x peak)
     final_lr = recipe.final_lr if "final_lr" in given or not own.final_lr else (
@@ -163,15 +174,18 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     inputs = {"image_size": image_size, "views": views.to_dict()}
     if text:
         if "vocab_size" in given.get("backbone_options", {}):
-            raise ValueError("a text encoder's vocab_size is the tokenizer's: set tokenizer.vocab_size")
+            raise ValueError("a text encoder's vocab_size is the tokenizer's (word vectors: the corpus's words "
+                             "seen min_count times): set tokenizer.vocab_size or method_options.min_count")
         tokenizer = {**recipe.tokenizer, **given.get("tokenizer", {})}
-        backbone_options["vocab_size"] = tokenizer["vocab_size"]
+        if not words:
+            backbone_options["vocab_size"] = tokenizer["vocab_size"]
         inputs = {"modality": "text", "tokenizer": tokenizer}
+    epochs = given.get("epochs", recipe.epochs) if words else round(total / steps_per_epoch, 4)
     return {
         "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,
         "backbone": recipe.backbone, "backbone_options": backbone_options, "method_options": method_options,
         "base_lr": recipe.base_lr, "lr_scaling": recipe.lr_scaling, "recipe_epochs": recipe.epochs,
-        "epochs": round(total / steps_per_epoch, 4), "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch,
         "train": {
             "steps": total, "batch_size": batch, "optimizer": recipe.optimizer, "lr": lr,
             "final_lr": final_lr, "weight_decay": recipe.weight_decay,
@@ -191,6 +205,14 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
 
 def scaled_lr(base_lr: float, batch_size: int, lr_scaling: str) -> float:
     return base_lr * batch_size / 256 if lr_scaling == "linear" else base_lr
+
+
+def words_budget(recipe: dict, steps_per_epoch: int) -> dict:
+    """A word-vector recipe's budget once its corpus is counted: `steps_per_epoch` steps (GloVe:
+    batches of co-occurrence entries; gensim methods: documents) for each of its epochs."""
+    recipe["steps_per_epoch"] = steps_per_epoch
+    recipe["train"]["steps"] = int(recipe["epochs"]) * steps_per_epoch
+    return recipe
 
 
 def epoch_point(epochs: float, recipe_epochs: float, total_steps: int, steps_per_epoch: int) -> int:

@@ -38,7 +38,7 @@ class TrainConfig:
 
     steps: int
     batch_size: int = 256
-    optimizer: str = "adamw"  # adamw | sgd | lars
+    optimizer: str = "adamw"  # adamw | sgd | lars | adagrad
     lr: float = 1e-3  # peak LR, after any batch-size scaling
     weight_decay: float = 1e-4
     warmup_steps: int = 0

@@ -48,7 +48,7 @@ class PretrainSpec(Strict):
     steps: int | None = Field(None, gt=0, le=10_000_000)
     # Training settings: None takes the method's recipe; a value given here wins.
     batch_size: int | None = Field(None, gt=1, le=65_536)
-    optimizer: Literal["adamw", "sgd", "lars"] | None = Field(
+    optimizer: Literal["adamw", "sgd", "lars", "adagrad"] | None = Field(
         None, description="another optimizer than the recipe's needs lr or base_lr as well")
     optimizer_options: dict = Field(default_factory=dict,
                                     description="momentum, betas, eta, clip_lr, exclude_bias_n_norm")

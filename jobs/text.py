@@ -80,6 +80,8 @@ def checkpoint_tokenizer(session: Session, project_id: str, checkpoint_id: str) 
         raise LookupError(f"tokenizer checkpoint {checkpoint_id!r} not found")
     if row.manifest.get("modality") != "text":
         raise ValueError(f"checkpoint {checkpoint_id} is not a text model: it has no tokenizer")
+    if row.manifest.get("tokenizer", {}).get("kind") == "words":
+        raise ValueError(f"checkpoint {checkpoint_id} holds word vectors ({row.method}): it has no subword tokenizer")
     return {**row.manifest["tokenizer"], "checkpoint": checkpoint_id}
 
 
@@ -99,9 +101,23 @@ def check_text_spec(spec, dataset: Dataset, method_modality: str) -> None:
 def check_capacity(recipe: dict, dataset: Dataset) -> None:
     """The resolved tokenizer (the recipe's default size included) fits the corpus."""
     tokenizer = recipe["tokenizer"]
+    if tokenizer.get("kind") == "words":
+        check_word_vocabulary(recipe, dataset)
+        return
     if tokenizer.get("checkpoint"):
         return
     capacity = ((dataset.stats or {}).get("vocab_capacity") or {}).get(tokenizer["kind"])
     if capacity and tokenizer["vocab_size"] > capacity:
         raise ValueError(f"the corpus is too small for vocab_size {tokenizer['vocab_size']}: its training split "
                          f"yields at most {capacity} {tokenizer['kind']} tokens; set tokenizer.vocab_size")
+
+
+def check_word_vocabulary(recipe: dict, dataset: Dataset) -> None:
+    """A word-vector method's min_count leaves enough distinct words (from the scan's counts; a
+    dataset scanned before they were recorded is checked by the job)."""
+    from core.text.words import COUNT_LEVELS, check_size
+
+    counts = (dataset.stats or {}).get("words_at_least")
+    min_count = recipe["method_options"].get("min_count", 1)
+    if counts and isinstance(min_count, int) and min_count >= 1:
+        check_size(counts[min(min_count, COUNT_LEVELS) - 1], min_count)  # above 20: an upper bound

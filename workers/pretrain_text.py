@@ -19,7 +19,7 @@ from jobs.tables import Checkpoint, Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext
 from workers.pretrain import ServiceCallbacks, job_recipe, load_resume_state, train_config
-from workers.text_eval import evaluate_text_encoder
+from workers.text_eval import evaluate_text_encoder, subword_word_similarity
 
 TOKENIZER_KEY = "backbone.tokenizer_bytes"
 
@@ -45,6 +45,10 @@ def job_tokenizer(ctx: JobContext, recipe: dict, texts: list[str], resume: dict 
 def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, dataset_row: Dataset, device):
     train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
     recipe = job_recipe(ctx, spec, 0, len(train_set))
+    if recipe["tokenizer"].get("kind") == "words":  # word2vec, fastText, GloVe
+        from workers.pretrain_words import run_pretrain_words
+
+        return run_pretrain_words(ctx, spec, raw_spec, dataset_row, device, train_set, test_set, recipe)
     resume = load_resume_state(ctx)
     tokenizer = job_tokenizer(ctx, recipe, train_set.texts, resume)
     torch.manual_seed(spec.seed)  # the initial weights are a function of the spec's seed
@@ -83,6 +87,10 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
             ctx, encoder, train_set, test_set, [e.model_dump() for e in spec.evaluations], spec.seed, device,
             dataset_id=dataset_row.id, checkpoint_id=callbacks.final_checkpoint, method=spec.method,
             backbone=encoder.config["name"], compute_seconds=ctx.write(lambda s: s.get(Job, ctx.job_id).compute_seconds)))
+    results.update(subword_word_similarity(
+        ctx, encoder, spec.seed, dataset_id=dataset_row.id, checkpoint_id=callbacks.final_checkpoint,
+        method=spec.method, backbone=encoder.config["name"],
+        compute_seconds=ctx.write(lambda s: s.get(Job, ctx.job_id).compute_seconds)))
     return lifecycle.SUCCEEDED, {"step": result.step, "final_loss": result.logs.get("loss"),
                                  "checkpoint": callbacks.final_checkpoint, "scores": results}, None
 

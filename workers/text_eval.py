@@ -15,8 +15,10 @@ from core.data.text import TextDataset
 from core.data.text_batches import TokenizedCorpus
 from core.evaluate.protocols import ENCODER_PROTOCOLS
 from core.evaluate.text import text_features, tfidf_features
+from core.evaluate.word_similarity import token_words, word_similarity, wordnet_synonym_pairs
 from core.text.tokenizer import CorpusTooSmall, train_tokenizer
-from jobs import checkpoints, lifecycle, text
+from core.data import DatasetUnavailable
+from jobs import checkpoints, lifecycle, scores, text
 from jobs.features import feature_key, load_or_compute
 from jobs.specs import EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
@@ -95,6 +97,8 @@ def text_split_features(ctx: JobContext, source: TextSource, dataset_row: Datase
         return source.tfidf[split]
 
     def compute():
+        if getattr(source.encoder, "embeds_words", False):  # word vectors: the mean of each text's words
+            return source.encoder.cpu().embed(data.texts)[0]
         corpus = TokenizedCorpus.from_texts(source.encoder.tokenizer, data.texts, source.encoder.max_length)
         return text_features(source.encoder, corpus, device=device)
 
@@ -162,3 +166,32 @@ def text_index_features(ctx: JobContext, spec, dataset_row: Dataset, device) -> 
     data = TextSplit.of(train_set if spec.split == "train" else test_set)
     source = open_text_source(ctx, spec.checkpoint, dataset_row, data, data, 0)
     return data, text_split_features(ctx, source, dataset_row, spec.split, data, device)
+
+
+def record_word_similarity(ctx: JobContext, words: list[str], vectors: torch.Tensor, seed: int, *, dataset_id: str,
+                           checkpoint_id: str | None, method: str, backbone: str, compute_seconds: float) -> dict:
+    """The WordNet word-similarity score (core.evaluate.word_similarity) of a model's word vectors
+    as `scores` rows of protocol 'word-similarity'; skipped with a log line without WordNet or
+    with too few synonym pairs in the vocabulary."""
+    try:
+        values = word_similarity(words, vectors.float().cpu(), wordnet_synonym_pairs(), seed=seed)
+    except (DatasetUnavailable, ValueError) as exc:
+        ctx.event("log", f"word-similarity skipped: {exc}")
+        return {}
+    options = {"pairs": "WordNet synonyms (single-word lemmas sharing a synset)", "max_pairs": 5000, "seed": seed}
+
+    def write(session):
+        job = session.get(Job, ctx.job_id)
+        scores.record(session, project_id=job.project_id, dataset_id=dataset_id, protocol="word-similarity",
+                      values=values, checkpoint_id=checkpoint_id, method=method, backbone=backbone,
+                      eval_job_id=ctx.job_id, options=options, compute_seconds=compute_seconds)
+
+    ctx.write(write)
+    return {"word-similarity": values}
+
+
+def subword_word_similarity(ctx: JobContext, encoder, seed: int, **who) -> dict:
+    """The word-similarity score of a subword encoder (mlm, simcse): its input embedding rows of
+    the tokens that spell whole words (core.evaluate.word_similarity.token_words)."""
+    words, rows = token_words(encoder.tokenizer, encoder.token_embed.weight.detach())
+    return record_word_similarity(ctx, words, rows, seed, **who)

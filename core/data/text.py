@@ -70,6 +70,7 @@ def describe_splits(train: TextDataset, test: TextDataset, split: str) -> dict:
     """What a text dataset row records. `vocab_capacity`: the largest vocabulary each tokenizer
     kind can learn from the training split, so that a spec asking for more is refused at once."""
     from core.text.tokenizer import KINDS, vocab_capacity
+    from core.text.words import count_words, words_at_least
 
     texts = train.texts + test.texts
     lengths = [len(t) for t in texts]
@@ -79,6 +80,8 @@ def describe_splits(train: TextDataset, test: TextDataset, split: str) -> dict:
             "chars": {"mean": sum(lengths) / len(texts), "max": max(lengths), "min": min(lengths)},
             "words_mean": sum(len(t.split()) for t in texts) / len(texts),
             "vocab_capacity": {kind: vocab_capacity(train.texts, kind) for kind in KINDS},
+            # word vectors: how many distinct words the training split has seen at least 1, 2, .. 20 times
+            "words_at_least": words_at_least(count_words(train.texts)),
             "split": split}
 
 

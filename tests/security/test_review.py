@@ -33,3 +33,18 @@ def test_a_json_body_typed_Multipart_is_not_parsed_as_json(authed):
                       headers={**key, "Content-Type": "Multipart/form-data; boundary=x"})
     assert answer.status_code == 422, answer.text
     assert api.get("/v1/datasets", headers=key).json()["data"] == []
+
+
+def test_an_upload_cannot_hold_its_body_in_memory_as_form_fields(authed):
+    """Each form field was capped (16 KiB) but not their number: an upload's whole allowance
+    (2 GiB, times the upload slots) could sit in the API's memory as fields. Fields and part
+    headers now hold at most FORM_OVERHEAD (256 KiB) in all."""
+    api, key = authed
+    fields = b"".join(b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\n' % i + b"v" * 15_000 + b"\r\n"
+                      for i in range(40))
+    body = fields + (b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.npz"\r\n\r\n'
+                     b"PK\r\n--x--\r\n")
+    answer = api.post("/v1/datasets", content=body, headers={**key, "Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 422, answer.text
+    assert "fields and part headers are larger than" in answer.json()["detail"]
+    assert api.get("/v1/datasets", headers=key).json()["data"] == []

@@ -105,7 +105,7 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
     except QuotaExceeded as exc:
         await run_in_threadpool(session.rollback)  # the project's lock goes now
         raise HTTPException(exc.status, str(exc))
-    enqueue_scan(settings, row.id)
+    await run_in_threadpool(enqueue_scan, settings, row.id)  # a broker call: never on the event loop
     return row
 
 
@@ -168,7 +168,7 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
             await run_in_threadpool(session.rollback)
             raise HTTPException(exc.status, str(exc))
         raise
-    enqueue_scan(settings, row.id)
+    await run_in_threadpool(enqueue_scan, settings, row.id)  # a broker call: never on the event loop
     return row
 
 

@@ -48,3 +48,40 @@ def test_an_upload_cannot_hold_its_body_in_memory_as_form_fields(authed):
     assert answer.status_code == 422, answer.text
     assert "fields and part headers are larger than" in answer.json()["detail"]
     assert api.get("/v1/datasets", headers=key).json()["data"] == []
+
+
+def test_registering_a_dataset_never_holds_the_event_loop_on_the_broker(authed, monkeypatch):
+    """The async dataset route sent its scan message on the event loop: a slow or unreachable
+    broker froze every request (/healthz included) for as long as the send took."""
+    import threading
+    import time
+
+    import api.routers.datasets as route
+
+    api, key = authed
+    sent = threading.Event()
+
+    def slow_broker(settings, dataset_id):
+        time.sleep(1.5)
+        sent.set()
+        return True
+
+    monkeypatch.setattr(route, "enqueue_scan", slow_broker)
+    import io
+
+    import numpy as np
+
+    npz = io.BytesIO()
+    np.savez(npz, x=np.zeros((4, 1, 8, 8), np.uint8), y=np.zeros(4, np.int64))
+    api.get("/healthz")  # warm: the first request of a client sets up its connection
+    answers = []
+    poster = threading.Thread(target=lambda: answers.append(
+        api.post("/v1/datasets", files={"file": ("a.npz", npz.getvalue())}, headers=key)))
+    poster.start()
+    time.sleep(0.5)  # the registration is in, the send under way
+    started = time.perf_counter()
+    assert api.get("/healthz").status_code == 200
+    healthz = time.perf_counter() - started
+    poster.join()
+    assert sent.is_set() and answers[0].status_code == 201, answers[0].text
+    assert healthz < 0.5, f"/healthz took {healthz:.2f} s while a scan message was being sent"

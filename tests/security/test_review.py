@@ -85,3 +85,22 @@ def test_registering_a_dataset_never_holds_the_event_loop_on_the_broker(authed, 
     poster.join()
     assert sent.is_set() and answers[0].status_code == 201, answers[0].text
     assert healthz < 0.5, f"/healthz took {healthz:.2f} s while a scan message was being sent"
+
+
+def test_a_use_key_deletes_its_projects_objects_and_only_those(authed, sqlite_service):
+    """Scopes as documented: a use key submits, cancels and deletes its project's datasets,
+    checkpoints and jobs (what it may make it may clean up); keys are the admin's."""
+    from tests.conftest import TINY_PRETRAIN
+
+    api, admin = authed
+    use = bearer(api.post("/v1/keys", json={"name": "ci"}, headers=admin).json()["key"])
+    with session_scope(sqlite_service.database_url) as session:
+        _, other = create_key(session, "b", "owner")
+    job = api.post("/v1/jobs", json=TINY_PRETRAIN, headers=use).json()["id"]
+    assert api.post(f"/v1/jobs/{job}/cancel", headers=use).status_code == 200
+    assert api.delete(f"/v1/jobs/{job}", headers=bearer(other)).status_code == 404
+    deleted = api.delete(f"/v1/jobs/{job}", headers=use)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True, deleted.text
+    assert api.get(f"/v1/jobs/{job}", headers=admin).status_code == 404
+    assert api.delete(f"/v1/keys/{api.get('/v1/keys', headers=admin).json()['data'][0]['id']}",
+                      headers=use).status_code == 403

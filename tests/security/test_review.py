@@ -104,3 +104,33 @@ def test_a_use_key_deletes_its_projects_objects_and_only_those(authed, sqlite_se
     assert api.get(f"/v1/jobs/{job}", headers=admin).status_code == 404
     assert api.delete(f"/v1/keys/{api.get('/v1/keys', headers=admin).json()['data'][0]['id']}",
                       headers=use).status_code == 403
+
+
+def test_a_refused_text_submit_does_not_redescribe_the_builtin_corpus(authed, monkeypatch):
+    """A submit naming a built-in text dataset described it (training its tokenizers: ~13 CPU-s)
+    in the API thread, and a refused submit rolled the registration back, so the issue's
+    reproductions (an oversized mlm model, a random-init evaluate with depth 4000) still held an
+    API thread ~12 s each, every time. Now described once per process."""
+    from core.data.text import TextDataset
+    from jobs import text
+
+    api, key = authed
+    loads = []
+
+    def tiny_corpus(name):
+        loads.append(name)
+        docs = [f"document {i} about {w}" for i, w in enumerate(["cats", "dogs", "birds", "fish"] * 10)]
+        return TextDataset(docs[:36], [0] * 36, ["all"]), TextDataset(docs[36:], [0] * 4, ["all"])
+
+    monkeypatch.setattr(text, "load_text", tiny_corpus)
+    text._described_text.cache_clear()
+    try:
+        for spec in ({"method": "mlm", "dataset": "wordnet-glosses",
+                      "backbone_options": {"dim": 8192, "depth": 64, "heads": 64}},
+                     {"kind": "evaluate", "checkpoint": "random-init", "dataset": "wordnet-glosses",
+                      "backbone": "text_small", "backbone_options": {"depth": 4000}}) * 2:
+            answer = api.post("/v1/jobs", json=spec, headers=key)
+            assert answer.status_code == 422, answer.text
+    finally:
+        text._described_text.cache_clear()  # the real corpus for the tests that follow
+    assert loads == ["wordnet-glosses"]

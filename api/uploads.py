@@ -45,15 +45,24 @@ async def read_form(request: Request, open_sink: Callable[[], UploadSink], max_b
         raise HTTPException(413, f"upload is larger than the limit of {max_bytes} bytes")
     form, pending, errors = Form(), bytearray(), []
     part: _Part | None = None
+    held = 0  # bytes of part headers and non-file fields kept in memory: at most FORM_OVERHEAD in all
+
+    def hold(n: int) -> None:
+        nonlocal held
+        held += n
+        if held > FORM_OVERHEAD and not errors:
+            errors.append(f"the form's fields and part headers are larger than {FORM_OVERHEAD} bytes in all")
 
     def on_part_begin():
         nonlocal part
         part = _Part()
 
     def on_header_field(data, start, end):
+        hold(end - start)
         part.header_field += data[start:end]
 
     def on_header_value(data, start, end):
+        hold(end - start)
         part.header_value += data[start:end]
 
     def on_header_end():
@@ -76,6 +85,7 @@ async def read_form(request: Request, open_sink: Callable[[], UploadSink], max_b
         if part.filename is not None and form.sink is not None:
             pending.extend(data[start:end])
         else:
+            hold(end - start)
             part.value += data[start:end]
             if len(part.value) > MAX_FIELD_BYTES:
                 errors.append(f"form field {part.name!r} is too long")

@@ -2,6 +2,9 @@
 path) loaded into their splits, and the checks a text pretrain job passes before it is queued."""
 from __future__ import annotations
 
+import copy
+import threading
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,16 +47,34 @@ def is_text(dataset: Dataset) -> bool:
     return (dataset.stats or {}).get("modality") == "text"
 
 
+TEXT_BUILTIN_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=None)  # keyed by a built-in's name (a short fixed list, checked by the caller)
+def _described_text(name: str) -> dict:
+    train, test = load_text(name)
+    stats = describe_splits(train, test, "fixed (the package's files, a seed-0 permutation, 10 % test)")
+    return {"n_items": stats.pop("n_items"), "n_test": stats.pop("n_test"), "n_classes": stats.pop("n_classes"),
+            "content_hash": content_hash(train, test), "stats": stats}
+
+
+def builtin_text_description(name: str) -> dict:
+    """The row fields of a built-in text dataset, described once per process (its tokenizer capacity
+    takes ~13 CPU-s): a submit on it, refused or not, no longer pays that in an API thread each time
+    (a refused one rolls the registration back, so every retry paid it again)."""
+    with TEXT_BUILTIN_LOCK:
+        return copy.deepcopy(_described_text(name))
+
+
 def register_builtin_text(session: Session, project_id: str, name: str) -> Dataset:
     existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
     if existing is not None and existing.state == "ready":
         return existing
-    train, test = load_text(name)  # raises DatasetUnavailable with the install hint
-    stats = describe_splits(train, test, "fixed (the package's files, a seed-0 permutation, 10 % test)")
+    facts = builtin_text_description(name)  # raises DatasetUnavailable with the install hint
     dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
                                   format="builtin")
-    dataset.n_items, dataset.n_test, dataset.n_classes = stats.pop("n_items"), stats.pop("n_test"), stats.pop("n_classes")
-    dataset.content_hash, dataset.stats = content_hash(train, test), stats
+    for key, value in facts.items():
+        setattr(dataset, key, value)
     dataset.state, dataset.error = "ready", None
     session.add(dataset)
     session.flush()

@@ -66,7 +66,8 @@ def _errors(exc: ValidationError) -> list[dict]:
 async def create(request: Request, session: SessionDep, settings: SettingsDep, project: ProjectDep) -> Dataset:
     """Upload a dataset file (multipart field `file`), or JSON `{"builtin": name}` or
     `{"uri": ..., "format": ...}`."""
-    if request.headers.get("content-type", "").startswith("multipart/"):
+    # case-insensitive, as the body-size cap and api.guard decide: they let a multipart body through unread
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
         uploads = slots(request, "uploads", "uploads", settings.max_uploads, settings.max_uploads_per_project)
         with uploads.hold(project):  # each holds a disk stream and a thread for as long as the client sends
             return await upload(request, session, settings, project)
@@ -104,7 +105,7 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
     except QuotaExceeded as exc:
         await run_in_threadpool(session.rollback)  # the project's lock goes now
         raise HTTPException(exc.status, str(exc))
-    enqueue_scan(settings, row.id)
+    await run_in_threadpool(enqueue_scan, settings, row.id)  # a broker call: never on the event loop
     return row
 
 
@@ -167,7 +168,7 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
             await run_in_threadpool(session.rollback)
             raise HTTPException(exc.status, str(exc))
         raise
-    enqueue_scan(settings, row.id)
+    await run_in_threadpool(enqueue_scan, settings, row.id)  # a broker call: never on the event loop
     return row
 
 

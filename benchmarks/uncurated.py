@@ -4,7 +4,7 @@ on a class-balanced subset of the same size, both scored by kNN and a linear pro
 labelled test split.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/uncurated.py [--budget-s 120] [--alpha 1.0]
-        [--dataset fashion-mnist|digits] [--batch-size 128] [--seed 0]
+        [--dataset fashion-mnist|digits] [--batch-size 128] [--seed 0] [--scale seer|small]
 
 In-process, through the library (core.recipes.resolve, core.methods.build_resolved, core.train):
 the service adds nothing to the measurement (tests/datasets/test_uncurated.py runs the same flow
@@ -53,9 +53,13 @@ def balanced(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np
                                    for c in np.unique(labels)]))
 
 
+SCALE = {"name": "seer"}  # which SwAV recipe (--scale): seer, or small (SwAV's CIFAR-sized one, 2 crops)
+
+
 def recipe_for(n_items: int, image_size: int, steps: int, batch_size: int) -> dict:
-    return resolve("swav", image_size, n_items, {"scale": "seer", "backbone": "regnet_y", "backbone_options": DESIGN,
-                                                 "batch_size": batch_size, "steps": steps, "method_options": HEAD})
+    return resolve("swav", image_size, n_items, {"scale": SCALE["name"], "backbone": "regnet_y",
+                                                 "backbone_options": DESIGN, "batch_size": batch_size,
+                                                 "steps": steps, "method_options": HEAD})
 
 
 def pretrain(images: torch.Tensor, steps: int, batch_size: int, seed: int):
@@ -86,7 +90,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "digits"])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", default="seer", choices=["seer", "small"], help="SwAV's recipe")
     args = parser.parse_args()
+    SCALE["name"] = args.scale
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     name, train_set, test_set = load(args.dataset)
@@ -119,7 +125,7 @@ def main() -> None:
     rows.append(("random-init (no pretraining)", 0, "-", 0, 0.0, "-",
                  scores(random_init, ([float(x.mean())], [float(x.std())]), eval_train, test_set)))
 
-    print(f"\n{name}: SwAV `seer` recipe, regnet_y {DESIGN}, head {HEAD}, batch {args.batch_size}, "
+    print(f"\n{name}: SwAV `{args.scale}` recipe, regnet_y {DESIGN}, head {HEAD}, batch {args.batch_size}, "
           f"long tail alpha {args.alpha}, budget {args.budget_s:g} CPU-s per arm, 1 thread, seed {args.seed}")
     print(f"evaluation: balanced {len(eval_train.labels)} of the training split -> {len(test_set.labels)} test images\n")
     print("| pretraining data | images | largest/smallest class | steps | CPU-s | end | kNN top-1 (k=20) | linear top-1 |")

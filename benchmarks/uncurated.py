@@ -53,20 +53,18 @@ def balanced(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np
                                    for c in np.unique(labels)]))
 
 
-SCALE = {"name": "seer"}  # which SwAV recipe (--scale): seer, or small (SwAV's CIFAR-sized one, 2 crops)
-
-
-def recipe_for(n_items: int, image_size: int, steps: int, batch_size: int) -> dict:
-    return resolve("swav", image_size, n_items, {"scale": SCALE["name"], "backbone": "regnet_y",
+def recipe_for(scale: str, n_items: int, image_size: int, steps: int, batch_size: int) -> dict:
+    """SwAV's `scale` recipe (seer; or small, SwAV's CIFAR-sized one with 2 crops) at the tiny RegNetY."""
+    return resolve("swav", image_size, n_items, {"scale": scale, "backbone": "regnet_y",
                                                  "backbone_options": DESIGN, "batch_size": batch_size,
                                                  "steps": steps, "method_options": HEAD})
 
 
-def pretrain(images: torch.Tensor, steps: int, batch_size: int, seed: int):
+def pretrain(scale: str, images: torch.Tensor, steps: int, batch_size: int, seed: int):
     """(method, CPU seconds) of SwAV-seer on these unlabelled images."""
     x = images.float() / 255
     mean, std = [float(x.mean())], [float(x.std())]
-    recipe = recipe_for(len(images), images.shape[-1], steps, batch_size)
+    recipe = recipe_for(scale, len(images), images.shape[-1], steps, batch_size)
     torch.manual_seed(seed)
     method = build_resolved(recipe, in_channels=1, mean=mean, std=std)
     start = time.process_time()
@@ -92,7 +90,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="seer", choices=["seer", "small"], help="SwAV's recipe")
     args = parser.parse_args()
-    SCALE["name"] = args.scale
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     name, train_set, test_set = load(args.dataset)
@@ -105,7 +102,7 @@ def main() -> None:
     arms = {"uncurated (long-tailed, labels dropped)": tail, "curated (class-balanced)": curated}
 
     calibration_steps = 5
-    _, cpu, _, _ = pretrain(train_set.images[curated], calibration_steps, args.batch_size, args.seed)
+    _, cpu, _, _ = pretrain(args.scale, train_set.images[curated], calibration_steps, args.batch_size, args.seed)
     steps = max(1, int(args.budget_s / (cpu / calibration_steps)))
     log.info("calibration: %.2f CPU-s a step -> %d steps of batch %d per arm", cpu / calibration_steps, steps,
              args.batch_size)
@@ -113,13 +110,13 @@ def main() -> None:
     rows = []
     for arm, index in arms.items():
         counts = np.bincount(labels[index], minlength=int(labels.max()) + 1)
-        method, cpu, result, norm = pretrain(train_set.images[index], steps, args.batch_size, args.seed)
+        method, cpu, result, norm = pretrain(args.scale, train_set.images[index], steps, args.batch_size, args.seed)
         encoder = method.downstream_encoder()
         rows.append((arm, len(index), f"{counts.max()}/{counts.min()}", steps, cpu, result.reason,
                      scores(encoder, norm, eval_train, test_set)))
         log.info("%s: %s", arm, rows[-1])
     torch.manual_seed(args.seed)
-    random_init = build_resolved(recipe_for(len(curated), train_set.images.shape[-1], 1, args.batch_size),
+    random_init = build_resolved(recipe_for(args.scale, len(curated), train_set.images.shape[-1], 1, args.batch_size),
                                  in_channels=1).downstream_encoder()
     x = train_set.images[curated].float() / 255
     rows.append(("random-init (no pretraining)", 0, "-", 0, 0.0, "-",

@@ -124,8 +124,10 @@ def main() -> None:
 
     print(f"\n{name}: SwAV `{args.scale}` recipe, regnet_y {DESIGN}, head {HEAD}, batch {args.batch_size}, "
           f"long tail alpha {args.alpha}, budget {args.budget_s:g} CPU-s per arm, 1 thread, seed {args.seed}")
-    print(f"evaluation: balanced {len(eval_train.labels)} of the training split -> {len(test_set.labels)} test images\n")
-    print("| pretraining data | images | largest/smallest class | steps | CPU-s | end | kNN top-1 (k=20) | linear top-1 |")
+    print(f"evaluation: balanced {len(eval_train.labels)} of the training split -> "
+          f"{len(test_set.labels)} test images\n")
+    print("| pretraining data | images | largest/smallest class | steps | CPU-s | end | kNN top-1 (k=20) "
+          "| linear top-1 |")
     print("|---|---|---|---|---|---|---|---|")
     for arm, n, ratio, n_steps, cpu, reason, values in rows:
         print(f"| {arm} | {n} | {ratio} | {n_steps} | {cpu:.0f} | {reason} | {values['knn']:.3f} | "

@@ -31,7 +31,8 @@ SWAV_VIEWS = ViewConfig(
 SOLO = "solo-learn scripts/pretrain/cifar/swav"
 SEER = "Goyal et al. 2021, arXiv:2103.01988"
 VISSL = "facebookresearch/vissl configs/config/pretrain/swav"
-CHECKPOINT = ("vissl projects/SEER/README.md, the RG-256GF checkpoint's run name (swav_ig1b_cosine_rg256gf_noBNhead_wd1e5_"
+CHECKPOINT = ("vissl projects/SEER/README.md, the RG-256GF checkpoint's run name "
+              "(swav_ig1b_cosine_rg256gf_noBNhead_wd1e5_"
               "fairstore_bs16_node64_sinkhorn10_proto16k_apex_syncBN64_warmup8k)")
 RECIPES = {
     "small": Recipe(

@@ -33,8 +33,8 @@ def test_unlabelled_long_tailed_shards_pretrain_then_evaluate_on_labelled_digits
 
     worker = WorkerProcess(small_service, name="uncurated").start()
     try:
-        created = client.post("/v1/datasets", json={"uri": str(data_root / f"uncurated-{{000..{n_shards - 1:03d}}}.tar"),
-                                                    "format": "webdataset"})
+        uri = str(data_root / f"uncurated-{{000..{n_shards - 1:03d}}}.tar")
+        created = client.post("/v1/datasets", json={"uri": uri, "format": "webdataset"})
         assert created.status_code == 201, created.text
         ready = wait_scanned(client, created.json()["id"])
         assert ready["state"] == "ready", (ready, worker.output()[-3000:])
@@ -55,8 +55,9 @@ def test_unlabelled_long_tailed_shards_pretrain_then_evaluate_on_labelled_digits
         assert done["result"]["scores"] == {}  # no labels in the collection: nothing to score it on
         assert client.get(f"/v1/checkpoints/{checkpoint}/scores").json()["data"] == []
 
+        protocols = [{"protocol": "knn"}, {"protocol": "linear", "options": LINEAR}]
         evaluation = client.post("/v1/jobs", json={"kind": "evaluate", "checkpoint": checkpoint, "dataset": "digits",
-                                                   "protocols": [{"protocol": "knn"}, {"protocol": "linear", "options": LINEAR}]})
+                                                   "protocols": protocols})
         assert evaluation.status_code == 201, evaluation.text
         evaluated = wait_for(client, evaluation.json()["id"], timeout=180)
         assert evaluated["state"] == "succeeded", (evaluated, worker.output()[-3000:])

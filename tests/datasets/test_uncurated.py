@@ -54,6 +54,8 @@ def test_unlabelled_long_tailed_shards_pretrain_then_evaluate_on_labelled_digits
         checkpoint = done["result"]["checkpoint"]
         assert done["result"]["scores"] == {}  # no labels in the collection: nothing to score it on
         assert client.get(f"/v1/checkpoints/{checkpoint}/scores").json()["data"] == []
+        events = client.get(f"/v1/jobs/{job.json()['id']}/events").json()["data"]
+        assert any("evaluations skipped" in e["message"] and "no labels" in e["message"] for e in events)
 
         protocols = [{"protocol": "knn"}, {"protocol": "linear", "options": LINEAR}]
         evaluation = client.post("/v1/jobs", json={"kind": "evaluate", "checkpoint": checkpoint, "dataset": "digits",

@@ -30,7 +30,7 @@ def torchvision_trunk(size: str) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("size", ["400mf", "800mf", "1_6gf"])
+@pytest.mark.parametrize("size", ["400mf", "800mf", "1_6gf", "3_2gf"])
 def test_small_sizes_build_and_count_what_torchvision_counts(size):
     torch.manual_seed(0)
     model = build_backbone(f"regnet_y_{size}", in_channels=3, image_size=64)
@@ -41,7 +41,7 @@ def test_small_sizes_build_and_count_what_torchvision_counts(size):
         assert model.eval()(torch.zeros(2, 3, 64, 64)).shape == (2, model.feature_dim)
 
 
-@pytest.mark.parametrize("size, billions", [("8gf", 0.0375), ("32gf", 0.1415), ("128gf", 0.638)])
+@pytest.mark.parametrize("size, billions", [("8gf", 0.0375), ("16gf", 0.0808), ("32gf", 0.1415), ("128gf", 0.638)])
 def test_large_sizes_estimate_what_torchvision_builds_on_meta(size, billions, monkeypatch):
     """torchvision's own builder on the meta device (no weights allocated); its width quantisation
     reads tensor values, so only that arithmetic runs on the CPU."""

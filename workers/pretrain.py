@@ -172,6 +172,9 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
     scores = {}
     labelled = (dataset_row.stats or {}).get("labelled")
+    if spec.evaluations and not labelled:  # an uncurated collection: scores come from an evaluate job
+        ctx.event("log", f"evaluations skipped: dataset {dataset_row.id} has no labels; score checkpoint "
+                         f"{callbacks.final_checkpoint} with an evaluate job on a labelled dataset")
     if spec.evaluations and labelled and test_set is None:  # streamed: evaluate on a bounded head sample
         train_set, test_set = datasets.stream_eval_split(ctx.settings, dataset_row, image_size)
     if spec.evaluations and labelled and len(test_set):

@@ -34,4 +34,4 @@ def backbone_names() -> list[str]:
 
 
 def _load_all() -> None:
-    from core.backbones import cnn, resnet, text, vit, word_vectors  # noqa: F401  (registers)
+    from core.backbones import cnn, regnet, resnet, text, vit, word_vectors  # noqa: F401  (registers)

@@ -10,6 +10,8 @@ from core.backbones import BACKBONES, backbone_names
 # Upper bounds of the integer options the backbones take (anything larger is no CPU/GPU-sized run).
 INT_BOUNDS = {"width": 1024, "dim": 4096, "depth": 64, "heads": 64, "patch_size": 256}
 DEFAULT_INT_BOUND = 4096
+# Upper bounds of the float options (anything else: (0, 64]); a RegNet's width slope w_a is 230.83 at SEER's 256GF.
+FLOAT_BOUNDS = {"w_a": 1024.0}
 RESNET_PARAMETERS = {"resnet18": 11_200_000, "resnet50": 23_600_000}
 
 
@@ -35,8 +37,9 @@ def check_options(name: str, options: dict) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
                 raise ValueError(f"backbone_options.{key} must be an integer from 1 to {bound}")
         elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 64:
-                raise ValueError(f"backbone_options.{key} must be a number in (0, 64]")
+            bound = FLOAT_BOUNDS.get(key, 64)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= bound:
+                raise ValueError(f"backbone_options.{key} must be a number in (0, {bound:g}]")
         elif isinstance(default, str):
             if not isinstance(value, str) or len(value) > 64:
                 raise ValueError(f"backbone_options.{key} must be a short string")
@@ -59,6 +62,8 @@ def estimate_parameters(name: str, in_channels: int, image_size: int, options: d
         return patch * patch * in_channels * d + d + d + depth * block + 2 * d + grid * grid * d  # + position buffer
     if name.startswith("text_"):
         return _text_parameters(name, options)
+    if name.startswith("regnet_y"):
+        return regnet_parameters(name, in_channels, options)
     return RESNET_PARAMETERS.get(name)
 
 
@@ -71,6 +76,23 @@ def _text_parameters(name: str, options: dict) -> int:
     hidden = int(d * value("mlp_ratio"))
     block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * hidden + hidden) + (hidden * d + d)
     return vocab * d + positions * d + 2 * d + depth * block + 2 * d
+
+
+
+def regnet_parameters(name: str, in_channels: int, options: dict) -> int | None:
+    """From the design's arithmetic alone (no module is built); None for a design torchvision refuses
+    (building it then names the problem)."""
+    from core.backbones import regnet
+
+    if name == "regnet_y":
+        defaults = {p.name: p.default for p in inspect.signature(BACKBONES[name]).parameters.values()}
+        design = regnet.Design(*(options.get(k, defaults[k]) for k in regnet.Design._fields))
+    else:
+        design = regnet.SIZES[name.removeprefix("regnet_y_")]
+    try:
+        return regnet.parameter_count(design, in_channels)
+    except ValueError:
+        return None
 
 
 def token_count(name: str, image_size: int, options: dict) -> int | None:

@@ -317,3 +317,31 @@ def scan_shards(shards: list[str], opener: Opener, image_size: int | None, max_p
                       "labelled": bool(classes), "classes": [str(c) for c in classes], "sizes": dict(sizes),
                       "modes": dict(modes), "unreadable": unreadable, "n_unreadable": n_unreadable,
                       "shards": shards, "streamed": True, "split": "none (all shards train)"}}
+
+
+def write_shards(images: np.ndarray, folder, per_shard: int, labels: np.ndarray | None = None,
+                 prefix: str = "shard") -> list[str]:
+    """Write uint8 images (N, H, W) or (N, H, W, C) as WebDataset shards of PNGs, `prefix-000.tar`,
+    ...; with `labels`, each sample also gets a `.cls`; without, the shards hold images only (an
+    uncurated, unlabelled collection). Returns the shard paths."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    paths = []
+    for start in range(0, len(images), per_shard):
+        path = folder / f"{prefix}-{start // per_shard:03d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for i in range(start, min(start + per_shard, len(images))):
+                buffer = io.BytesIO()
+                Image.fromarray(images[i]).save(buffer, format="PNG")
+                members = [("png", buffer.getvalue())]
+                if labels is not None:
+                    members.append(("cls", str(int(labels[i])).encode()))
+                for ext, data in members:
+                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(str(path))
+    return paths

@@ -29,6 +29,11 @@ SWAV_VIEWS = ViewConfig(
 
 
 SOLO = "solo-learn scripts/pretrain/cifar/swav"
+SEER = "Goyal et al. 2021, arXiv:2103.01988"
+VISSL = "facebookresearch/vissl configs/config/pretrain/swav"
+CHECKPOINT = ("vissl projects/SEER/README.md, the RG-256GF checkpoint's run name "
+              "(swav_ig1b_cosine_rg256gf_noBNhead_wd1e5_"
+              "fairstore_bs16_node64_sinkhorn10_proto16k_apex_syncBN64_warmup8k)")
 RECIPES = {
     "small": Recipe(
         backbone="resnet18", backbone_options={"small_stem": True},
@@ -80,6 +85,55 @@ RECIPES = {
                  "views": "swav_200ep_bs256_pretrain.sh (2x224 of 14-100 %, 6x96 of 5-14 %); paper sec. 4 / "
                           "src/multicropdataset.py (jitter 0.8/0.8/0.8/0.2 p 0.8, grey 0.2, blur p 0.5)"},
         notes="Biases and BN parameters take no weight decay here (param_groups); SwAV decays every parameter."),
+    "seer": Recipe(
+        # the paper's RegNetY-256GF (1.27e9 trunk parameters, 10444 features): VISSL regnet256Gf_1.yaml
+        backbone="regnet_y_256gf", backbone_options={"small_stem": False},
+        # SGD momentum 0.9 in LARC, trust 0.001, no clipping, every parameter decayed (swav_8node_resnet.yaml)
+        optimizer="lars", eta=0.001, clip_lr=False, exclude_bias_n_norm=False, momentum=0.9,
+        # 0.3 per 256 images, linearly scaled: 9.6 at 8192; cosine to a thousandth of the peak
+        base_lr=0.3, lr_scaling="linear", final_lr=0.0096,
+        batch_size=8192,  # 16 images on each of 512 GPUs (checkpoint name: bs16_node64)
+        epochs=1,  # one pass over 1e9 Instagram images, 122K updates at 8192
+        warmup_epochs=8000 / 122_000,  # 8K warm-up updates (checkpoint name: warmup8k)
+        weight_decay=1e-5,  # checkpoint name: wd1e5
+        method_options={"proj_hidden_dim": 8192, "proj_dim": 256, "proj_layers": 3, "proj_batch_norm": False,
+                        "num_prototypes": 16_000, "temperature": 0.1, "epsilon": 0.05, "sinkhorn_iterations": 10,
+                        "queue_size": 0, "queue_start_frac": 0.0, "freeze_prototypes_frac": 313 / 122_000},
+        epoch_options={"freeze_prototypes_steps": 313 / 122_000},  # 313 of its 122K updates, in absolute epochs
+        # 2x160 + 4x96 crops of a 224-px input (fractions, so that smaller images keep the ratios)
+        views=ViewConfig.from_dict({"crops": [CropSpec(count=2, size=160 / 224, scale=(0.14, 1.0), blur_p=0.5),
+                                              CropSpec(count=4, size=96 / 224, scale=(0.05, 0.14), blur_p=0.5)]},
+                                   base=SWAV_VIEWS),
+        sources={
+            "backbone": f"{SEER}, sec. 3.3 (RegNetY-256GF); {VISSL}/models/regnet256Gf_1.yaml (depth 27, w_0 640, "
+                        "w_a 230.83, w_m 2.53, group_width 373)",
+            "optimizer": f"{SEER} (LARS); {VISSL}/swav_8node_resnet.yaml (sgd + use_larc, trust_coefficient 0.001, "
+                         "clip False, momentum 0.9, regularize_bn and regularize_bias True)",
+            "base_lr": f"{VISSL}/swav_8node_resnet.yaml (auto_lr_scaling: base_value 0.3 at base_lr_batch_size 256)",
+            "final_lr": f"{SEER} (cosine to 0.0096, unverified here); {VISSL}/swav_8node_resnet.yaml decays "
+                        "to a thousandth of the peak (4.8 -> 0.0048)",
+            "batch_size": f"{CHECKPOINT} (bs16 per GPU x node64 x 8 GPUs = 8192); {SEER}",
+            "epochs": f"{SEER} (1B images, 122K iterations: one pass)",
+            "warmup_epochs": f"{CHECKPOINT} (warmup8k: 8K of 122K updates)",
+            "weight_decay": f"{CHECKPOINT} (wd1e5)",
+            "method_options": f"{VISSL}/heads/d10444_d8192_d8192_d256_proto16k.yaml (MLP 10444-8192-8192-256 "
+                              f"without BN, 16000 prototypes); {CHECKPOINT} (sinkhorn10, proto16k, noBNhead); "
+                              f"{VISSL}/swav_8node_resnet.yaml (temperature 0.1, epsilon 0.05, no queue); "
+                              "prototypes frozen 313 iterations as in swav_8node_resnet.yaml",
+            "views": f"{VISSL}/transforms/multicrop_6crop_2x160_4x96.yaml (2x160 of 14-100 %, 4x96 of 5-14 %, "
+                     "colour distortion strength 1.0, blur p 0.5); vissl projects/SEER/README.md (6 crops, 2x160+4x96)",
+        },
+        notes="What one machine cannot do: SEER trained the 1.27e9-parameter RegNetY-256GF on 512 V100s (8192 images "
+              "a step, 1e9 uncurated images, one pass, about 8 days), with batch-norm statistics synchronised in "
+              "groups of 64 GPUs (here: over all processes, or none), Apex O1 mixed precision (here bf16 autocast) "
+              "and activation checkpointing (not done here). On one GPU or a CPU, pick a smaller trunk "
+              "(backbone regnet_y_8gf, regnet_y_1_6gf, or regnet_y with a tiny design) and a batch that fits; the "
+              "LR follows the batch by the linear rule. Without the large batch, SwAV's queue (method_options "
+              "queue_size, e.g. 3840) keeps the Sinkhorn step balanced. Not verified against the paper's text here: "
+              "epsilon 0.05 (VISSL's SwAV default; the paper may differ), the final LR 0.0096, 122K updates, the "
+              "313-step prototype freeze (VISSL's ImageNet default, not SEER's). The stage widths (528, 1056, 2904, "
+              "7392) and 695.5M parameters that reviews quote for SEER's RegNetY-256GF are RegNetY-128GF's "
+              "(torchvision regnet_y_128gf); the released RG-256GF config gives (746, 1492, 4103, 10444)."),
 }
 
 
@@ -89,9 +143,11 @@ class SwAV(Method):
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, queue_size: int = 3840, queue_start_frac: float = 0.02,
                  freeze_prototypes_frac: float = 0.01, queue_start_steps: int | None = None,
-                 freeze_prototypes_steps: int | None = None):
+                 freeze_prototypes_steps: int | None = None, proj_layers: int = 2, proj_batch_norm: bool = True):
         super().__init__(backbone, views)
-        self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim)
+        # SEER's head: three layers without batch norm (VISSL swav_head use_bn False)
+        self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, layers=proj_layers,
+                             batch_norm=proj_batch_norm)
         self.prototypes = Prototypes(proj_dim, num_prototypes)
         # one queue per assigned (global) crop; all-zero rows mark a queue still filling
         self.register_buffer("queue", torch.zeros(global_crop_count(views.config), queue_size, proj_dim))

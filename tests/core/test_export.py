@@ -18,6 +18,7 @@ onnx = pytest.importorskip("onnx")
 BACKBONES = {
     "resnet18": ({}, 3, 16),
     "vit_tiny-mean": ({"dim": 48, "depth": 2, "heads": 3, "pool": "mean"}, 3, 16),
+    "regnet_y-tiny": ({"depth": 4, "w_0": 8, "w_a": 8.0, "w_m": 2.0, "group_width": 8}, 1, 16),  # SE blocks, grouped convs
 }
 
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from jobs import gang
 from jobs.lifecycle import WAITING
 from jobs.settings import Settings
 from jobs.db import db_now
@@ -42,8 +41,8 @@ def forget_dead(session: Session, settings: Settings, older_than: float = 3600.0
 
 
 def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | None, list[str]]:
-    """(a status line for a waiting job, warnings): 'waiting for 1 of 2 nodes', and whether any
-    live worker consumes the job's queue."""
+    """(a status line for a waiting job, warnings): whether any live worker consumes the job's
+    queue. A multi-node job needs one worker: its processes run on the Ray cluster."""
     if job.state not in WAITING:
         return None, []
     warnings = []
@@ -51,11 +50,5 @@ def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | No
     if consumers == 0:
         warnings.append(f"no live worker consumes queue {job.queue!r}; start one with "
                         f"`darkmatter worker --queue {job.queue}`")
-    elif consumers < job.nodes:
-        warnings.append(f"the job needs {job.nodes} workers on queue {job.queue!r}; {consumers} are live")
-    status = None
-    if job.nodes > 1:
-        missing = job.nodes - gang.held(session, job.id, settings.heartbeat_timeout)
-        status = f"waiting for {missing} of {job.nodes} nodes"
-    return status, warnings
+    return None, warnings
 

@@ -4,10 +4,10 @@ The DB row is the truth: a claim is a conditional UPDATE, so a redelivered messa
 taken and returns quietly. The child records metrics, checkpoints, scores and the final state;
 the parent only heartbeats, and gives the job back if the child dies without finishing it.
 
-A job of several devices runs its child as a torchrun launch (workers/launch.py); the parent's
-heartbeat covers the whole process group. A job of several nodes is gang-scheduled (jobs/gang.py):
-each worker claims a node rank, node 0's worker takes the lease once all ranks are held, and
-every node's torchrun joins the rendezvous node 0 published on the job row."""
+A job of several devices runs its child as a standalone torchrun launch (workers/launch.py); the
+parent's heartbeat covers the whole process group. A job of several nodes runs on the Ray cluster
+(workers/ray_run.py): the child is the Ray Train driver, and placing, watching and restarting the
+processes on the cluster is Ray's job; this worker still owns the job (lease, fencing, cancel)."""
 from __future__ import annotations
 
 import logging
@@ -29,7 +29,6 @@ from jobs.tables import Job
 from workers import launch
 
 log = logging.getLogger(__name__)
-UNRECORDED = 6  # workers.child: finished, but could not write the final state (see RunFiles.result)
 EXIT_REASONS = {4: "a process of the group died (the group was torn down)",
                 5: "a transient infrastructure error (database, storage or network; see the events)"}
 _stop = threading.Event()  # set on worker shutdown: children are stopped and their jobs released
@@ -44,7 +43,7 @@ def child_env(settings: Settings, files: launch.RunFiles | None = None) -> dict[
     for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "device"):
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
     if files is not None:
-        env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_RESULT_FILE"] = str(files.progress), str(files.result)
+        env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_OUTCOME_DIR"] = str(files.progress), str(files.outcomes)
     return env
 
 
@@ -54,10 +53,6 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         nodes, devices = (job.nodes, job.devices) if job is not None else (1, 1)
-    if nodes > 1:
-        from workers.nodes import run_gang
-
-        return run_gang(settings, job_id, worker_id, nodes, devices)
     with session_scope(settings.database_url) as session:
         if not lifecycle.claim(session, job_id, worker_id):
             log.info("job %s is not claimable (taken or finished); skipping", job_id)
@@ -65,7 +60,7 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     log.info("job %s claimed by %s", job_id, worker_id)
     files = launch.RunFiles(settings, job_id)
     try:
-        child = launch.start(launch.command(job_id, worker_id, devices=devices), child_env(settings, files))
+        child = launch.start(launch.command(job_id, worker_id, nodes=nodes, devices=devices), child_env(settings, files))
         outcome = supervise(settings, job_id, worker_id, child, files)
     finally:
         files.remove()
@@ -106,7 +101,8 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             child.kill()
             child.wait()
             return "lease-lost"
-    if code == UNRECORDED and (recorded := files.recorded()) is not None:
+    code, recorded = files.outcome(code)
+    if recorded is not None:
         return _record(settings, job_id, worker_id, recorded)
     return _after_child(settings, job_id, worker_id, code, reason)
 
@@ -152,14 +148,8 @@ def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, rea
 
     state, queue = retrying(settle)
     if state == lifecycle.RETRYING:
-        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))  # resumed from its last checkpoint
+        enqueue(settings, job_id, queue)  # resumed from its last checkpoint
     return state or "released"
-
-
-def _nodes(settings: Settings, job_id: str) -> int:
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        return job.nodes if job is not None else 1
 
 
 _db_up_since: float | None = None  # this process's view of the database: reachable since (monotonic)
@@ -184,10 +174,10 @@ def sweep_once(settings: Settings) -> list[str]:
     if time.monotonic() - _db_up_since >= settings.heartbeat_timeout:
         with session_scope(settings.database_url) as session:
             requeue = lifecycle.sweep_stale(session, settings.heartbeat_timeout)
-            queues = {job_id: (session.get(Job, job_id).queue, session.get(Job, job_id).nodes) for job_id in requeue}
-        for job_id, (queue, nodes) in queues.items():
+            queues = {job_id: session.get(Job, job_id).queue for job_id in requeue}
+        for job_id, queue in queues.items():
             log.warning("job %s lost its worker; re-enqueued", job_id)
-            enqueue(settings, job_id, queue, copies=nodes)
+            enqueue(settings, job_id, queue)
     with session_scope(settings.database_url) as session:
         scans = datasets.scans_due(session, settings.requeue_after)
     for dataset_id in scans:
@@ -197,7 +187,7 @@ def sweep_once(settings: Settings) -> list[str]:
         due = lifecycle.doorbells_due(session, settings.requeue_after)
     for job_id, queue in due:  # duplicates are harmless: only one claim succeeds
         log.warning("job %s has waited %.0fs since its last doorbell; ringing again", job_id, settings.requeue_after)
-        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))
+        enqueue(settings, job_id, queue)
     return requeue
 
 

@@ -91,7 +91,7 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
             raise HTTPException(422, str(exc))
     if created:
         request.app.state.job_totals.forget(project)
-        enqueue(settings, job.id, job.queue, copies=job.nodes)
+        enqueue(settings, job.id, job.queue)
     else:
         response.status_code = 200  # a replay: the job the first request created
     return job_out(session, job, settings)

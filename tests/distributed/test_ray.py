@@ -1,0 +1,117 @@
+"""Multi-node jobs on a Ray cluster of two nodes on loopback: HTTP -> Celery worker -> Ray Train
+(gloo) -> checkpoint -> auto-eval, equal to a one-process run; cancel and lease loss stop the
+Ray run and the stale owner writes nothing."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from sqlalchemy import update
+
+from core.checkpoint import load_tree
+from jobs.db import session_scope
+from jobs.tables import Job
+from tests.conftest import TINY_PRETRAIN, wait_for
+from tests.distributed.test_train_loop import TOLERANCE
+from tests.faults.conftest import checkpoints_of, events, wait_progress
+
+SPEC = {**TINY_PRETRAIN, "nodes": 2, "steps": 8, "batch_size": 32, "checkpoint_every": 4,
+        "evaluations": [{"protocol": "knn", "options": {"k": [5]}}]}
+
+
+@pytest.fixture
+def service(service, ray_cluster):
+    return service.model_copy(update={"ray_address": ray_cluster.address, "ray_placement_timeout": 600.0})
+
+
+pytestmark = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+
+
+def full_state(api, checkpoint_id: str, path) -> dict:
+    path.write_bytes(api.get(f"/v1/checkpoints/{checkpoint_id}/download", params={"part": "full"}).content)
+    tree, _ = load_tree(path)
+    return {k: v for k, v in flatten(tree["method"]).items() if v.is_floating_point()}
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, torch.Tensor):
+        return {prefix[:-1]: tree}
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {}
+
+
+def test_two_node_job_on_ray_equals_one_process(api, worker, tmp_path):
+    w = worker()
+    job = api.post("/v1/jobs", json=SPEC).json()
+    assert job["nodes"] == 2 and job["recipe"]["distributed"]["world_size"] == 2
+    done = wait_for(api, job["id"], timeout=300)
+    assert done["state"] == "succeeded" and done["attempt"] == 1 and done["step"] == 8, (done, w.output()[-3000:])
+    messages = [e["message"] for e in api.get(f"/v1/jobs/{job['id']}/events").json()["data"]]
+    assert any("on 2 processes" in m for m in messages), messages
+    checkpoint = api.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
+    assert checkpoint["manifest"]["distributed"]["world_size"] == 2
+    scores = api.get("/v1/scores", params={"protocol": "knn"}).json()["data"]
+    assert [s for s in scores if s["checkpoint_id"] == checkpoint["id"]]  # auto-eval ran on rank 0
+
+    single = wait_for(api, api.post("/v1/jobs", json={**SPEC, "nodes": 1}).json()["id"], timeout=300)
+    assert single["state"] == "succeeded", single
+    two, one = (full_state(api, c, tmp_path / f"{n}.safetensors")
+                for n, c in (("two", checkpoint["id"]), ("one", single["result"]["checkpoint"])))
+    assert two.keys() == one.keys() and len(one) > 4, list(one)
+    diff = max((two[k].float() - one[k].float()).abs().max().item() for k in one)
+    print(f"ray 2-node vs 1-process: max weight difference after 8 steps {diff:.2e}")
+    assert diff <= TOLERANCE, diff
+
+
+def training_workers() -> int:
+    """Ray Train worker processes alive on this machine (their process title names the actor)."""
+    import os
+
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::RayTrainWorker"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def wait_no_training_workers(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while training_workers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert training_workers() == 0
+
+
+def test_cancel_stops_the_ray_run(service, api, worker):
+    worker()
+    job_id = api.post("/v1/jobs", json={**SPEC, "steps": 400, "checkpoint_every": 100, "log_every": 1,
+                                        "evaluations": []}).json()["id"]
+    wait_progress(service, job_id, 0, 3, timeout=240)
+    api.post(f"/v1/jobs/{job_id}/cancel")
+    done = wait_for(api, job_id, timeout=120)
+    assert done["state"] == "cancelled" and done["step"] < 400, done
+    finals = [c for c in checkpoints_of(service, job_id) if c.final]
+    assert len(finals) <= 1
+    wait_no_training_workers()
+
+
+def test_lease_loss_stops_the_ray_run_and_the_stale_owner_writes_nothing(service, api, worker):
+    w = worker()
+    job_id = api.post("/v1/jobs", json={**SPEC, "steps": 400, "checkpoint_every": 5, "log_every": 1,
+                                        "evaluations": []}).json()["id"]
+    wait_progress(service, job_id, 0, 3, timeout=240)
+    with session_scope(service.database_url) as session:  # another worker took the job over
+        session.execute(update(Job).where(Job.id == job_id).values(worker_id="someone-else", attempt=Job.attempt + 1))
+    wait_no_training_workers()
+    time.sleep(1.0)
+    written = (len(events(service, job_id)), len(checkpoints_of(service, job_id)))
+    time.sleep(3.0)
+    assert (len(events(service, job_id)), len(checkpoints_of(service, job_id))) == written
+    with session_scope(service.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job.worker_id == "someone-else" and job.state == "running"
+    assert "lease-lost" in w.output()

@@ -220,6 +220,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} does not split evenly over {world} processes")
     local = config.batch_size // world
+    if resume is not None:  # before DDP is built: every rank holds the resumed weights from the start
+        method.load_state_dict(resume["method"])
     if world > 1 and uses_sync_batchnorm(method, config):
         distributed.convert_batchnorm(method, device)
     method.to(device).train()
@@ -241,11 +243,11 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = 0
     if resume is not None:
-        method.load_state_dict(resume["method"])
         optimizer.load_state_dict(resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
+    distributed.check_same_step(start)
     if streamed:
         stream = Prefetcher(images.batches(config.batch_size, config.seed, start) if world == 1
                             else images.batches(local, config.seed, start, rank=rank, world=world),

@@ -8,7 +8,6 @@ import time
 import torch
 
 from core import distributed
-from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build_resolved
 from core.train import Callbacks, TrainConfig, train, uses_sync_batchnorm
@@ -183,12 +182,13 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
 
 
 def load_resume_state(ctx: JobContext) -> dict | None:
-    """The newest checkpoint's full training state whose file verifies; torn files are skipped."""
-    rows = ctx.write(lambda s: checkpoints.latest_with_state(s, ctx.job_id))
-    for row in rows:
-        try:
-            state, _ = checkpoints.load_part(ctx.store, row, "full")
-            return state
-        except (CorruptCheckpoint, FileNotFoundError, OSError) as exc:
-            ctx.event("log", f"skipping checkpoint {row.id}: {exc}")
-    return None
+    """The full training state of the newest checkpoint whose file verifies (torn files are
+    skipped), the same on every rank: rank 0 chooses, the others load its choice."""
+    rows = {row.id: row for row in ctx.read(lambda s: checkpoints.latest_with_state(s, ctx.job_id))}
+
+    def read(checkpoint_id):  # CorruptCheckpoint is a ValueError: rank 0 skips it
+        return checkpoints.load_part(ctx.store, rows[checkpoint_id], "full")[0]
+
+    _, state = distributed.agreed_resume(list(rows), read,
+                                         lambda checkpoint_id, exc: ctx.event("log", f"skipping checkpoint {checkpoint_id}: {exc}"))
+    return state

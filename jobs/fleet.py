@@ -52,3 +52,17 @@ def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | No
                         f"`darkmatter worker --queue {job.queue}`")
     return None, warnings
 
+
+
+def too_few_devices(session: Session, settings: Settings, queue: str, devices: int) -> str | None:
+    """Why a one-machine job of `devices` GPUs cannot run on `queue`, or None: every live worker
+    of the queue owns GPUs, and none owns that many. (CPU workers run any number of gloo
+    processes; a queue with no live worker is only warned about.)"""
+    consumers = [w for w in live_workers(session, settings) if queue in (w.queues or [])]
+    if not consumers or not all(w.devices for w in consumers):
+        return None
+    largest = max(len(w.devices) for w in consumers)
+    if largest >= devices:
+        return None
+    return (f"the job asks for {devices} devices on one machine, but the live workers of queue {queue!r} own at "
+            f"most {largest} GPUs; ask for fewer devices, give a worker more (--gpus), or use nodes > 1 on Ray")

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from jobs import datasets, lifecycle, retention
 from jobs.db import retrying, session_scope
@@ -52,7 +52,10 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     worker_id = new_worker_id()
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        nodes, devices = (job.nodes, job.devices) if job is not None else (1, 1)
+        nodes, devices, queue = (job.nodes, job.devices, job.queue) if job is not None else (1, 1, None)
+    owned = owned_gpus()
+    if nodes == 1 and owned and devices > len(owned):
+        return _pass_on(settings, job_id, queue, f"worker {worker_id} owns {len(owned)} GPUs; the job needs {devices}")
     with session_scope(settings.database_url) as session:
         if not lifecycle.claim(session, job_id, worker_id):
             log.info("job %s is not claimable (taken or finished); skipping", job_id)
@@ -66,6 +69,23 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
         files.remove()
     log.info("job %s: %s", job_id, outcome)
     return outcome
+
+
+def owned_gpus() -> list[str]:
+    """The GPUs this worker owns (workers/__main__.py sets CUDA_VISIBLE_DEVICES to them)."""
+    return [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+
+
+def _pass_on(settings: Settings, job_id: str, queue: str, reason: str) -> str:
+    """Leave a job this worker cannot run unclaimed, and ring its doorbell again for the other
+    workers of the queue (after a pause, so that a queue of small workers does not spin)."""
+    with session_scope(settings.database_url) as session:
+        if session.scalar(select(Job.state).where(Job.id == job_id)) not in lifecycle.WAITING:
+            return "skipped"
+        lifecycle.log_event(session, job_id, "log", f"passed on: {reason}")
+    time.sleep(settings.heartbeat_interval)
+    enqueue(settings, job_id, queue)
+    return "passed-on"
 
 
 def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen, files: launch.RunFiles) -> str:

@@ -7,10 +7,12 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from jobs.lifecycle import WAITING
+from jobs.lifecycle import ACTIVE, WAITING
 from jobs.settings import Settings
 from jobs.db import db_now
-from jobs.tables import Job, WorkerRow
+from jobs.tables import Job, JobEvent, WorkerRow
+
+RAY_WAITING = "waiting for the Ray cluster"  # the event of a multi-node job whose gang is not placed yet
 
 
 def beat(session: Session, worker_id: str, hostname: str, queues: list[str], devices: list[str]) -> None:
@@ -43,6 +45,10 @@ def forget_dead(session: Session, settings: Settings, older_than: float = 3600.0
 def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | None, list[str]]:
     """(a status line for a waiting job, warnings): whether any live worker consumes the job's
     queue. A multi-node job needs one worker: its processes run on the Ray cluster."""
+    if job.state in ACTIVE and job.nodes > 1 and job.step == 0:  # claimed; its Ray run may not be placed yet
+        last = session.scalar(select(JobEvent.message).where(JobEvent.job_id == job.id)
+                              .order_by(JobEvent.id.desc()).limit(1))
+        return (last if last and last.startswith(RAY_WAITING) else None), []
     if job.state not in WAITING:
         return None, []
     warnings = []

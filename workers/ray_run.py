@@ -24,7 +24,7 @@ import ray.train
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from jobs import lifecycle
+from jobs import fleet, lifecycle
 from jobs.db import retrying, session_scope
 from jobs.logs import configure, current_job
 from jobs.settings import Settings, get_settings
@@ -173,7 +173,7 @@ def main(job_id: str, worker_id: str) -> int:
             return 0
         if not said_waiting and waited > 5:
             said_waiting = True
-            ctx.event("log", f"waiting for the Ray cluster to place {needs(job, per_worker)}; it has {cluster_has()}")
+            ctx.event("log", f"{fleet.RAY_WAITING} to place {needs(job, per_worker)}; it has {cluster_has()}")
         if waited > settings.ray_placement_timeout:
             return _fail(ctx, f"the Ray cluster could not place {needs(job, per_worker)} within "
                               f"{settings.ray_placement_timeout:.0f}s; it has {cluster_has()}")

@@ -3,6 +3,8 @@ register checkpoints, then run the spec's evaluations on the frozen encoder."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 
 import torch
@@ -151,8 +153,9 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
                                          spec.stop_on_collapse, total)
     resume = load_resume_state(ctx)
     ctx.beat()
-    ctx.event("log", f"training {spec.method} on {device if world == 1 else f'{world} processes ({device.type})'} "
-              f"for {total} steps" + (f", resuming at step {resume['step']}" if resume else ""))
+    where = device if world == 1 else f"{world} processes ({device.type}; rank 0 is pid {os.getpid()} on {socket.gethostname()})"
+    ctx.event("log", f"training {spec.method} on {where} for {total} steps"
+              + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
     result = train(method, source, config, device=device, callbacks=callbacks, resume=resume)
     elapsed = time.perf_counter() - started

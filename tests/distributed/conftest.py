@@ -1,4 +1,4 @@
-"""A local Ray cluster of two nodes on loopback (one CPU each, small object stores, no
+"""A local Ray cluster of two nodes on loopback (one CPU each, and a head with none; small object stores, no
 dashboard), started and stopped by the tests that ask for it, in a temp dir of its own."""
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import os
 import tempfile
 
 import pytest
+
+
+RAY_NODE = dict(num_cpus=1, object_store_memory=100 * 2**20)
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +19,12 @@ def ray_cluster():
     # short: Ray's socket paths live under it (a Unix socket path has ~100 characters)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     os.environ.update(RAY_TMPDIR=temp, RAY_USAGE_STATS_ENABLED="0")
-    node = dict(num_cpus=1, object_store_memory=100 * 2**20)
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={**node, "include_dashboard": False})
+    # the head runs no training worker (no CPU to give), so a test may kill any node that does
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={**RAY_NODE, "num_cpus": 0, "include_dashboard": False})
     try:
-        cluster.add_node(**node)
+        cluster.add_node(**RAY_NODE)
+        cluster.add_node(**RAY_NODE)
         cluster.wait_for_nodes()
         yield cluster
     finally:

@@ -120,3 +120,81 @@ def test_lease_loss_stops_the_ray_run_and_the_stale_owner_writes_nothing(service
         job = session.get(Job, job_id)
         assert job.worker_id == "someone-else" and job.state == "running"
     assert "lease-lost" in w.output()
+
+
+def test_two_jobs_of_two_nodes_on_a_two_node_cluster_both_finish(api, worker):
+    worker(name="a"), worker(name="b")
+    spec = {**SPEC, "steps": 4, "checkpoint_every": None, "evaluations": []}
+    ids = [api.post("/v1/jobs", json={**spec, "seed": seed}).json()["id"] for seed in (1, 2)]
+    for job_id in ids:  # one runs while the other's gang waits for the nodes
+        done = wait_for(api, job_id, timeout=300)
+        assert done["state"] == "succeeded" and done["attempt"] == 1 and done["step"] == 4, done
+
+
+@pytest.fixture
+def impatient(service):
+    return service.model_copy(update={"ray_placement_timeout": 12.0})
+
+
+def test_a_job_larger_than_the_cluster_waits_then_fails_with_the_reason(impatient):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(impatient)) as api:
+        from tests.conftest import WorkerProcess
+
+        w = WorkerProcess(impatient).start()
+        try:
+            job_id = api.post("/v1/jobs", json={**SPEC, "nodes": 4, "evaluations": []}).json()["id"]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                job = api.get(f"/v1/jobs/{job_id}").json()
+                if (job.get("status") or "").startswith("waiting for the Ray cluster"):
+                    break
+                time.sleep(0.5)
+            assert job["state"] == "running" and "4 workers (4 nodes x 1 devices)" in job["status"], job
+            assert "it has 3 nodes" in job["status"], job
+            done = wait_for(api, job_id, timeout=120)
+            assert done["state"] == "failed" and done["error"].startswith("the Ray cluster could not place 4 workers"), done
+            assert "within 12s" in done["error"]
+        finally:
+            w.stop()
+
+
+def rank_0_pid(settings, job_id: str) -> int:
+    for event in events(settings, job_id):
+        if "rank 0 is pid" in event.message:
+            return int(event.message.split("rank 0 is pid ")[1].split()[0])
+    raise AssertionError("no training event names rank 0")
+
+
+def ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            break
+        chain.append(pid)
+    return chain
+
+
+def test_killing_the_node_of_rank_0_resumes_from_the_last_checkpoint(service, api, worker, ray_cluster):
+    from tests.distributed.conftest import RAY_NODE
+
+    ray_cluster.add_node(**RAY_NODE)  # a spare, for Ray to place the restarted group on
+    ray_cluster.wait_for_nodes()
+    worker()
+    job_id = api.post("/v1/jobs", json={**SPEC, "steps": 40, "checkpoint_every": 5, "log_every": 1,
+                                        "evaluations": []}).json()["id"]
+    wait_progress(service, job_id, 0, 12, timeout=240)
+    above = ancestors(rank_0_pid(service, job_id))
+    (node,) = [n for n in ray_cluster.worker_nodes if n.all_processes["raylet"][0].process.pid in above]
+    ray_cluster.remove_node(node)  # the raylet and every process on that node, at once
+    done = wait_for(api, job_id, timeout=300)
+    assert done["state"] == "succeeded" and done["attempt"] == 1, done  # Ray restarted the group in the attempt
+    resumed = [e.message for e in events(service, job_id) if "resuming at step" in e.message]
+    assert len(resumed) == 1 and int(resumed[0].rsplit(" ", 1)[1]) >= 5, resumed
+    finals = [c for c in checkpoints_of(service, job_id) if c.final]
+    assert len(finals) == 1 and finals[0].step == 40  # exactly one final checkpoint

@@ -2,6 +2,7 @@
 register checkpoints, then run the spec's evaluations on the frozen encoder."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from jobs.version import code_version
 from workers.context import JobContext, pick_device
 from workers.evaluate import evaluate_encoder
 from workers.health import HealthMonitor
+from workers.shared_data import shared_folder, shared_images
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,20 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         source.image_size = spec.image_size or source.image_size
         channels, image_size, n_items = source.channels, source.image_size, dataset_row.n_items
     else:
-        train_set, test_set = datasets.load(dataset_row, ctx.store)
-        if spec.image_size:
-            train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
-        source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
+        loaded = {}
+
+        def load_images():  # on the machine's first rank only (workers/shared_data.py)
+            train, test = datasets.load(dataset_row, ctx.store)
+            if spec.image_size:
+                train, test = resize(train, spec.image_size), resize(test, spec.image_size)
+            loaded["sets"] = train, test
+            return train.images
+
+        source = shared_images(load_images, f"{ctx.job_id}-{ctx.attempt}", shared_folder(ctx.settings.home))
+        train_set, test_set = loaded.get("sets", (None, None))
+        if train_set is not None:  # evaluation reads the machine's one copy too
+            train_set = dataclasses.replace(train_set, images=source)
+        channels, image_size, n_items = source.shape[1], source.shape[-1], len(source)
     ctx.beat()
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
     recipe = job_recipe(ctx, spec, image_size, n_items)

@@ -124,7 +124,7 @@ def test_lease_loss_stops_the_ray_run_and_the_stale_owner_writes_nothing(service
 
 def test_two_jobs_of_two_nodes_on_a_two_node_cluster_both_finish(api, worker):
     worker(name="a"), worker(name="b")
-    spec = {**SPEC, "steps": 4, "checkpoint_every": None, "evaluations": []}
+    spec = {**SPEC, "steps": 4, "evaluations": []}
     ids = [api.post("/v1/jobs", json={**spec, "seed": seed}).json()["id"] for seed in (1, 2)]
     for job_id in ids:  # one runs while the other's gang waits for the nodes
         done = wait_for(api, job_id, timeout=300)

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -34,6 +35,8 @@ class ServiceCallbacks(Callbacks):
         self.final_checkpoint: str | None = None
         self.health = None  # a workers.health.HealthMonitor when the spec asks for health_every
         self.logs: dict[str, float] = {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def on_log(self, step, logs):
         self.logs = dict(logs)
@@ -44,6 +47,9 @@ class ServiceCallbacks(Callbacks):
         return self.reason
 
     def on_checkpoint(self, step, state, final):
+        """Snapshot the state (a copy on the CPU, taken between steps) and write it in the
+        background while training goes on, one write in flight at most; the final checkpoint
+        (whose id is the job's result) is written before returning."""
         if self.reason == "lease-lost":
             return  # another worker owns the job now; write nothing
         trees, aliases, first_name = {}, {}, {}
@@ -54,8 +60,36 @@ class ServiceCallbacks(Callbacks):
                 first_name[id(module)] = name
                 trees[name] = module.state_dict()
         trees["full"] = state
+        snapshot = _snapshot(trees)
         is_final = final and self.reason is None
-        manifest = {**self.manifest, "metrics": self.logs}
+        manifest = {**self.manifest, "metrics": dict(self.logs)}
+        self.flush()  # the previous write, and its error if it had one
+        if final:  # the end of training, or the checkpoint a cancel stops at
+            self.final_checkpoint = self._commit(step, snapshot, aliases, manifest, is_final)
+        else:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+            self._pending = self._writer.submit(self._commit, step, snapshot, aliases, manifest, is_final)
+
+    def flush(self) -> None:
+        """Wait for the checkpoint being written; raises its error (the job is then retried)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def around(self, run_training):
+        """run_training(), then the write in flight completes before anything else (its error is
+        raised, unless training raised first)."""
+        try:
+            result = run_training()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+        self.flush()
+        return result
+
+    def _commit(self, step, trees, aliases, manifest, is_final) -> str:
         pruned: list[str] = []
 
         def files():  # written before the transaction: the lease's row lock is held for milliseconds
@@ -74,8 +108,18 @@ class ServiceCallbacks(Callbacks):
 
         checkpoint_id = self.ctx.write(write)
         retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
-        if final:  # the end of training, or the checkpoint a cancel stops at
-            self.final_checkpoint = checkpoint_id
+        return checkpoint_id
+
+
+def _snapshot(tree):
+    """A copy of every tensor of a nested dict/list on the CPU: training may change the originals."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _snapshot(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_snapshot(v) for v in tree)
+    return tree
 
 
 def distributed_release() -> None:
@@ -169,7 +213,7 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     ctx.event("log", f"training {spec.method} on {where} for {total} steps"
               + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
-    result = train(method, source, config, device=device, callbacks=callbacks, resume=resume)
+    result = callbacks.around(lambda: train(method, source, config, device=device, callbacks=callbacks, resume=resume))
     elapsed = time.perf_counter() - started
     ctx.add_compute(elapsed * world)  # every device's time
     distributed_release()

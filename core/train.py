@@ -142,12 +142,19 @@ def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
 
 
 def _agree(decision):
-    """Rank 0's decision (a stop reason, whether a timed checkpoint is due), on every rank."""
+    """Rank 0's decision (a stop reason, whether a timed checkpoint is due), on every rank: two
+    flags in a small CPU tensor each step; the reason's text only on the step it stops."""
     if not distributed.active():
         return decision
-    box = [decision]
+    reason, timed = decision if decision is not None else (None, False)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # an NCCL-only group moves CUDA tensors alone
+    flags = torch.tensor([reason is not None, bool(timed)], dtype=torch.uint8, device=device)
+    dist.broadcast(flags, src=0)
+    if not flags[0]:
+        return None, bool(flags[1])
+    box = [reason]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return box[0], bool(flags[1])
 
 
 def _convolutional(method: Method) -> bool:

@@ -86,8 +86,6 @@ def ray_worker(config: dict) -> float:
 
 
 def ray_throughput(world: int, args) -> float:
-    import tempfile
-
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -96,15 +94,12 @@ def ray_throughput(world: int, args) -> float:
                            scaling_config=ScalingConfig(num_workers=world, use_gpu=cuda,
                                                         resources_per_worker={"CPU": 1, "GPU": 1} if cuda else {"CPU": 1}),
                            torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
-                           run_config=RunConfig(name=f"scaling-{world}", storage_path=tempfile.mkdtemp(prefix="scaling")))
+                           run_config=RunConfig(name=f"scaling-{world}", storage_path=args.ray_results))
     return trainer.fit().return_value
 
 
 def local_ray_cluster(nodes: int):
     """A loopback Ray cluster: a head without CPUs and `nodes` nodes of one CPU each, in its own temp dir."""
-    import tempfile
-
-    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from ray.cluster_utils import Cluster
 
@@ -146,9 +141,15 @@ def main() -> None:
     default = [n for n in (1, 2, 4, 8) if n <= gpus] if cuda else [1, 2]
     procs = [int(p) for p in args.procs.split(",")] if args.procs else default
     where = f"{gpus} x {torch.cuda.get_device_name(0)}" if cuda else f"CPU, {os.cpu_count()} cores, 1 thread per process"
-    cluster = None
+    cluster, scratch = None, None
     if args.ray:
+        import tempfile
+
         import ray
+
+        scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
+        args.ray_results = os.path.join(scratch, "results")
+        os.environ.setdefault("RAY_TMPDIR", scratch)
 
         cluster = local_ray_cluster(max(procs)) if args.ray == "local" else None
         ray.init(address=cluster.address if cluster else args.ray, logging_level="WARNING")
@@ -163,11 +164,14 @@ def main() -> None:
             base = base or rate / world
             print(f"{world:>9} {rate:>13.1f} {rate / world:>12.1f} {rate / (world * base):>10.1%}", flush=True)
     finally:
-        if cluster is not None:
+        if args.ray:
             import ray
+            import shutil
 
             ray.shutdown()
-            cluster.shutdown()
+            if cluster is not None:
+                cluster.shutdown()
+            shutil.rmtree(scratch, ignore_errors=True)
     if cuda:
         print(f"target on GPUs: >= {TARGET_GPU:.0%} efficiency")
     else:

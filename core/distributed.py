@@ -181,3 +181,36 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def agreed_resume(candidates: list, read, skipped=lambda candidate, exc: None):
+    """(candidate, state) that every rank resumes from: rank 0 reads the candidates in order
+    (newest first) and takes the first it can read (`skipped` hears about the others); the other
+    ranks read rank 0's choice, never their own, so one unreadable file on one rank cannot make
+    the ranks start from different checkpoints. A rank that cannot read the chosen one raises.
+    candidates are plain values (ids); (None, None) when there is nothing to resume from."""
+    chosen, state = None, None
+    if rank() == 0:
+        for candidate in candidates:
+            try:
+                chosen, state = candidate, read(candidate)
+                break
+            except (OSError, ValueError) as exc:  # a torn or missing file: try the one before
+                skipped(candidate, exc)
+    if active():
+        box = [chosen]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+        if rank() != 0 and chosen is not None:
+            state = read(chosen)
+    return chosen, state
+
+
+def check_same_step(step: int) -> None:
+    """Raise unless every rank starts at the same step (a resume that diverged)."""
+    if not active():
+        return
+    steps = [None] * world_size()
+    dist.all_gather_object(steps, int(step))
+    if len(set(steps)) != 1:
+        raise RuntimeError(f"the ranks would start at different steps {steps}; refusing to train")

@@ -162,12 +162,19 @@ def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
 
 
 def _agree(decision):
-    """Rank 0's decision (a stop reason, whether a timed checkpoint is due), on every rank."""
+    """Rank 0's decision (a stop reason, whether a timed checkpoint is due), on every rank: two
+    flags in a small CPU tensor each step; the reason's text only on the step it stops."""
     if not distributed.active():
         return decision
-    box = [decision]
+    reason, timed = decision if decision is not None else (None, False)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # an NCCL-only group moves CUDA tensors alone
+    flags = torch.tensor([reason is not None, bool(timed)], dtype=torch.uint8, device=device)
+    dist.broadcast(flags, src=0)
+    if not flags[0]:
+        return None, bool(flags[1])
+    box = [reason]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return box[0], bool(flags[1])
 
 
 def _convolutional(method: Method) -> bool:
@@ -240,6 +247,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} does not split evenly over {world} processes")
     local = config.batch_size // world
+    if resume is not None:  # before DDP is built: every rank holds the resumed weights from the start
+        method.load_state_dict(resume["method"])
     if world > 1 and uses_sync_batchnorm(method, config):
         distributed.convert_batchnorm(method, device)
     method.to(device).train()
@@ -262,11 +271,11 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = 0
     if resume is not None:
-        method.load_state_dict(resume["method"])
         optimizer.load_state_dict(resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
+    distributed.check_same_step(start)
     if streamed:
         stream = Prefetcher(images.batches(config.batch_size, config.seed, start) if world == 1
                             else images.batches(local, config.seed, start, rank=rank, world=world),

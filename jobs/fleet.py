@@ -7,11 +7,12 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from jobs import gang
-from jobs.lifecycle import WAITING
+from jobs.lifecycle import ACTIVE, WAITING
 from jobs.settings import Settings
 from jobs.db import db_now
-from jobs.tables import Job, WorkerRow
+from jobs.tables import Job, JobEvent, WorkerRow
+
+RAY_WAITING = "waiting for the Ray cluster"  # the event of a multi-node job whose gang is not placed yet
 
 
 def beat(session: Session, worker_id: str, hostname: str, queues: list[str], devices: list[str]) -> None:
@@ -42,8 +43,12 @@ def forget_dead(session: Session, settings: Settings, older_than: float = 3600.0
 
 
 def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | None, list[str]]:
-    """(a status line for a waiting job, warnings): 'waiting for 1 of 2 nodes', and whether any
-    live worker consumes the job's queue."""
+    """(a status line for a waiting job, warnings): whether any live worker consumes the job's
+    queue. A multi-node job needs one worker: its processes run on the Ray cluster."""
+    if job.state in ACTIVE and job.nodes > 1 and job.step == 0:  # claimed; its Ray run may not be placed yet
+        last = session.scalar(select(JobEvent.message).where(JobEvent.job_id == job.id)
+                              .order_by(JobEvent.id.desc()).limit(1))
+        return (last if last and last.startswith(RAY_WAITING) else None), []
     if job.state not in WAITING:
         return None, []
     warnings = []
@@ -51,11 +56,19 @@ def job_status(session: Session, settings: Settings, job: Job) -> tuple[str | No
     if consumers == 0:
         warnings.append(f"no live worker consumes queue {job.queue!r}; start one with "
                         f"`darkmatter worker --queue {job.queue}`")
-    elif consumers < job.nodes:
-        warnings.append(f"the job needs {job.nodes} workers on queue {job.queue!r}; {consumers} are live")
-    status = None
-    if job.nodes > 1:
-        missing = job.nodes - gang.held(session, job.id, settings.heartbeat_timeout)
-        status = f"waiting for {missing} of {job.nodes} nodes"
-    return status, warnings
+    return None, warnings
 
+
+
+def too_few_devices(session: Session, settings: Settings, queue: str, devices: int) -> str | None:
+    """Why a one-machine job of `devices` GPUs cannot run on `queue`, or None: every live worker
+    of the queue owns GPUs, and none owns that many. (CPU workers run any number of gloo
+    processes; a queue with no live worker is only warned about.)"""
+    consumers = [w for w in live_workers(session, settings) if queue in (w.queues or [])]
+    if not consumers or not all(w.devices for w in consumers):
+        return None
+    largest = max(len(w.devices) for w in consumers)
+    if largest >= devices:
+        return None
+    return (f"the job asks for {devices} devices on one machine, but the live workers of queue {queue!r} own at "
+            f"most {largest} GPUs; ask for fewer devices, give a worker more (--gpus), or use nodes > 1 on Ray")

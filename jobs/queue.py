@@ -52,12 +52,11 @@ def celery_for(settings: Settings) -> Celery:
     return _celery(settings.broker_url, settings.result_backend, settings.default_queue, settings.broker_key_prefix)
 
 
-def enqueue(settings: Settings, job_id: str, queue: str, copies: int = 1) -> bool:
-    """Ring the doorbell (`copies` times for a job of several nodes: one per worker it needs).
-    A failure is logged, not raised: the row stays queued and the sweeper rings again."""
+def enqueue(settings: Settings, job_id: str, queue: str) -> bool:
+    """Ring the doorbell. A failure is logged, not raised: the row stays queued and the sweeper
+    rings again."""
     try:
-        for _ in range(copies):
-            celery_for(settings).send_task(TASK_NAME, args=[job_id], queue=queue)
+        celery_for(settings).send_task(TASK_NAME, args=[job_id], queue=queue)
         return True
     except Exception:
         log.exception("could not enqueue %s on %s", job_id, queue)

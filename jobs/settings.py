@@ -79,9 +79,11 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = 600.0  # a pretrain spec without checkpoint_every checkpoints this often
     requeue_after: float = 300.0  # ring a waiting job's doorbell again after this long (its message may be lost)
     cancel_poll_seconds: float = 0.5
-    gang_timeout: float = 120.0  # a multi-node job's worker gives its node back after waiting this long
-    advertise_host: str = ""  # the address other nodes reach this worker at (default: its hostname)
-    rendezvous_port: int = 0  # node 0's torchrun rendezvous port (0: any free port; fix it to open a firewall)
+    ray_address: str = ""  # the Ray cluster that runs jobs with nodes > 1 (e.g. "ray-head:6379"); empty: none
+    ray_max_failures: int = 2  # Ray Train restarts a job's worker group this often (a dead node, a lost rank)
+    # within one attempt, resuming from the last checkpoint, before the attempt counts as lost
+    ray_placement_timeout: float = 600.0  # a multi-node job the Ray cluster cannot place within this long fails
+    process_group_timeout: float = 600.0  # a collective that waits this long (a dead peer) raises on every rank
     gpus: str = ""  # the GPU ids this worker owns, e.g. "0,1" (default: CUDA_VISIBLE_DEVICES, else GPU 0)
     model_cache_bytes: int = 2 * 1024**3  # loaded backbones kept for embeddings, LRU, bounded by their tensors' bytes
     embedding_max_batch: int = 256  # dynamic batching: rows per shared forward pass (1: off)

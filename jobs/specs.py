@@ -91,8 +91,9 @@ class PretrainSpec(Strict):
     log_every: int = Field(10, gt=0)
     max_attempts: int | None = Field(None, ge=1, le=20, description="default: DARKMATTER_MAX_ATTEMPTS (3)")
     devices: int = Field(1, ge=1, le=64, description="processes per machine, one per GPU (gloo processes on a CPU "
-                                                       "worker): an elastic torchrun launch when more than one")
-    nodes: int = Field(1, ge=1, le=64, description="machines, each a worker of the job's queue, gang-scheduled")
+                                                       "worker): a standalone torchrun launch when more than one")
+    nodes: int = Field(1, ge=1, le=64, description="machines: more than 1 runs the job on the Ray cluster "
+                                                  "(DARKMATTER_RAY_ADDRESS), nodes x devices Ray Train workers")
     sync_batchnorm: bool | None = Field(None, description="batch-norm statistics over the global batch; default: on "
                                                           "when several processes train a method with batch norm")
     evaluations: list[EvaluationSpec] = Field(default_factory=default_evaluations,

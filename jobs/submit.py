@@ -13,7 +13,7 @@ from core.backbones import build_backbone
 from core.backbones.sizes import check_options, estimate_parameters, token_count
 from core.backbones.text import TEXT_BACKBONES
 from core.methods import build_resolved, method_info
-from jobs import datasets, gang, text
+from jobs import datasets, text
 from jobs.deletion import referenced_checkpoints
 from jobs.ids import new_id
 from jobs.lifecycle import log_event
@@ -316,7 +316,5 @@ def create_job(session: Session, project_id: str, spec: PretrainSpec | EvaluateS
               idempotency_key=idempotency_key, request_hash=digest, state="queued", result={})
     session.add(job)
     session.flush()
-    if job.nodes > 1:
-        gang.add_nodes(session, job.id, job.nodes)
     log_event(session, job.id, "state", "queued", state="queued")
     return job, True

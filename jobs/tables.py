@@ -76,7 +76,6 @@ class Job(Base):
     compute_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # machines, each a worker
     devices: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # processes per machine
-    rendezvous: Mapped[str | None] = mapped_column(String(255))  # host:port of node 0's torchrun c10d store
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -89,16 +88,6 @@ class Job(Base):
 Index("ix_jobs_project_created", Job.project_id, Job.created_at.desc(), Job.id)
 # Quotas: a project's active jobs, and its succeeded embed-index jobs (their files), read off the index.
 Index("ix_jobs_project_state_kind", Job.project_id, Job.state, Job.kind)
-
-
-class JobNode(Base):
-    """One machine's place in a multi-node job: a worker claims a node rank with a conditional
-    UPDATE and holds it by heartbeat; the job starts once every rank is held."""
-    __tablename__ = "job_nodes"
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    node_rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    worker_id: Mapped[str | None] = mapped_column(String(200))
-    heartbeat_at: Mapped[datetime | None] = mapped_column()
 
 
 class WorkerRow(Base):

@@ -60,8 +60,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for field in ("home", "database_url", "broker_url", "broker_key_prefix", "result_backend", "storage_url", "heartbeat_interval",
                   "heartbeat_timeout", "sweep_interval", "cancel_poll_seconds", "device", "auth", "requeue_after",
-                  "gang_timeout", "advertise_host", "watchdog_seconds", "checkpoint_seconds", "max_attempts", "gc_interval", "gc_min_age",
-                  "scan_memory_bytes", "data_roots", "child_memory_bytes", "scan_seconds", "max_source_bytes"):
+                  "ray_address", "ray_placement_timeout", "watchdog_seconds", "checkpoint_seconds", "max_attempts", "gc_interval",
+                  "gc_min_age", "scan_memory_bytes", "data_roots", "child_memory_bytes", "scan_seconds", "max_source_bytes"):
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
     env["PYTHONPATH"] = str(ROOT)
     env["CUDA_VISIBLE_DEVICES"] = ""

@@ -28,12 +28,13 @@ def example_env() -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+def compose_config(env: dict[str, str], *profiles: str) -> subprocess.CompletedProcess:
     command = compose_command()
     if command is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed (make test installs it)")
     clean = {k: v for k, v in os.environ.items() if k not in example_env()}
-    return subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
+    chosen = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), *chosen, "config"], capture_output=True,
                           text=True, cwd=ROOT, env={**clean, **env})
 
 
@@ -120,3 +121,21 @@ def test_the_api_refuses_placeholder_secrets(monkeypatch, tmp_path, capsys):
         main(["serve", "--auth"])
     assert stopped.value.code == 2
     assert "DARKMATTER_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_ray_profile_runs_a_head_gpu_workers_and_the_driving_worker():
+    import yaml
+
+    result = compose_config(example_env(), "ray")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    head, node, driver = services["ray-head"], services["ray-worker"], services["ray-driver"]
+    assert "--head" in head["command"] and "--include-dashboard=false" in head["command"]
+    port = next(a for a in head["command"] if a.startswith("--port=")).split("=")[1]
+    assert f"--address=127.0.0.1:{port}" in node["command"]  # RAY_HEAD_HOST defaults to the machine itself
+    (gpus,) = node["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus["capabilities"] == ["gpu"] and node["network_mode"] == "host" and node["ipc"] == "host"
+    assert driver["environment"]["DARKMATTER_RAY_ADDRESS"] == f"127.0.0.1:{port}"
+    assert "multinode" in driver["command"] and "multinode" in driver["environment"]["DARKMATTER_QUEUES"].split(",")
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert all(raw[name]["profiles"] == ["ray"] for name in ("ray-head", "ray-worker", "ray-driver"))

@@ -1,13 +1,16 @@
-"""Starting a job's training child: one process, or an elastic torchrun launch of several.
+"""Starting a job's training child: one process, a standalone torchrun launch of several on this
+machine, or the driver of a Ray Train run for a job of several machines (workers/ray_run.py).
 
 A torchrun launch runs `workers.child` once per process (rank); torchrun's elastic agent
-watches them and, with --max-restarts 0, tears the whole group down when any rank dies, so the
-worker sees one failed child and gives the job back for a retry from its last checkpoint."""
+watches them and, with --max-restarts 0, tears the whole group down when any rank dies. The
+agent reports any failure as exit code 1, so each rank leaves its own code in the run's outcome
+folder and the worker reads those (RunFiles.outcome)."""
 from __future__ import annotations
 
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,37 +41,38 @@ def free_port(host: str = "") -> int:
         return s.getsockname()[1]
 
 
-def command(job_id: str, lease_id: str, nodes: int = 1, devices: int = 1, rendezvous: str | None = None,
-            node_rank: int = 0, attempt: int = 0, join_timeout: float = 600) -> list[str]:
-    """The child's command line. lease_id is the worker id that holds the job's lease (node 0's
-    worker for a multi-node job): rank 0 writes under it."""
+def command(job_id: str, lease_id: str, nodes: int = 1, devices: int = 1) -> list[str]:
+    """The child's command line; lease_id is the worker id that holds the job's lease."""
     child = ["-m", "workers.child", job_id, lease_id]
-    if nodes * devices == 1:
+    if nodes > 1:
+        return [sys.executable, "-m", "workers.ray_run", job_id, lease_id]
+    if devices == 1:
         return [sys.executable, *child]
-    cmd = [sys.executable, "-m", "workers.torchrun", "--nnodes", str(nodes), "--nproc-per-node", str(devices),
-           "--max-restarts", "0"]
-    if nodes == 1:
-        cmd += ["--standalone"]
-    else:
-        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rendezvous, "--rdzv-id", f"{job_id}-{attempt}",
-                "--rdzv-conf", f"is_host={int(node_rank == 0)},join_timeout={int(join_timeout)}"]
-    return cmd + child
+    return [sys.executable, "-m", "workers.torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node", str(devices),
+            "--max-restarts", "0", *child]
 
 
 def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env)
 
 
+# exit codes of workers.child, the most telling first: a rank's transient error breaks the
+# others' group, so the transient code says more about the run than the lost group
+UNRECORDED, TRANSIENT, LOST_GROUP = 6, 5, 4
+
+
 class RunFiles:
-    """Two local files between a worker and its child: `progress`, whose mtime the child renews
-    while it makes progress (the watchdog reads it), and `result`, where a child that finished but
-    could not record it leaves its final state for the worker to record."""
+    """Local files between a worker and its child: `progress`, whose mtime the child renews while
+    it makes progress (the watchdog reads it), and the `outcomes` folder, where each rank leaves
+    its exit code and, when it finished but could not record it, the final state for the worker
+    to record."""
 
     def __init__(self, settings, job_id: str):
         folder = Path(settings.home) / "runs"
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{job_id}-{uuid.uuid4().hex[:8]}"
-        self.progress, self.result = folder / f"{stem}.progress", folder / f"{stem}.result.json"
+        self.progress, self.outcomes = folder / f"{stem}.progress", folder / f"{stem}.outcomes"
+        self.outcomes.mkdir()
         self.progress.touch()
         os.utime(self.progress, (0, 0))  # the child's first beat arms the watchdog (start-up is not timed)
 
@@ -80,12 +84,29 @@ class RunFiles:
             return 0.0
         return 0.0 if mtime == 0 else time.time() - mtime
 
-    def recorded(self) -> dict | None:
-        try:
-            return json.loads(self.result.read_text())
-        except (OSError, ValueError):
-            return None
+    def ranks(self) -> list[dict]:
+        found = []
+        for path in sorted(self.outcomes.glob("rank-*.json")):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def outcome(self, code: int) -> tuple[int, dict | None]:
+        """(the run's exit code, a final state to record) from the child's exit code and the
+        ranks' own codes."""
+        ranks = self.ranks()
+        for rank in ranks:
+            if rank.get("recorded"):
+                return UNRECORDED, rank["recorded"]
+        if code != 0:
+            codes = {rank.get("code") for rank in ranks}
+            for telling in (TRANSIENT, LOST_GROUP):
+                if telling in codes:
+                    return telling, None
+        return code, None
 
     def remove(self) -> None:
-        for path in (self.progress, self.result):
-            path.unlink(missing_ok=True)
+        self.progress.unlink(missing_ok=True)
+        shutil.rmtree(self.outcomes, ignore_errors=True)

@@ -2,13 +2,16 @@
 register checkpoints, then run the spec's evaluations on the frozen encoder."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
 from core import distributed
-from core.checkpoint import CorruptCheckpoint
 from core.data.transforms import resize
 from core.methods import build_resolved
 from core.train import Callbacks, TrainConfig, train, uses_sync_batchnorm
@@ -19,6 +22,7 @@ from jobs.version import code_version
 from workers.context import JobContext, pick_device
 from workers.evaluate import evaluate_encoder
 from workers.health import HealthMonitor
+from workers.shared_data import shared_folder, shared_images
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ class ServiceCallbacks(Callbacks):
         self.final_checkpoint: str | None = None
         self.health = None  # a workers.health.HealthMonitor when the spec asks for health_every
         self.logs: dict[str, float] = {}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     def on_log(self, step, logs):
         self.logs = dict(logs)
@@ -41,6 +47,9 @@ class ServiceCallbacks(Callbacks):
         return self.reason
 
     def on_checkpoint(self, step, state, final):
+        """Snapshot the state (a copy on the CPU, taken between steps) and write it in the
+        background while training goes on, one write in flight at most; the final checkpoint
+        (whose id is the job's result) is written before returning."""
         if self.reason == "lease-lost":
             return  # another worker owns the job now; write nothing
         trees, aliases, first_name = {}, {}, {}
@@ -51,8 +60,36 @@ class ServiceCallbacks(Callbacks):
                 first_name[id(module)] = name
                 trees[name] = module.state_dict()
         trees["full"] = state
+        snapshot = _snapshot(trees)
         is_final = final and self.reason is None
-        manifest = {**self.manifest, "metrics": self.logs}
+        manifest = {**self.manifest, "metrics": dict(self.logs)}
+        self.flush()  # the previous write, and its error if it had one
+        if final:  # the end of training, or the checkpoint a cancel stops at
+            self.final_checkpoint = self._commit(step, snapshot, aliases, manifest, is_final)
+        else:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+            self._pending = self._writer.submit(self._commit, step, snapshot, aliases, manifest, is_final)
+
+    def flush(self) -> None:
+        """Wait for the checkpoint being written; raises its error (the job is then retried)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def around(self, run_training):
+        """run_training(), then the write in flight completes before anything else (its error is
+        raised, unless training raised first)."""
+        try:
+            result = run_training()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+        self.flush()
+        return result
+
+    def _commit(self, step, trees, aliases, manifest, is_final) -> str:
         pruned: list[str] = []
 
         def files():  # written before the transaction: the lease's row lock is held for milliseconds
@@ -71,8 +108,18 @@ class ServiceCallbacks(Callbacks):
 
         checkpoint_id = self.ctx.write(write)
         retention.delete_files(self.ctx.store, pruned)  # after the commit: a crash leaves files for the GC
-        if final:  # the end of training, or the checkpoint a cancel stops at
-            self.final_checkpoint = checkpoint_id
+        return checkpoint_id
+
+
+def _snapshot(tree):
+    """A copy of every tensor of a nested dict/list on the CPU: training may change the originals."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _snapshot(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_snapshot(v) for v in tree)
+    return tree
 
 
 def distributed_release() -> None:
@@ -119,10 +166,20 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         source.image_size = spec.image_size or source.image_size
         channels, image_size, n_items = source.channels, source.image_size, dataset_row.n_items
     else:
-        train_set, test_set = datasets.load(dataset_row, ctx.store)
-        if spec.image_size:
-            train_set, test_set = resize(train_set, spec.image_size), resize(test_set, spec.image_size)
-        source, channels, image_size, n_items = train_set.images, train_set.channels, train_set.image_size, len(train_set)
+        loaded = {}
+
+        def load_images():  # on the machine's first rank only (workers/shared_data.py)
+            train, test = datasets.load(dataset_row, ctx.store)
+            if spec.image_size:
+                train, test = resize(train, spec.image_size), resize(test, spec.image_size)
+            loaded["sets"] = train, test
+            return train.images
+
+        source = shared_images(load_images, f"{ctx.job_id}-{ctx.attempt}", shared_folder(ctx.settings.home))
+        train_set, test_set = loaded.get("sets", (None, None))
+        if train_set is not None:  # evaluation reads the machine's one copy too
+            train_set = dataclasses.replace(train_set, images=source)
+        channels, image_size, n_items = source.shape[1], source.shape[-1], len(source)
     ctx.beat()
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
     recipe = job_recipe(ctx, spec, image_size, n_items)
@@ -154,10 +211,11 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     ctx.beat()
     for note in recipe.get("adjustments", []):
         ctx.event("log", note)
-    ctx.event("log", f"training {spec.method} on {device if world == 1 else f'{world} processes ({device.type})'} "
-              f"for {total} steps" + (f", resuming at step {resume['step']}" if resume else ""))
+    where = device if world == 1 else f"{world} processes ({device.type}; rank 0 is pid {os.getpid()} on {socket.gethostname()})"
+    ctx.event("log", f"training {spec.method} on {where} for {total} steps"
+              + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
-    result = train(method, source, config, device=device, callbacks=callbacks, resume=resume)
+    result = callbacks.around(lambda: train(method, source, config, device=device, callbacks=callbacks, resume=resume))
     elapsed = time.perf_counter() - started
     ctx.add_compute(elapsed * world)  # every device's time
     distributed_release()
@@ -188,12 +246,13 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
 
 
 def load_resume_state(ctx: JobContext) -> dict | None:
-    """The newest checkpoint's full training state whose file verifies; torn files are skipped."""
-    rows = ctx.write(lambda s: checkpoints.latest_with_state(s, ctx.job_id))
-    for row in rows:
-        try:
-            state, _ = checkpoints.load_part(ctx.store, row, "full")
-            return state
-        except (CorruptCheckpoint, FileNotFoundError, OSError) as exc:
-            ctx.event("log", f"skipping checkpoint {row.id}: {exc}")
-    return None
+    """The full training state of the newest checkpoint whose file verifies (torn files are
+    skipped), the same on every rank: rank 0 chooses, the others load its choice."""
+    rows = {row.id: row for row in ctx.read(lambda s: checkpoints.latest_with_state(s, ctx.job_id))}
+
+    def read(checkpoint_id):  # CorruptCheckpoint is a ValueError: rank 0 skips it
+        return checkpoints.load_part(ctx.store, rows[checkpoint_id], "full")[0]
+
+    _, state = distributed.agreed_resume(list(rows), read,
+                                         lambda checkpoint_id, exc: ctx.event("log", f"skipping checkpoint {checkpoint_id}: {exc}"))
+    return state

@@ -71,7 +71,8 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
               f"{corpus.n_tokens()} tokens, {corpus.truncated} cut to {encoder.max_length}"
               + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
-    result = train(method, TokenBatches(corpus), config, device=device, callbacks=callbacks, resume=resume)
+    result = callbacks.around(lambda: train(method, TokenBatches(corpus), config, device=device, callbacks=callbacks,
+                                            resume=resume))
     ctx.add_compute(time.perf_counter() - started)
     if result.reason in ("shutdown", "lease-lost"):
         return None, None, None

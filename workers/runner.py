@@ -4,10 +4,10 @@ The DB row is the truth: a claim is a conditional UPDATE, so a redelivered messa
 taken and returns quietly. The child records metrics, checkpoints, scores and the final state;
 the parent only heartbeats, and gives the job back if the child dies without finishing it.
 
-A job of several devices runs its child as a torchrun launch (workers/launch.py); the parent's
-heartbeat covers the whole process group. A job of several nodes is gang-scheduled (jobs/gang.py):
-each worker claims a node rank, node 0's worker takes the lease once all ranks are held, and
-every node's torchrun joins the rendezvous node 0 published on the job row."""
+A job of several devices runs its child as a standalone torchrun launch (workers/launch.py); the
+parent's heartbeat covers the whole process group. A job of several nodes runs on the Ray cluster
+(workers/ray_run.py): the child is the Ray Train driver, and placing, watching and restarting the
+processes on the cluster is Ray's job; this worker still owns the job (lease, fencing, cancel)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from jobs import datasets, lifecycle, retention
 from jobs.db import retrying, session_scope
@@ -30,7 +30,6 @@ from jobs.tables import Job
 from workers import launch, memory
 
 log = logging.getLogger(__name__)
-UNRECORDED = 6  # workers.child: finished, but could not write the final state (see RunFiles.result)
 EXIT_REASONS = {4: "a process of the group died (the group was torn down)",
                 5: "a transient infrastructure error (database, storage or network; see the events)"}
 _stop = threading.Event()  # set on worker shutdown: children are stopped and their jobs released
@@ -47,7 +46,7 @@ def child_env(settings: Settings, files: launch.RunFiles | None = None) -> dict[
         env[f"DARKMATTER_{field.upper()}"] = str(getattr(settings, field))
     env["DARKMATTER_DATASET_SOURCES"] = json.dumps(settings.dataset_sources)  # children re-check what they open
     if files is not None:
-        env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_RESULT_FILE"] = str(files.progress), str(files.result)
+        env["DARKMATTER_PROGRESS_FILE"], env["DARKMATTER_OUTCOME_DIR"] = str(files.progress), str(files.outcomes)
     return env
 
 
@@ -56,11 +55,10 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     worker_id = new_worker_id()
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        nodes, devices = (job.nodes, job.devices) if job is not None else (1, 1)
-    if nodes > 1:
-        from workers.nodes import run_gang
-
-        return run_gang(settings, job_id, worker_id, nodes, devices)
+        nodes, devices, queue = (job.nodes, job.devices, job.queue) if job is not None else (1, 1, None)
+    owned = owned_gpus()
+    if nodes == 1 and owned and devices > len(owned):
+        return _pass_on(settings, job_id, queue, f"worker {worker_id} owns {len(owned)} GPUs; the job needs {devices}")
     with session_scope(settings.database_url) as session:
         if not lifecycle.claim(session, job_id, worker_id):
             log.info("job %s is not claimable (taken or finished); skipping", job_id)
@@ -68,12 +66,29 @@ def run_job(job_id: str, settings: Settings | None = None) -> str:
     log.info("job %s claimed by %s", job_id, worker_id)
     files = launch.RunFiles(settings, job_id)
     try:
-        child = launch.start(launch.command(job_id, worker_id, devices=devices), child_env(settings, files))
+        child = launch.start(launch.command(job_id, worker_id, nodes=nodes, devices=devices), child_env(settings, files))
         outcome = supervise(settings, job_id, worker_id, child, files)
     finally:
         files.remove()
     log.info("job %s: %s", job_id, outcome)
     return outcome
+
+
+def owned_gpus() -> list[str]:
+    """The GPUs this worker owns (workers/__main__.py sets CUDA_VISIBLE_DEVICES to them)."""
+    return [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+
+
+def _pass_on(settings: Settings, job_id: str, queue: str, reason: str) -> str:
+    """Leave a job this worker cannot run unclaimed, and ring its doorbell again for the other
+    workers of the queue (after a pause, so that a queue of small workers does not spin)."""
+    with session_scope(settings.database_url) as session:
+        if session.scalar(select(Job.state).where(Job.id == job_id)) not in lifecycle.WAITING:
+            return "skipped"
+        lifecycle.log_event(session, job_id, "log", f"passed on: {reason}")
+    time.sleep(settings.heartbeat_interval)
+    enqueue(settings, job_id, queue)
+    return "passed-on"
 
 
 def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess.Popen, files: launch.RunFiles) -> str:
@@ -120,7 +135,8 @@ def supervise(settings: Settings, job_id: str, worker_id: str, child: subprocess
             child.kill()
             child.wait()
             return "lease-lost"
-    if code == UNRECORDED and (recorded := files.recorded()) is not None:
+    code, recorded = files.outcome(code)
+    if recorded is not None:
         return _record(settings, job_id, worker_id, recorded)
     # SIGKILL, or a torchrun group torn down after a rank's death, while the cgroup counted an OOM kill
     if code in (-9, 4) and reason is None and oom_before is not None and (memory.oom_kills() or 0) > oom_before:
@@ -178,14 +194,8 @@ def _after_child(settings: Settings, job_id: str, worker_id: str, code: int, rea
 
     state, queue = retrying(settle)
     if state == lifecycle.RETRYING:
-        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))  # resumed from its last checkpoint
+        enqueue(settings, job_id, queue)  # resumed from its last checkpoint
     return state or "released"
-
-
-def _nodes(settings: Settings, job_id: str) -> int:
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        return job.nodes if job is not None else 1
 
 
 _db_up_since: float | None = None  # this process's view of the database: reachable since (monotonic)
@@ -210,10 +220,10 @@ def sweep_once(settings: Settings) -> list[str]:
     if time.monotonic() - _db_up_since >= settings.heartbeat_timeout:
         with session_scope(settings.database_url) as session:
             requeue = lifecycle.sweep_stale(session, settings.heartbeat_timeout)
-            queues = {job_id: (session.get(Job, job_id).queue, session.get(Job, job_id).nodes) for job_id in requeue}
-        for job_id, (queue, nodes) in queues.items():
+            queues = {job_id: session.get(Job, job_id).queue for job_id in requeue}
+        for job_id, queue in queues.items():
             log.warning("job %s lost its worker; re-enqueued", job_id)
-            enqueue(settings, job_id, queue, copies=nodes)
+            enqueue(settings, job_id, queue)
     if settings.scan_seconds:
         with session_scope(settings.database_url) as session:
             for dataset_id in datasets.expire_scans(session, settings.scan_seconds + 60):
@@ -227,7 +237,7 @@ def sweep_once(settings: Settings) -> list[str]:
         due = lifecycle.doorbells_due(session, settings.requeue_after)
     for job_id, queue in due:  # duplicates are harmless: only one claim succeeds
         log.warning("job %s has waited %.0fs since its last doorbell; ringing again", job_id, settings.requeue_after)
-        enqueue(settings, job_id, queue, copies=_nodes(settings, job_id))
+        enqueue(settings, job_id, queue)
     return requeue
 
 

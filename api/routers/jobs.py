@@ -77,6 +77,9 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
     if spec.queue not in settings.queue_list:
         raise HTTPException(422, f"queue {spec.queue!r} is not configured; configured queues: "
                                  f"{', '.join(settings.queue_list)} (DARKMATTER_QUEUES)")
+    if getattr(spec, "nodes", 1) == 1 and getattr(spec, "devices", 1) > 1:
+        if reason := fleet.too_few_devices(session, settings, spec.queue, spec.devices):
+            raise HTTPException(422, reason)
     for attempt in range(2):  # a concurrent submit with the same Idempotency-Key may win the insert
         try:
             job, created = create_job(session, project, spec, idempotency_key, settings.max_model_parameters,
@@ -98,7 +101,7 @@ def submit(spec: Annotated[JobSpec, Body()], request: Request, response: Respons
             raise HTTPException(422, str(exc))
     if created:
         request.app.state.job_totals.forget(project)
-        enqueue(settings, job.id, job.queue, copies=job.nodes)
+        enqueue(settings, job.id, job.queue)
     else:
         response.status_code = 200  # a replay: the job the first request created
     return job_out(session, job, settings)

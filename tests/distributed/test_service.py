@@ -1,5 +1,5 @@
-"""Distributed jobs through the service: HTTP -> worker -> torchrun (gloo) -> checkpoint -> auto-eval,
-a rank killed mid-run, and a two-node job gang-scheduled on two workers over loopback."""
+"""Jobs of several processes on one machine through the service: HTTP -> worker -> torchrun (gloo)
+-> checkpoint -> auto-eval, and a rank killed mid-run."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,8 @@ import time
 
 import pytest
 import torch
-from sqlalchemy import select
 
 from core.checkpoint import load_backbone
-from jobs.db import session_scope
-from jobs.tables import Checkpoint, JobNode
 from tests.conftest import TINY_PRETRAIN, wait_for
 from tests.faults.conftest import checkpoints_of, children, events, wait_progress
 
@@ -80,30 +77,6 @@ def test_queue_must_be_configured_and_live(api):
     assert any("no live worker consumes queue 'gpu'" in w for w in job["warnings"]), job
     uneven = api.post("/v1/jobs", json={**TINY_PRETRAIN, "devices": 3, "batch_size": 32})
     assert uneven.status_code == 422 and "split evenly" in uneven.json()["detail"]
-
-
-def test_two_nodes_wait_give_back_and_run_together(service, api, worker):
-    spec = {**SPEC, "devices": 1, "nodes": 2}
-    job_id = api.post("/v1/jobs", json=spec).json()["id"]
-    first = worker(name="a")
-    job = wait_until(lambda: api.get(f"/v1/jobs/{job_id}").json(),
-                     lambda j: j["status"] == "waiting for 1 of 2 nodes", 120)
-    assert job["state"] == "queued", job
-    wait_until(lambda: [e.message for e in events(service, job_id)],
-               lambda messages: any("given back" in m for m in messages), 120)
-    second = worker(name="b")
-    done = wait_for(api, job_id, timeout=300)
-    assert done["state"] == "succeeded" and done["nodes"] == 2, (done, first.output()[-2000:], second.output()[-2000:])
-    with session_scope(service.database_url) as session:
-        manifest = session.scalar(select(Checkpoint.manifest).where(Checkpoint.job_id == job_id, Checkpoint.final))
-    assert manifest["distributed"]["world_size"] == 2 and manifest["recipe"]["distributed"]["nodes"] == 2
-    wait_until(lambda: node_holders(service, job_id), lambda held: held == [None, None], 60)  # both given back
-
-
-def node_holders(settings, job_id: str) -> list:
-    with session_scope(settings.database_url) as session:
-        return list(session.scalars(select(JobNode.worker_id).where(JobNode.job_id == job_id)
-                                    .order_by(JobNode.node_rank)))
 
 
 def wait_until(read, ok, timeout: float):

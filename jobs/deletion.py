@@ -23,7 +23,7 @@ from jobs.lifecycle import TERMINAL
 from jobs.quotas import BUILTIN_FORMAT, lock_project
 from jobs.settings import Settings
 from jobs.storage import ArtifactStore
-from jobs.tables import Checkpoint, Dataset, Job, JobEvent, JobNode, Metric, Score
+from jobs.tables import Checkpoint, Dataset, Job, JobEvent, Metric, Score
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def delete_job(session: Session, project_id: str, job_id: str) -> Removed:
                                                          or_(Score.checkpoint_id.is_(None),
                                                              Score.checkpoint_id.not_in(checkpoint_ids)))).rowcount
     _drop_checkpoints(session, removed, checkpoint_ids)
-    for table in (Metric, JobEvent, JobNode):
+    for table in (Metric, JobEvent):
         session.execute(delete(table).where(table.job_id == job_id))
     if job.kind == "embed-index" and isinstance((job.result or {}).get("key"), str):
         removed.prefixes.append(job.result["key"])

@@ -69,14 +69,19 @@ def looks_like(fmt: str, head: bytes) -> bool:
     return False
 
 
-def check_file(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
-    """The cheap synchronous check the upload endpoint runs: magic number and archive safety."""
+def _check_magic(path: str | Path, fmt: str) -> None:
     if fmt not in FILE_FORMATS:
         raise DatasetUnavailable(f"unknown format {fmt!r}; choose one of {', '.join(FILE_FORMATS)}")
     with open(path, "rb") as f:
         head = f.read(1024)
     if not looks_like(fmt, head):
         raise DatasetUnavailable(f"the file does not look like {fmt} (bad magic number)")
+
+
+def check_file(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
+    """The scan's check of a file: its format and magic number, and an archive's members (paths,
+    links, sizes, bombs)."""
+    _check_magic(path, fmt)
     if fmt in ARCHIVE_FORMATS or fmt == "npz":
         check_archive(path, "zip" if fmt == "npz" else fmt, limits)
 
@@ -85,12 +90,7 @@ def check_upload(path: str | Path, fmt: str, limits: Limits = Limits()) -> None:
     """What the upload endpoint checks in the API process, in time independent of the archive's
     contents: the format, the magic number, and a zip's entry count from its last record. Members
     are listed (paths, links, sizes, bombs) by the scan, in its capped child process."""
-    if fmt not in FILE_FORMATS:
-        raise DatasetUnavailable(f"unknown format {fmt!r}; choose one of {', '.join(FILE_FORMATS)}")
-    with open(path, "rb") as f:
-        head = f.read(1024)
-    if not looks_like(fmt, head):
-        raise DatasetUnavailable(f"the file does not look like {fmt} (bad magic number)")
+    _check_magic(path, fmt)
     if fmt in ("zip", "npz"):
         check_zip_entries(path, limits)
 

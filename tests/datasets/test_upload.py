@@ -150,7 +150,7 @@ def test_register_a_local_path_and_webdataset_shards(client, small_service, data
     for body, message in [({"uri": str(outside), "format": "zip"}, "allowed data root"),
                           ({"uri": "relative/d.zip", "format": "zip"}, "absolute"),
                           ({"uri": "http://example.com/d.zip", "format": "zip"}, "scheme"),
-                          ({"uri": str(path), "format": "rar"}, "unknown format"),
+                          ({"uri": str(path), "format": "rar"}, "Input should be 'zip'"),
                           ({"uri": str(path), "format": "zip", "test_fraction": 1.5}, "less than 1")]:
         response = client.post("/v1/datasets", json=body)
         assert response.status_code == 422 and message in json.dumps(response.json()["detail"]), (body, response.text)

@@ -52,13 +52,19 @@ def test_offset_pages_list_every_job_once_newest_first(api, service):
 
 
 @pytest.mark.parametrize("filters", [{"state": "succeeded"}, {"method": "byol"},
-                                     {"state": "succeeded", "method": "simclr"}, {"kind": "pretrain"}, {"state": "nope"}])
+                                     {"state": "succeeded", "method": "simclr"}, {"kind": "pretrain"},
+                                     {"method": "nope"}])
 def test_filtered_pages_keep_the_order_and_count_only_matches(api, service, filters):
     add_jobs(service, JOBS)
     rows = {job_id: {"state": state, "method": method, "kind": "pretrain"} for job_id, _, state, method in JOBS}
     expected = [j for j in NEWEST_FIRST if all(rows[j][k] == v for k, v in filters.items())]
     ids, totals = pages(api, **filters)
     assert ids == expected and totals == {len(expected)}
+
+
+def test_an_unknown_state_is_refused_with_the_valid_ones(api, service):
+    answer = api.get("/v1/jobs", params={"state": "runing"})
+    assert answer.status_code == 422 and "running" in answer.text
 
 
 def test_listed_jobs_read_like_the_single_job_view(api, service):

@@ -60,7 +60,7 @@ def test_datasets_quota_is_403_and_built_ins_count_against_none(service, tmp_pat
     with client(service, quota_datasets=1) as api:
         assert upload(api, data).status_code == 201
         assert api.post("/v1/datasets", json={"builtin": "digits"}).status_code == 201
-        for refused in (upload(api, data), api.post("/v1/datasets", json={"uri": str(tmp_path), "format": "imagefolder"})):
+        for refused in (upload(api, data), api.post("/v1/datasets", json={"uri": str(tmp_path), "format": "folder"})):
             assert refused.status_code == 403
             detail = refused.json()["detail"]
             assert "datasets quota" in detail and "1 of its 1" in detail and "DARKMATTER_QUOTA_DATASETS" in detail

@@ -139,6 +139,7 @@ RECIPES = {
 
 @register("swav", family="clustering", recipes=RECIPES, paper="arXiv:2006.09882")
 class SwAV(Method):
+    unused_parameters = True  # the prototypes get no gradient while frozen
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128,
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, queue_size: int = 3840, queue_start_frac: float = 0.02,

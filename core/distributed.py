@@ -52,6 +52,13 @@ def gather_detached(x: Tensor) -> Tensor:
     return torch.cat(parts, 0)
 
 
+def broadcast_(x: Tensor) -> Tensor:
+    """Rank 0's x on every rank, in place (a result computed once: DeepCluster-v2's k-means)."""
+    if active():
+        dist.broadcast(x, src=0)
+    return x
+
+
 def sum_across(x: Tensor) -> Tensor:
     """The sum of x over ranks, differentiable (statistics inside a loss: SIGReg, batch norm)."""
     if not active():

@@ -261,7 +261,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     step_fn = method.training_step
     if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
         step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
-                                          find_unused_parameters=True, forward_sync_buffers=False)
+                                          find_unused_parameters=method.unused_parameters, forward_sync_buffers=False)
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
                                 exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda",

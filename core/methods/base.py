@@ -12,6 +12,9 @@ class Method(nn.Module):
     buffers, so `state_dict()` is everything needed to resume exactly."""
 
     name = ""
+    # True where some trainable parameter gets no gradient in some steps (SwAV's frozen prototypes):
+    # DDP then searches the graph for them every step, which costs a traversal, so it is opt-in
+    unused_parameters = False
 
     def __init__(self, backbone: nn.Module, views: ViewMaker):
         super().__init__()

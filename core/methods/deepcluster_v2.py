@@ -14,7 +14,9 @@ raw pixels (core/methods/memory_bank.py), k-means runs once the bank has been re
 more images than `queue_size` the least recently written entries are evicted and such images
 fall back to their nearest centroid (logged). The bank holds one embedding per global crop and
 head h clusters the bank of crop h % G (official `crops_for_assign`). Bank, keys, labels and
-centroids are buffers, so resume is exact."""
+centroids are buffers, so resume is exact. On several processes every rank holds the same
+(gathered) bank; k-means runs on rank 0 alone and its centroids and labels are broadcast, so the
+ranks' prototypes cannot drift apart through rounding."""
 from __future__ import annotations
 
 import logging
@@ -224,17 +226,23 @@ class DeepClusterV2(Method):
     @torch.no_grad()
     def recluster(self, gen):
         """k-means per head on the bank of global crop h % G, from centroids drawn among the entries
-        (official `cluster_memory`); every entry gets its label, the centroids become the prototypes."""
+        (official `cluster_memory`); every entry gets its label, the centroids become the prototypes.
+        Run by rank 0, whose centroids and labels every rank takes."""
         filled = torch.nonzero(self.memory.occupied()).squeeze(1)
         if len(filled) < self.centroids.shape[1]:
             raise ValueError(f"deepcluster_v2 has seen {len(filled)} distinct images, fewer than num_prototypes "
                              f"({self.centroids.shape[1]}); lower num_prototypes")
         for head in range(len(self.centroids)):
             bank = self.memory.embeddings[head % len(self.memory.embeddings), filled]
+            # drawn on every rank: the step's generator goes on to draw the views, alike on every rank
             start = torch.randperm(len(bank), generator=gen, device=gen.device)[: self.centroids.shape[1]]
-            self.centroids[head], assigned = spherical_kmeans(bank, bank[start.to(bank.device)], self.kmeans_iterations)
-            self.labels[head].fill_(UNASSIGNED)
-            self.labels[head, filled] = assigned
+            if distributed.rank() == 0:
+                self.centroids[head], assigned = spherical_kmeans(bank, bank[start.to(bank.device)],
+                                                                  self.kmeans_iterations)
+                self.labels[head].fill_(UNASSIGNED)
+                self.labels[head, filled] = assigned
+        distributed.broadcast_(self.centroids)
+        distributed.broadcast_(self.labels)
         self.writes.zero_()
         self.rewrites.zero_()
 

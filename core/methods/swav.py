@@ -5,12 +5,19 @@ other crop (multi-crop: 2 global + small local ones) predicts those codes. For s
 queue of past global-crop embeddings joins the Sinkhorn step once it is full; it starts after
 `queue_start_frac` of training (epoch 15 of 800 in the paper). Prototypes are kept unit-norm
 after every step and get no gradient during the first `freeze_prototypes_frac` of training
-(the paper's first epoch)."""
+(the paper's first epoch).
+
+On several processes each rank keeps its own queue of `queue_size // world_size` rows, its own
+global crops' embeddings, as the official code (`queue_length // world_size`). Every rank holds
+every rank's rows (each step's embeddings are gathered), so the `queue` buffer is the same on
+every rank and a checkpoint carries each rank's queue: on resume rank r takes its rows again,
+and a resume onto another world size splits the rows anew."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from core import distributed
 from core.augment import CropSpec, ViewConfig
 from core.heads import mlp
 from core.heads.prototypes import Prototypes
@@ -149,7 +156,8 @@ class SwAV(Method):
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim, layers=proj_layers,
                              batch_norm=proj_batch_norm)
         self.prototypes = Prototypes(proj_dim, num_prototypes)
-        # one queue per assigned (global) crop; all-zero rows mark a queue still filling
+        # one queue per assigned (global) crop, in world_size blocks of rows (one per rank, see
+        # `local_queue`); all-zero rows mark a queue still filling
         self.register_buffer("queue", torch.zeros(global_crop_count(views.config), queue_size, proj_dim))
         self.temperature, self.epsilon, self.sinkhorn_iterations = temperature, epsilon, sinkhorn_iterations
         self.queue_start_frac, self.freeze_prototypes_frac = queue_start_frac, freeze_prototypes_frac
@@ -168,17 +176,41 @@ class SwAV(Method):
                        else int(self.queue_start_frac * total_steps))
         use_queue = self.queue.shape[1] > 0 and step >= queue_start
         codes, queue_used = [], 0.0
+        queue = self.local_queue()
         with torch.no_grad():
             for i, z in enumerate(embeddings[: len(self.queue)]):
                 # the codes' scores recomputed in fp32: the loss's scores above ran under autocast
                 batch_scores = prototype_scores(z, self.prototypes.weight)
-                if use_queue and bool(self.queue[i, -1].any()):
-                    batch_scores = torch.cat([prototype_scores(self.queue[i], self.prototypes.weight), batch_scores])
+                if use_queue and bool(queue[i, -1].any()):
+                    batch_scores = torch.cat([prototype_scores(queue[i], self.prototypes.weight), batch_scores])
                     queue_used = 1.0
                 codes.append(sinkhorn(batch_scores, self.epsilon, self.sinkhorn_iterations)[-len(z):])
-                if use_queue:
-                    self.queue[i] = torch.cat([z.float(), self.queue[i]])[: self.queue.shape[1]]
+            if use_queue:
+                self.enqueue(torch.stack([z.float() for z in embeddings[: len(self.queue)]]))
         return swav_loss(scores, codes, self.temperature), {"queue_used": queue_used}
+
+    @property
+    def unused_parameters(self) -> bool:
+        """The prototypes get no gradient while frozen (DDP must look for them then)."""
+        if self.freeze_prototypes_steps is not None:
+            return self.freeze_prototypes_steps > 0
+        return self.freeze_prototypes_frac > 0
+
+    def local_queue(self):
+        """This rank's rows of the queue (a view): (global crops, queue_size // world_size, dim)."""
+        rows = self.queue.shape[1] // distributed.world_size()
+        return self.queue[:, distributed.rank() * rows : (distributed.rank() + 1) * rows]
+
+    @torch.no_grad()
+    def enqueue(self, embeddings):
+        """embeddings: this rank's (global crops, B, dim). Every rank's block of rows takes that
+        rank's embeddings in front and drops its oldest, on every rank."""
+        world = distributed.world_size()
+        rows = self.queue.shape[1] // world
+        gathered = distributed.gather_detached(embeddings.transpose(0, 1)).transpose(0, 1)  # ranks in order
+        for r, batch in enumerate(gathered.chunk(world, dim=1)):
+            block = self.queue[:, r * rows : (r + 1) * rows]
+            block.copy_(torch.cat([batch, block], dim=1)[:, :rows])
 
     @torch.no_grad()
     def after_step(self, step, total_steps):

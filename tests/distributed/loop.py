@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed
 from core.checkpoint import load_tree, save_tree
@@ -57,16 +58,37 @@ def run(method_name: str = "simclr", stop_at: int | None = None, save_path: str 
     return out
 
 
+class RecordingDDP(DistributedDataParallel):
+    """DistributedDataParallel that remembers the find_unused_parameters it was given."""
+    received: list[bool] = []
+
+    def __init__(self, *args, find_unused_parameters: bool = False, **kwargs):
+        RecordingDDP.received.append(find_unused_parameters)
+        super().__init__(*args, find_unused_parameters=find_unused_parameters, **kwargs)
+
+
 def run_every_method(steps: int = 2) -> dict[str, torch.Tensor]:
-    """Every registered method for a few steps (tiny sizes): each method's float tensors."""
+    """Every registered method for a few steps (tiny sizes): each method's float tensors, and
+    (on several ranks) `<name>.find_unused`, the flag its DistributedDataParallel received.
+    SwAV's prototypes stay frozen for the first step, so it trains with a parameter unused."""
+    import core.train
     from core.methods import method_info, method_names
     from tests.core.tiny import build_tiny
 
     torch.set_num_threads(1)
     images, _ = digits_16(64)
     out = {}
-    for name in [n for n in method_names() if method_info(n).modality == "image"]:
-        method = build_tiny(name, seed=2)
-        train(method, images, TrainConfig(steps=steps, batch_size=16, lr=1e-3, seed=5, log_every=1))
-        out.update({f"{name}.{k}": v for k, v in method.state_dict().items() if v.is_floating_point()})
+    core.train.DistributedDataParallel = RecordingDDP
+    try:
+        for name in [n for n in method_names() if method_info(n).modality == "image"]:
+            method = build_tiny(name, seed=2)
+            if name == "swav":
+                method.freeze_prototypes_steps = 1
+            RecordingDDP.received.clear()
+            train(method, images, TrainConfig(steps=steps, batch_size=16, lr=1e-3, seed=5, log_every=1))
+            out.update({f"{name}.{k}": v for k, v in method.state_dict().items() if v.is_floating_point()})
+            if RecordingDDP.received:
+                out[f"{name}.find_unused"] = torch.tensor(RecordingDDP.received)
+    finally:
+        core.train.DistributedDataParallel = DistributedDataParallel
     return out

@@ -12,6 +12,7 @@ INT_BOUNDS = {"width": 1024, "dim": 4096, "depth": 64, "heads": 64, "patch_size"
 DEFAULT_INT_BOUND = 4096
 # Upper bounds of the float options (anything else: (0, 64]); a RegNet's width slope w_a is 230.83 at SEER's 256GF.
 FLOAT_BOUNDS = {"w_a": 1024.0}
+PROBABILITIES = ("dropout", "drop_path_rate")  # rates: 0 (off) up to, not including, 1
 RESNET_PARAMETERS = {"resnet18": 11_200_000, "resnet50": 23_600_000}
 
 
@@ -36,6 +37,9 @@ def check_options(name: str, options: dict) -> None:
             bound = INT_BOUNDS.get(key, DEFAULT_INT_BOUND)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
                 raise ValueError(f"backbone_options.{key} must be an integer from 1 to {bound}")
+        elif key in PROBABILITIES:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"backbone_options.{key} must be a rate in [0, 1)")
         elif isinstance(default, float):
             bound = FLOAT_BOUNDS.get(key, 64)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= bound:

@@ -41,7 +41,8 @@ def test_barlow_large_gives_biases_and_norms_the_reference_lr():
             continue
         # the first step of plain momentum SGD (LARS skips 1-D parameters): p -= lr_biases * grad
         expected = before[name] - 0.0048 * 32 / 256 * p.grad
-        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-7, msg=name)
+        # float32 rounding only (2 ulps; the weights' LR would be off by 0.6 here)
+        torch.testing.assert_close(p.detach(), expected, rtol=2.4e-7, atol=1e-7, msg=name)
         moved += float((p.detach() - before[name]).pow(2).sum())
         size += float(before[name].pow(2).sum())
     assert (moved / size) ** 0.5 < 0.05  # a small fraction of the bias/norm vector's size

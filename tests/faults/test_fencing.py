@@ -39,9 +39,13 @@ def test_stale_owner_writes_nothing_and_prunes_nothing(service, api):
                    proj_hidden_dim=8, proj_dim=4)
     manifest = {"backbone": {"name": "small_cnn"}}
     parsed = PretrainSpec.model_validate(spec)
-    ServiceCallbacks(new, parsed, manifest, method, "digits", 6).on_checkpoint(3, {"step": 3}, final=False)
-    with pytest.raises(lifecycle.LeaseLost):
-        ServiceCallbacks(old, parsed, manifest, method, "digits", 6).on_checkpoint(5, {"step": 5}, final=False)
+    owner = ServiceCallbacks(new, parsed, manifest, method, "digits", 6)
+    owner.on_checkpoint(3, {"step": 3}, final=False)
+    owner.flush()  # a periodic checkpoint is written in the background; flush waits for it
+    stale = ServiceCallbacks(old, parsed, manifest, method, "digits", 6)
+    with pytest.raises(lifecycle.LeaseLost):  # refused in the background, raised where the loop flushes
+        stale.on_checkpoint(5, {"step": 5}, final=False)
+        stale.flush()
     for late in (lambda: old.log_metrics(5, {"loss": 1.0}, 6), lambda: old.event("log", "late"),
                  lambda: old.add_compute(10.0),
                  lambda: old.write(lambda s: lifecycle.finish(s, job_id, "worker-a", "succeeded"))):

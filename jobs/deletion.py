@@ -92,10 +92,7 @@ def _drop_checkpoints(session: Session, removed: Removed, checkpoint_ids: list[s
 
 
 def delete_dataset(session: Session, project_id: str, dataset_id: str) -> Removed:
-    lock_project(session, project_id)
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.project_id != project_id:
-        raise NotFound(f"dataset {dataset_id!r} not found")
+    dataset = _locked_own(session, project_id, Dataset, dataset_id, "dataset")
     if dataset.format == BUILTIN_FORMAT:
         raise Shared(f"dataset {dataset_id} is the built-in {dataset.name!r}, shared by every project: it cannot be "
                      "deleted (it stores nothing of this project's and counts against no quota)")
@@ -113,11 +110,18 @@ def delete_dataset(session: Session, project_id: str, dataset_id: str) -> Remove
     return removed
 
 
-def delete_checkpoint(session: Session, project_id: str, checkpoint_id: str) -> Removed:
+def _locked_own(session: Session, project_id: str, table, object_id: str, noun: str):
+    """The project's row locked (deletes and submits take it in turn), then its object: another
+    project's id is not found, as for every read."""
     lock_project(session, project_id)
-    checkpoint = session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None or checkpoint.project_id != project_id:
-        raise NotFound(f"checkpoint {checkpoint_id!r} not found")
+    row = session.get(table, object_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"{noun} {object_id!r} not found")
+    return row
+
+
+def delete_checkpoint(session: Session, project_id: str, checkpoint_id: str) -> Removed:
+    checkpoint = _locked_own(session, project_id, Checkpoint, checkpoint_id, "checkpoint")
     owner = session.get(Job, checkpoint.job_id)
     if owner is not None and owner.state not in TERMINAL:
         raise InUse(f"checkpoint {checkpoint_id} belongs to job {owner.id}, which is {owner.state} (it may resume "
@@ -129,10 +133,7 @@ def delete_checkpoint(session: Session, project_id: str, checkpoint_id: str) -> 
 
 
 def delete_job(session: Session, project_id: str, job_id: str) -> Removed:
-    lock_project(session, project_id)
-    job = session.get(Job, job_id)
-    if job is None or job.project_id != project_id:
-        raise NotFound(f"job {job_id!r} not found")
+    job = _locked_own(session, project_id, Job, job_id, "job")
     if job.state not in TERMINAL:
         raise InUse(f"job {job_id} is {job.state}; cancel it first (POST /v1/jobs/{job_id}/cancel), then delete it "
                     "once it has ended")

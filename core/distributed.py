@@ -119,10 +119,12 @@ def batch_slice(start: int, local: int, total: int):
         _batch_slice.reset(token)
 
 
-def per_item_rand(shape: tuple[int, ...], gen: torch.Generator, device) -> Tensor:
+def per_item_rand(shape: tuple[int, ...], gen: torch.Generator | None, device) -> Tensor:
     """torch.rand(shape, generator=gen) for draws whose dim 0 is the batch (or k batches one
     after the other). Inside `batch_slice`, it draws for the global batch and returns this
-    rank's rows, so the generator advances exactly as in a single-process run."""
+    rank's rows, so the generator advances exactly as in a single-process run. gen None draws
+    from the global generator: what a torch.compiled step does (dynamo cannot trace a
+    torch.Generator argument), seeded per step by the loop."""
     window = _batch_slice.get()
     shape = tuple(shape)
     if window is None:

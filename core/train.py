@@ -55,8 +55,11 @@ class TrainConfig:
     lr_groups: dict = field(default_factory=dict)  # selector -> {lr_scale, fixed_lr} (core.optim.lr_group_of)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
-    compile: str = "false"  # true | false | auto: torch.compile the backbone (auto: where it was measured to help)
-    cuda_graphs: bool = False  # capture the backbone in CUDA graphs (compile mode reduce-overhead); CUDA only
+    # true | false | auto: torch.compile the backbone (auto: where it was measured to help); whole: compile the
+    # step's views, forward, loss and backward as one graph (core/step.py; one process, not fp16), its random
+    # draws from the global generator seeded per step instead of the per-step generator
+    compile: str = "false"
+    cuda_graphs: bool = False  # CUDA graphs (compile mode reduce-overhead) of the backbone, or of the whole step; CUDA only
     channels_last: bool | None = None  # None: on for convolutional backbones on GPUs
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: none by step count
@@ -258,6 +261,7 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     if channels_last:
         method.to(memory_format=torch.channels_last)
     compile_backbone(method, config, device)
+    whole = whole_step(method, config, device, precision, world)
     step_fn = method.training_step
     if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
         step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
@@ -317,14 +321,17 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         waited += time.perf_counter() - asked
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        gen = step_generator(config.seed, step, device)
-        window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
-        with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
-            loss, extra = step_fn(batch, gen, step, config.steps,
-                                  **({"indices": indices.to(device)} if wants_indices else {}))
+        step_indices = {"indices": indices.to(device)} if wants_indices else {}
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        if whole is not None:  # views to backward in one graph, drawing from the seed set above
+            loss, extra = whole.forward_backward(batch, step, config.steps, **step_indices)
+        else:
+            gen = step_generator(config.seed, step, device)
+            window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
+            with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                        enabled=autocast_dtype is not None):
+                loss, extra = step_fn(batch, gen, step, config.steps, **step_indices)
+            scaler.scale(loss).backward()
         grad_norm = clip_gradients(method, optimizer, scaler, config)
         if step < config.freeze_last_layer_steps:
             for p in last_layer:  # DINO's cancel_gradients_last_layer
@@ -333,7 +340,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         scaler.step(optimizer)
         scaler.update()
         if scale_before is None or scaler.get_scale() >= scale_before:
-            method.after_step(step, config.steps)  # the scaler skips a step with inf/NaN grads by lowering its scale
+            # the scaler skips a step with inf/NaN grads by lowering its scale
+            (whole or method).after_step(step, config.steps)
         running.add(loss, extra)
         step += 1
         window_steps += 1
@@ -372,10 +380,29 @@ def compiles(method: Method, config: TrainConfig, device: torch.device) -> bool:
     return config.compile == "true"
 
 
+def whole_step(method: Method, config: TrainConfig, device: torch.device, precision: str, world: int):
+    """The compiled step (core.step.CompiledStep) when config.compile is "whole", else None."""
+    if config.compile != "whole":
+        return None
+    if precision == "fp16":  # the scaler's skip decision reads the device each step
+        raise ValueError("compile 'whole' does not run fp16 (its loss scaler); use bf16 or fp32")
+    if world > 1:
+        raise ValueError("compile 'whole' runs in one process; several use compile 'true' or 'auto'")
+    if config.cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")
+    from core.step import CompiledStep
+
+    autocast_dtype = {"bf16": torch.bfloat16}.get(precision)
+    return CompiledStep(method, autocast_dtype, mode="reduce-overhead" if config.cuda_graphs else None)
+
+
 def compile_backbone(method: Method, config: TrainConfig, device: torch.device) -> None:
     """torch.compile the backbone in place (the state dict keeps its keys): with CUDA graphs
     (mode reduce-overhead) when config.cuda_graphs, else where `compiles` says. Under "auto" a
-    graph that fails to compile runs eagerly instead of failing the run."""
+    graph that fails to compile runs eagerly instead of failing the run. Under "whole" the
+    step is compiled instead (`whole_step`)."""
+    if config.compile == "whole":
+        return
     if config.cuda_graphs:
         if device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device, not {device}")

@@ -75,9 +75,10 @@ class PretrainSpec(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the device has native bf16 (recent GPUs, CPUs with "
         "AVX512-BF16 or AMX), else fp32")
-    compile: Literal["auto", "true", "false"] = Field(
+    compile: Literal["auto", "true", "false", "whole"] = Field(
         "auto", description="torch.compile the backbone; auto: convnets on GPUs (where benchmarks measured a "
-        "gain), else eager")
+        "gain), else eager; whole: the step's views, forward, loss and backward as one graph (one process, "
+        "not fp16)")
     cuda_graphs: bool = Field(False, description="capture the backbone's fixed-shape steps in CUDA graphs "
                                                 "(torch.compile mode reduce-overhead); CUDA devices only")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")

@@ -25,9 +25,10 @@ def random_keep(batch: int, num_patches: int, mask_ratio: float, gen: torch.Gene
 
 def complement(keep: Tensor, num_patches: int) -> Tensor:
     """(B, N - K) sorted indices not in `keep` (B, K); every row of `keep` has distinct entries."""
-    hidden = torch.ones(keep.shape[0], num_patches, dtype=torch.bool, device=keep.device)
-    hidden.scatter_(1, keep, False)
-    return hidden.nonzero()[:, 1].view(keep.shape[0], num_patches - keep.shape[1])
+    kept = torch.zeros(keep.shape[0], num_patches, dtype=torch.uint8, device=keep.device)
+    kept.scatter_(1, keep, 1)
+    # a stable sort puts the hidden patches first, in index order: static shapes, unlike nonzero()
+    return torch.argsort(kept, dim=1, stable=True)[:, : num_patches - keep.shape[1]]
 
 
 def _rect(top: Tensor, left: Tensor, h: Tensor, w: Tensor, grid: int) -> Tensor:
@@ -72,7 +73,7 @@ def block_mask(batch: int, grid: int, mask_ratio: float, gen: torch.Generator, d
 def _block_size(scale: tuple[float, float], aspect: tuple[float, float], grid: int, max_area: int,
                 gen: torch.Generator, device) -> tuple[int, int]:
     """I-JEPA's _sample_block_size: one (h, w) per batch, each side < grid, area <= max_area."""
-    u = torch.rand(2, generator=gen, device=device).tolist()
+    u = torch.rand(2, generator=gen, device=device).tolist()  # the block's size sets shapes: read on the host
     area = grid * grid * (scale[0] + u[0] * (scale[1] - scale[0]))
     ratio = aspect[0] + u[1] * (aspect[1] - aspect[0])
     h = max(1, min(grid - 1, round(math.sqrt(area * ratio))))

@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from core.augment import CropSpec, ViewConfig
-from core.augment.masks import complement, random_keep
+from core.augment.masks import random_keep
 from core.heads.predictor import MaskedPredictor
 from core.losses.masked import masked_mse, patch_pixels
 from core.methods.base import Method
+from core.methods.patch_masks import hidden_patches
 from core.methods.registry import register
 from core.recipes import Recipe
 
@@ -81,7 +82,7 @@ class MAE(Method):
         x = self.views(images, gen)[0]
         b, n = len(x), self.backbone.num_patches
         keep = random_keep(b, n, self.mask_ratio, gen, x.device)
-        hidden = complement(keep, n)
+        hidden = hidden_patches(keep, n)
         tokens = self.backbone.tokens(x, keep)
         pred = self.decoder(tokens[:, 1:], keep, hidden, prefix=tokens[:, :1])
         target = patch_pixels(x, self.backbone.patch_size)

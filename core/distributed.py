@@ -119,6 +119,11 @@ def batch_slice(start: int, local: int, total: int):
         _batch_slice.reset(token)
 
 
+def batch_window() -> tuple[int, int, int] | None:
+    """(start, local, total) inside `batch_slice`, else None."""
+    return _batch_slice.get()
+
+
 def per_item_rand(shape: tuple[int, ...], gen: torch.Generator | None, device) -> Tensor:
     """torch.rand(shape, generator=gen) for draws whose dim 0 is the batch (or k batches one
     after the other). Inside `batch_slice`, it draws for the global batch and returns this

@@ -21,25 +21,34 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """Multi-tensor: one norm kernel over the parameters and one over the gradients, trust ratios
+        as one tensor, foreach updates; nothing is read on the host."""
         for group in self.param_groups:
-            wd, lr = group["weight_decay"], group["lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if p.ndim > 1 or not group["exclude_bias_n_norm"]:
-                    p_norm, g_norm = torch.norm(p), torch.norm(grad)
-                    trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
-                    if group["clip_lr"]:
-                        trust = torch.clamp(trust / lr, max=1.0)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-                    grad = grad.add(p, alpha=wd).mul(trust)
-                buf = self.state[p].get("momentum_buffer")
-                if buf is None:
-                    buf = self.state[p]["momentum_buffer"] = grad.clone()
-                else:
-                    buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-lr)
+            wd, lr, momentum = group["weight_decay"], group["lr"], group["momentum"]
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            scaled = [i for i, p in enumerate(params) if p.ndim > 1 or not group["exclude_bias_n_norm"]]
+            if scaled:
+                ps, gs = [params[i] for i in scaled], [grads[i] for i in scaled]
+                p_norm, g_norm = torch.stack(torch._foreach_norm(ps)), torch.stack(torch._foreach_norm(gs))
+                trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+                if group["clip_lr"]:
+                    trust = torch.clamp(trust / lr, max=1.0)
+                trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+                updated = torch._foreach_add(gs, ps, alpha=wd)
+                torch._foreach_mul_(updated, list(trust.unbind()))
+                for i, grad in zip(scaled, updated):
+                    grads[i] = grad
+            fresh = [i for i, p in enumerate(params) if "momentum_buffer" not in self.state[p]]
+            for i in fresh:
+                self.state[params[i]]["momentum_buffer"] = grads[i].clone()
+            old = [i for i in range(len(params)) if i not in set(fresh)]
+            if old:
+                bufs = [self.state[params[i]]["momentum_buffer"] for i in old]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, [grads[i] for i in old])
+            if params:
+                torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
 
 
 def is_excluded_from_decay(name: str, param: nn.Parameter) -> bool:

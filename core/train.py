@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed
 from core.methods.base import Method
+from core.methods.momentum import applied_only
 from core.optim import build_optimizer
 from core.precision import resolve_precision
 from core.schedules import cosine, warmup_cosine
@@ -64,6 +65,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: none by step count
     checkpoint_seconds: float = 0.0  # also checkpoint when this long has passed since the last one; 0: off
+    agree_every: int = 10  # several processes: rank 0's stop / timed-checkpoint decision is broadcast every this many steps
     sync_batchnorm: bool | None = None  # across ranks; None: on when the method has batch norm
 
 
@@ -295,10 +297,18 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     logs: dict[str, float] = {}
     running, window_start, window_steps, waited = Window(), time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
-    step = start
+    step, pending = start, None
+    if config.agree_every < 1:
+        raise ValueError(f"agree_every must be >= 1, got {config.agree_every}")
     while step < config.steps:
         timed = bool(config.checkpoint_seconds) and time.monotonic() - last_checkpoint >= config.checkpoint_seconds
-        reason, timed = _agree((callbacks.should_stop(step), timed) if rank == 0 else None)  # rank 0 decides
+        if rank == 0:  # rank 0 decides; a stop it asks for waits for the next agreement
+            pending = pending or callbacks.should_stop(step)
+        reason = None
+        if world == 1 or (step - start) % config.agree_every == 0:  # one broadcast every agree_every steps
+            reason, timed = _agree((pending, timed) if rank == 0 else None)
+        else:
+            timed = False
         if reason:
             if rank == 0:
                 callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
@@ -336,11 +346,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if step < config.freeze_last_layer_steps:
             for p in last_layer:  # DINO's cancel_gradients_last_layer
                 p.grad = None
-        scale_before = scaler.get_scale() if scaler.is_enabled() else None
         scaler.step(optimizer)
+        applied = step_applied(scaler, optimizer)
         scaler.update()
-        if scale_before is None or scaler.get_scale() >= scale_before:
-            # the scaler skips a step with inf/NaN grads by lowering its scale
+        with applied_only(applied):  # EMA targets stay put where the scaler skipped the step (inf/NaN grads)
             (whole or method).after_step(step, config.steps)
         running.add(loss, extra)
         step += 1
@@ -443,16 +452,31 @@ def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step:
     return lr, weight_decay
 
 
+def step_applied(scaler, optimizer) -> Tensor | None:
+    """After scaler.step: a 0-d 0/1 float tensor on the device, 1 where the optimiser step was
+    taken, 0 where the fp16 scaler skipped it for inf/NaN gradients (read from the scaler's
+    found-inf flags, which stay on the device); None without a scaler."""
+    if not scaler.is_enabled():
+        return None
+    found = list(scaler._found_inf_per_device(optimizer).values())  # torch keeps no public accessor
+    return (torch.stack([f.to(found[0].device) for f in found]).sum() == 0).float()
+
+
 def clip_gradients(method: Method, optimizer, scaler, config: TrainConfig) -> Tensor | None:
     """Clip to config.grad_clip: one norm over all gradients ("global", torch's
-    clip_grad_norm_), or each parameter's own norm ("per_parameter", DINO's clip_gradients).
-    Returns the total gradient norm before clipping (global mode), else None."""
+    clip_grad_norm_), or each parameter's own norm ("per_parameter", DINO's clip_gradients:
+    clip_grad_norm_ on each parameter alone, here with multi-tensor kernels). Returns the total
+    gradient norm before clipping (global mode), else None."""
     if not config.grad_clip:
         return None
     scaler.unscale_(optimizer)
     if config.grad_clip_mode == "per_parameter":
-        for p in method.parameters():
-            if p.grad is not None:
-                torch.nn.utils.clip_grad_norm_([p], config.grad_clip)
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        if grads:  # coefficient min(max / (|g| + 1e-6), 1), as clip_grad_norm_ of one tensor
+            coefs = torch._foreach_add(torch._foreach_norm(grads), 1e-6)
+            torch._foreach_reciprocal_(coefs)
+            torch._foreach_mul_(coefs, config.grad_clip)
+            torch._foreach_clamp_max_(coefs, 1.0)
+            torch._foreach_mul_(grads, coefs)
         return None
     return torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import Tensor
 
+from core import distributed
 from core.distributed import per_item_rand
 
 
@@ -70,10 +73,9 @@ def block_mask(batch: int, grid: int, mask_ratio: float, gen: torch.Generator, d
     return mask
 
 
-def _block_size(scale: tuple[float, float], aspect: tuple[float, float], grid: int, max_area: int,
-                gen: torch.Generator, device) -> tuple[int, int]:
+def _block_size(scale, aspect, grid: int, max_area: int, rng: np.random.Generator) -> tuple[int, int]:
     """I-JEPA's _sample_block_size: one (h, w) per batch, each side < grid, area <= max_area."""
-    u = torch.rand(2, generator=gen, device=device).tolist()  # the block's size sets shapes: read on the host
+    u = rng.random(2)
     area = grid * grid * (scale[0] + u[0] * (scale[1] - scale[0]))
     ratio = aspect[0] + u[1] * (aspect[1] - aspect[0])
     h = max(1, min(grid - 1, round(math.sqrt(area * ratio))))
@@ -86,32 +88,54 @@ def _block_size(scale: tuple[float, float], aspect: tuple[float, float], grid: i
     return h, w
 
 
-def jepa_blocks(batch: int, grid: int, gen: torch.Generator, device, num_targets: int = 4,
+def _host_rect(top: np.ndarray, left: np.ndarray, h: int, w: int, grid: int) -> np.ndarray:
+    """(..., grid*grid) bool masks of the rectangles [top, top+h) x [left, left+w)."""
+    rows = np.arange(grid)
+    in_rows = (rows >= top[..., None]) & (rows < top[..., None] + h)
+    in_cols = (rows >= left[..., None]) & (rows < left[..., None] + w)
+    return (in_rows[..., :, None] & in_cols[..., None, :]).reshape(*top.shape, grid * grid)
+
+
+def jepa_blocks(batch: int, grid: int, seed, device, num_targets: int = 4,
                 target_scale: tuple[float, float] = (0.15, 0.2), target_aspect: tuple[float, float] = (0.75, 1.5),
                 context_scale: tuple[float, float] = (0.85, 1.0), min_context: int = 4) -> tuple[Tensor, Tensor]:
-    """I-JEPA masks. Returns (context (B, K) sorted patch indices, targets (B, num_targets, h*w)).
+    """I-JEPA masks, drawn on the host from `seed` (anything numpy.random.default_rng takes). Returns (context (B, K) sorted patch indices,
+    targets (B, num_targets, h*w)) on `device`, copied without waiting for it.
 
-    As in the paper's collator, one target block size and one context block size are drawn per
-    batch (so targets stack), positions per sample; the context is its block minus the union of
-    the targets. Adapted to small grids: sides are < grid, the target blocks together cover at
-    most N - min_context patches, a sample whose context would have fewer than min_context
-    patches takes the whole image minus the targets, and every sample keeps the same number K of
-    context patches (the batch minimum, a random subset rather than the paper's first K)."""
+    As in the paper's collator, one target block size and one context block size per batch (so
+    targets stack), positions per sample; the context is its block minus the union of the
+    targets, and every sample keeps the batch minimum K of context patches (a random subset).
+    Adapted to small grids: sides < grid, the targets together cover at most N - min_context
+    patches, and a sample whose context would have fewer than min_context patches takes the whole
+    image minus the targets. Inside `distributed.batch_slice` the draws are the global batch's
+    and this rank keeps its rows, so the masks do not depend on the world size."""
+    window = distributed.batch_window()
+    start, total = (window[0], window[2]) if window is not None and window[1] == batch else (0, batch)
+    rng = np.random.default_rng(seed)
     n = grid * grid
     min_context = min(min_context, n - num_targets)
-    th, tw = _block_size(target_scale, target_aspect, grid, (n - min_context) // num_targets, gen, device)
-    ch, cw = _block_size(context_scale, (1.0, 1.0), grid, n, gen, device)
-    rows = torch.arange(th, device=device)[:, None] * grid + torch.arange(tw, device=device)[None, :]
-    top = _randint(torch.full((batch, num_targets), grid - th + 1, device=device), gen)
-    left = _randint(torch.full((batch, num_targets), grid - tw + 1, device=device), gen)
-    targets = ((top * grid + left)[..., None] + rows.flatten()).view(batch, num_targets, th * tw)
-    covered = torch.zeros(batch, n, dtype=torch.bool, device=device)
-    covered.scatter_(1, targets.flatten(1), True)
-    full = torch.full((batch,), 1, device=device)
-    block = _rect(_randint(full * (grid - ch + 1), gen), _randint(full * (grid - cw + 1), gen),
-                  full * ch, full * cw, grid)
+    th, tw = _block_size(target_scale, target_aspect, grid, (n - min_context) // num_targets, rng)
+    ch, cw = _block_size(context_scale, (1.0, 1.0), grid, n, rng)
+    mine = slice(start, start + batch)
+    top = rng.integers(0, grid - th + 1, (total, num_targets))[mine]
+    left = rng.integers(0, grid - tw + 1, (total, num_targets))[mine]
+    cells = (np.arange(th)[:, None] * grid + np.arange(tw)[None, :]).reshape(-1)
+    targets = (top * grid + left)[..., None] + cells  # (B, T, th * tw)
+    covered = np.zeros((batch, n), dtype=bool)
+    np.put_along_axis(covered, targets.reshape(batch, -1), True, axis=1)
+    block = _host_rect(rng.integers(0, grid - ch + 1, total)[mine], rng.integers(0, grid - cw + 1, total)[mine],
+                  ch, cw, grid)
     context = block & ~covered
-    context = torch.where((context.sum(1) < min_context)[:, None], ~covered, context)
+    context = np.where((context.sum(1) < min_context)[:, None], ~covered, context)
     k = int(context.sum(1).min())
-    noise = per_item_rand((batch, n), gen, device) + (~context).float() * 2
-    return noise.argsort(1)[:, :k].sort(1).values, targets
+    noise = rng.random((total, n))[mine] + (~context) * 2.0
+    chosen = np.sort(np.argsort(noise, axis=1, kind="stable")[:, :k], axis=1)
+    return _to_device(chosen, device), _to_device(targets, device)
+
+
+def _to_device(array: np.ndarray, device) -> Tensor:
+    """int64 host array on `device`; from pinned memory on a GPU, so the copy does not wait for it."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+    if torch.device(device).type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)

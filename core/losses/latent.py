@@ -25,13 +25,18 @@ def top_k_average(layers: list[Tensor], k: int) -> Tensor:
     return feature_norm(torch.stack(layers[-k:]).mean(0))
 
 
-def latent_regression(pred: Tensor, target: Tensor, loss: str = "smooth_l1", beta: float = 1.0) -> Tensor:
+def latent_regression(pred: Tensor, target: Tensor, loss: str = "smooth_l1", beta: float = 1.0,
+                      mask: Tensor | None = None) -> Tensor:
     """pred, target: (..., D). Elementwise smooth_l1 (threshold beta; I-JEPA's code) or squared
-    error, averaged over all elements."""
+    error, averaged over all elements, or with `mask` (...) bool over the positions, over the
+    masked positions' elements only (a fixed-shape `per[mask].mean()`: no data-dependent shape)."""
     if loss == "smooth_l1":
         per = F.smooth_l1_loss(pred, target, reduction="none", beta=beta)
     elif loss == "mse":
         per = (pred - target).pow(2)
     else:
         raise ValueError(f"unknown latent loss {loss!r}; choose smooth_l1 or mse")
-    return per.mean()
+    if mask is None:
+        return per.mean()
+    weight = mask.to(per.dtype)
+    return (per.sum(-1) * weight).sum() / (weight.sum().clamp(min=1) * per.shape[-1])

@@ -108,10 +108,12 @@ class Data2Vec(Method):
         mask = block_mask(len(x), self.backbone.grid, self.mask_ratio, gen, x.device)
         with torch.no_grad():
             _, layers = self.teacher.tokens(x, return_layers=True)
-            target = top_k_average([layer[:, 1:] for layer in layers], self.top_k)[mask]
+            target = top_k_average([layer[:, 1:] for layer in layers], self.top_k)
         student = self.backbone.tokens(x, mask=mask, mask_token=self.mask_token)[:, 1:]
-        pred = self.head(student[mask])
-        loss = latent_regression(pred, target, self.loss, self.loss_beta) * pred.shape[-1] ** 0.5
+        # every position regressed, the loss averaged over the masked ones: the number of masked
+        # patches varies per sample, and indexing by the mask would read it on the host
+        pred = self.head(student)
+        loss = latent_regression(pred, target, self.loss, self.loss_beta, mask=mask) * pred.shape[-1] ** 0.5
         return loss, {"masked_fraction": mask.float().mean().detach()}
 
     @torch.no_grad()

@@ -118,7 +118,7 @@ class DeepClusterV2(Method):
         # with dataset indices (the loop's tensor datasets): k-means at the start of every epoch of this
         # many steps, as the official code; without (streams, direct use): once the bank has been rewritten
         self.cluster_every_steps = cluster_every_steps
-        self.warned_eviction = False
+        self.warned_eviction, self.evicted = False, 0  # evictions since the last check (not state: a warning)
 
     def accepts_indices(self, n_items: int) -> bool:
         """Whether the loop should pass dataset indices (each image's bank slot) and run
@@ -151,9 +151,8 @@ class DeepClusterV2(Method):
         over the ranks, so every rank's bank agrees)."""
         indices = distributed.gather_detached(indices.to(self.labels.device))
         anchors = distributed.gather_detached(anchors.transpose(0, 1)).transpose(0, 1)
-        if int(indices.max()) >= self.memory.size:
-            raise ValueError(f"deepcluster_v2's memory bank holds {self.memory.size} images, fewer than the "
-                             f"dataset: raise queue_size to the dataset size")
+        # the loop passes indices only where the bank holds the dataset (accepts_indices): not checked
+        # here, which would read the indices on the host every step
         self.rewrites += self.memory.occupied()[indices].sum()
         self.writes += len(indices)
         self.memory.write_slots(indices, anchors, step)
@@ -207,13 +206,11 @@ class DeepClusterV2(Method):
     @torch.no_grad()
     def remember(self, keys, anchors, step):
         slots, new, evicted = self.memory.write(keys, anchors, step)
-        self.labels[:, slots[new]] = UNASSIGNED  # a slot taken over keeps no label of its old image
+        # a slot taken over keeps no label of its old image (rows of one image agree on `new`)
+        self.labels[:, slots] = torch.where(new, UNASSIGNED, self.labels[:, slots])
         self.writes += len(keys)
         self.rewrites += (~new).sum()
-        if not self.warned_eviction and bool(evicted > 0):
-            self.warned_eviction = True
-            log.warning("deepcluster_v2: more images than queue_size=%d; evicted images lose their cluster "
-                        "label until re-clustered (raise queue_size to the dataset size)", self.memory.size)
+        self.evicted = self.evicted + evicted  # read with clustering_due's flag, in the same transfer
 
     def clustering_due(self) -> bool:
         """Once per pass over the data, as the official code clusters at every epoch start: when
@@ -221,7 +218,14 @@ class DeepClusterV2(Method):
         image already in it (the first pass fills the bank, like the official `init_memory`) or
         the bank is full."""
         occupied = self.memory.occupied().sum()
-        return bool((self.writes >= occupied) & ((self.rewrites > 0) | (occupied == self.memory.size)))
+        due = (self.writes >= occupied) & ((self.rewrites > 0) | (occupied == self.memory.size))
+        due, evicted = torch.stack([due, torch.as_tensor(self.evicted, device=due.device) > 0]).tolist()  # one read
+        self.evicted = 0
+        if evicted and not self.warned_eviction:
+            self.warned_eviction = True
+            log.warning("deepcluster_v2: more images than queue_size=%d; evicted images lose their cluster "
+                        "label until re-clustered (raise queue_size to the dataset size)", self.memory.size)
+        return due
 
     @torch.no_grad()
     def recluster(self, gen):

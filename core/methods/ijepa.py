@@ -8,16 +8,17 @@ from __future__ import annotations
 import torch
 
 from core.augment import CropSpec, ViewConfig
-from core.augment.masks import jepa_blocks
 from core.heads.predictor import MaskedPredictor, gather_tokens
 from core.losses.latent import feature_norm, latent_regression
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy
+from core.augment.masks import jepa_blocks
 from core.methods.registry import register
 from core.recipes import Recipe
 from core.schedules import linear
 
 # The paper uses only random resized crops (scale 0.3-1) and no flip or colour distortion.
+MASK_STREAM = 11  # the masks' host random stream, apart from the views' device generator
 IJEPA_VIEWS = ViewConfig(crops=[CropSpec(count=1, size=1.0, scale=(0.3, 1.0))], flip_p=0.0, jitter_p=0.0,
                          grayscale_p=0.0)
 
@@ -84,7 +85,9 @@ class IJEPA(Method):
     def training_step(self, images, gen, step, total_steps):
         x = self.views(images, gen)[0]
         b, t = len(x), self.num_targets
-        context, targets = jepa_blocks(b, self.backbone.grid, gen, x.device, num_targets=t)
+        # drawn on the host from the step's seed (the generator's seed, not its device state)
+        seed = gen.initial_seed() if gen is not None else torch.initial_seed()  # None: a compiled step
+        context, targets = jepa_blocks(b, self.backbone.grid, [seed, MASK_STREAM], x.device, num_targets=t)
         with torch.no_grad():
             full = feature_norm(self.target.tokens(x)[:, 1:])  # (B, N, D), class token dropped
             goal = gather_tokens(full, targets.flatten(1)).view(b * t, targets.shape[2], -1)

@@ -63,22 +63,31 @@ class KeyedMemoryBank(nn.Module):
     def write(self, keys: Tensor, embeddings: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
         """Store embeddings (views, B, dim) of the images with `keys` (B, 2). Returns (slots (B,),
         new (B,) bool: the image took a slot it did not have, evicted: how many of those slots
-        held another image)."""
+        held another image). Fixed shapes throughout (no unique, no boolean indexing), so the host
+        never waits for the device: rows that should write nothing write one slot past the end."""
+        b = len(keys)
+        if b > self.size:
+            raise ValueError(f"a batch of {b} images does not fit the memory bank of {self.size}; "
+                             "raise queue_size or lower batch_size")
         slots = self.lookup(keys)
         new = slots < 0
-        self.written_at[slots[~new]] = step  # refreshed first, so the choice below never evicts them
-        distinct, inverse = torch.unique(keys[new], dim=0, return_inverse=True)  # a key twice: one slot
-        if len(distinct) > self.size:
-            raise ValueError(f"a batch of {len(distinct)} new images does not fit the memory bank of {self.size}; "
-                             "raise queue_size or lower batch_size")
-        position = torch.arange(len(inverse), device=keys.device)
-        first = torch.full((len(distinct),), len(inverse), device=keys.device)
-        first.scatter_reduce_(0, inverse, position, "amin")  # where each distinct key first appears
-        rank = torch.argsort(torch.argsort(first))  # new images take slots in batch order
-        free = torch.argsort(self.written_at, stable=True)[: len(distinct)]  # unused (-1) first, then oldest
-        evicted = (self.keys[free, 0] != EMPTY).sum()
-        self.keys[free[rank]] = distinct
-        slots[new] = free[rank[inverse]]
+        past_end = torch.full_like(slots, self.size)
+        written_at = torch.cat([self.written_at, self.written_at.new_zeros(1)])
+        written_at[torch.where(new, past_end, slots)] = step  # refreshed first: the choice below never evicts them
+        self.written_at.copy_(written_at[:-1])
+        # a key twice in the batch takes one slot: its first new occurrence picks it
+        same = (keys[:, None] == keys[None]).all(-1) & new[:, None] & new[None]
+        first = same.long().argmax(1)
+        position = torch.arange(b, device=keys.device)
+        is_first = new & (first == position)
+        rank = is_first.long().cumsum(0) - 1  # new images take slots in batch order
+        free = torch.argsort(self.written_at, stable=True)[:b]  # unused (-1) first, then oldest
+        taken = free[rank[first].clamp(min=0)]
+        evicted = ((self.keys[free, 0] != EMPTY) & (position < is_first.sum())).sum()
+        bank_keys = torch.cat([self.keys, self.keys.new_full((1, 2), EMPTY)])
+        bank_keys[torch.where(is_first, taken, past_end)] = keys
+        self.keys.copy_(bank_keys[:-1])
+        slots = torch.where(new, taken, slots)
         self.written_at[slots] = step
         self.embeddings[:, slots] = embeddings.to(self.embeddings.dtype)
         return slots, new, evicted

@@ -8,14 +8,31 @@ BatchNorm statistics come from its own forward passes, and fixed buffers (a ViT'
 embedding) must not drift by rounding, which would break exact resume."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 
 import torch
+from torch import Tensor
 from torch import nn
 
 from core.schedules import cosine
 
-__all__ = ["ema_update", "frozen_copy", "momentum_at"]
+__all__ = ["ema_update", "frozen_copy", "momentum_at", "applied_only"]
+
+_applied: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("ema_applied", default=None)
+
+
+@contextlib.contextmanager
+def applied_only(applied: Tensor | None):
+    """Inside, EMA updates move their targets by `applied` (a 0-d 0/1 tensor on the device) times
+    their usual step: 0 where the fp16 scaler skipped the optimiser step, without the host
+    reading which (None: always applied)."""
+    token = _applied.set(applied)
+    try:
+        yield
+    finally:
+        _applied.reset(token)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -32,7 +49,12 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
     if len(targets) != len(onlines):
         raise ValueError(f"target has {len(targets)} parameters, online {len(onlines)}")
-    torch._foreach_lerp_(targets, onlines, 1.0 - momentum)
+    applied = _applied.get()
+    if applied is None:
+        torch._foreach_lerp_(targets, onlines, 1.0 - momentum)
+    else:  # lerp by exactly 0 leaves a target bit-identical
+        weight = applied * (1.0 - momentum)
+        torch._foreach_lerp_(targets, onlines, [weight.to(t.dtype) for t in targets])
 
 
 def momentum_at(step: int, total_steps: int, base: float, final: float = 1.0) -> float:

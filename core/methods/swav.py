@@ -181,10 +181,13 @@ class SwAV(Method):
             for i, z in enumerate(embeddings[: len(self.queue)]):
                 # the codes' scores recomputed in fp32: the loss's scores above ran under autocast
                 batch_scores = prototype_scores(z, self.prototypes.weight)
-                if use_queue and bool(queue[i, -1].any()):
-                    batch_scores = torch.cat([prototype_scores(queue[i], self.prototypes.weight), batch_scores])
-                    queue_used = 1.0
-                codes.append(sinkhorn(batch_scores, self.epsilon, self.sinkhorn_iterations)[-len(z):])
+                own = sinkhorn(batch_scores, self.epsilon, self.sinkhorn_iterations)
+                if use_queue:  # the queue joins once full; both codes computed, so the host never reads it
+                    full = queue[i, -1].any()
+                    joint = torch.cat([prototype_scores(queue[i], self.prototypes.weight), batch_scores])
+                    own = torch.where(full, sinkhorn(joint, self.epsilon, self.sinkhorn_iterations)[-len(z):], own)
+                    queue_used = full.float()
+                codes.append(own)
             if use_queue:
                 self.enqueue(torch.stack([z.float() for z in embeddings[: len(self.queue)]]))
         return swav_loss(scores, codes, self.temperature), {"queue_used": queue_used}

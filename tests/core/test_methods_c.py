@@ -126,7 +126,7 @@ def test_random_keep_counts_and_distinct_indices():
 
 @pytest.mark.parametrize("grid", [4, 8, 14])
 def test_jepa_context_and_targets_are_disjoint_and_on_the_grid(grid):
-    context, targets = jepa_blocks(32, grid, gen(grid), "cpu")
+    context, targets = jepa_blocks(32, grid, grid, "cpu")
     n = grid * grid
     assert targets.shape[:2] == (32, 4) and context.shape[1] >= 1
     assert context.min() >= 0 and context.max() < n and targets.min() >= 0 and targets.max() < n

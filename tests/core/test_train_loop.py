@@ -301,8 +301,16 @@ class OverflowAt(Regression):
             prediction = InfiniteGradient.apply(prediction)
         return self.loss_scale * F.mse_loss(prediction.float(), target), {}
 
+    def after_step(self, step, total_steps):
+        from core.methods.momentum import _applied
 
-def test_fp16_step_with_inf_grads_skips_the_optimiser_step_and_after_step():
+        self.applied = getattr(self, "applied", []) + [float(_applied.get())]  # the weight EMA updates take
+        super().after_step(step, total_steps)
+
+
+def test_fp16_step_with_inf_grads_skips_the_optimiser_step_and_the_ema():
+    """after_step runs every step (the host does not read whether the scaler skipped), with EMA
+    updates weighted 0 on the skipped one (core.methods.momentum.applied_only)."""
     if reason := fp16_autocast_available():
         pytest.skip(reason)
     method, recorder = OverflowAt(3), Recorder()
@@ -310,7 +318,8 @@ def test_fp16_step_with_inf_grads_skips_the_optimiser_step_and_after_step():
         result = train(method, images(), config(6, precision="fp16", lr=1e-2), callbacks=recorder)
     assert result.reason == "completed"
     assert spy.steps == [0, 1, 2, 4, 5]
-    assert method.after_steps == [0, 1, 2, 4, 5]
+    assert method.after_steps == [0, 1, 2, 3, 4, 5]
+    assert method.applied == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
     for name, value in method.params_at[3].items():
         assert torch.equal(method.params_at[4][name], value), name  # the skipped step changed nothing
     assert any(not torch.equal(method.params_at[5][n], v) for n, v in method.params_at[4].items())

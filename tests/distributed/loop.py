@@ -39,21 +39,23 @@ class Recorder(Callbacks):
 
 
 def run(method_name: str = "simclr", stop_at: int | None = None, save_path: str | None = None,
-        resume_path: str | None = None, steps: int = STEPS) -> dict[str, torch.Tensor]:
-    """The method's tensors after the run, plus `losses` (step-indexed, NaN where not logged)."""
+        resume_path: str | None = None, steps: int = STEPS, agree_every: int = 1) -> dict[str, torch.Tensor]:
+    """The method's tensors after the run, plus `losses` (step-indexed, NaN where not logged) and
+    `stopped_at`. agree_every 1: rank 0's stop takes effect on the step it asks for."""
     torch.set_num_threads(1)
     method = build_method(method_name)
     images, _ = digits_16(128)
     config = TrainConfig(steps=steps, batch_size=32, optimizer="lars", lr=0.3, weight_decay=1e-5, warmup_steps=2,
-                         seed=3, log_every=1)
+                         seed=3, log_every=1, agree_every=agree_every)
     recorder = Recorder(stop_at, save_path)
     resume = load_tree(resume_path)[0] if resume_path else None
-    train(method, images, config, "cpu", recorder, resume)
+    result = train(method, images, config, "cpu", recorder, resume)
     losses = torch.full((steps + 1,), float("nan"))
     for step, value in recorder.losses.items():
         losses[step] = value
     out = {f"state.{k}": v for k, v in method.state_dict().items() if v.is_floating_point()}
     out["losses"] = losses
+    out["stopped_at"] = torch.tensor([result.step])
     out["world"] = torch.tensor([distributed.world_size()])
     return out
 

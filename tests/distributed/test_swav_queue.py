@@ -28,7 +28,7 @@ def run_swav(stop_at: int | None = None, save_path: str | None = None,
     if resume is not None:
         method.load_state_dict(resume["method"])
         out["loaded"] = method.local_queue().clone()
-    config = TrainConfig(steps=STEPS, batch_size=BATCH, lr=1e-3, seed=5, log_every=1)
+    config = TrainConfig(steps=STEPS, batch_size=BATCH, lr=1e-3, seed=5, log_every=1, agree_every=1)
     train(method, images, config, "cpu", Recorder(stop_at, save_path), resume)
     out.update(queue=method.queue, local=method.local_queue().clone(),
                state=torch.cat([p.detach().flatten() for p in method.parameters()]),

@@ -45,6 +45,16 @@ def test_resume_on_a_different_world_size(single, tmp_path):
     assert torch.allclose(resumed["losses"][later], single["losses"][later], atol=TOLERANCE)
 
 
+def test_a_stop_takes_effect_at_the_next_agreement_on_every_rank(tmp_path):
+    """Rank 0's decision is broadcast every agree_every steps: a stop asked at step 2 with
+    agree_every 4 ends every rank at step 4, and the final checkpoint is that step's."""
+    saved = tmp_path / "stop.safetensors"
+    r0, r1 = run_ranks(loop.run, 2, tmp_path / "ranks", "simclr", 2, str(saved), None, loop.STEPS, 4)
+    assert int(r0["stopped_at"]) == int(r1["stopped_at"]) == 4
+    assert load_tree(saved)[0]["step"] == 4
+    assert max_state_diff(r1, r0) == 0
+
+
 def test_every_method_trains_on_two_ranks_in_lockstep(tmp_path):
     """No method deadlocks (every rank makes the same collectives), and the ranks end with the
     same weights and buffers: queues, centers, memory banks, prototypes."""

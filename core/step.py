@@ -74,13 +74,14 @@ class CompiledStep:
         return out
 
 
-def graph_breaks(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype=None) -> list[str]:
+def graph_breaks(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype=None,
+                 **indices) -> list[str]:
     """The reasons dynamo breaks the forward_backward graph of `method` (empty: one graph).
     Runs one step (gradients accumulate in .grad)."""
     import torch._dynamo
 
     torch._dynamo.config.trace_autograd_ops = True
-    explanation = torch._dynamo.explain(forward_backward)(method, batch, step, total_steps, autocast_dtype)
+    explanation = torch._dynamo.explain(forward_backward)(method, batch, step, total_steps, autocast_dtype, **indices)
     return [str(reason.reason).splitlines()[0] + _where(reason) for reason in explanation.break_reasons]
 
 

@@ -1,5 +1,10 @@
-"""One training step as compiled graphs: views, forward, loss and backward in one torch.compile
-graph (CUDA graphs where asked), the optimiser update and the method's after_step (EMA) after it.
+"""One training step as compiled graphs: views, forward and loss in one torch.compile graph, whose
+backward AOT autograd compiles with it (CUDA graphs where asked), then the optimiser update and the
+method's after_step (EMA).
+
+The backward runs as `loss.backward()` on the compiled forward's output, not traced into the same
+frame (dynamo's trace_autograd_ops): where a method breaks the graph (I-JEPA's host-drawn blocks),
+a backward traced in the resumed frame left every .grad None on torch 2.14.1.
 
 Random draws (views, masks, dropout) come from the global generator, which the loop seeds from
 (seed, step) before each step: dynamo cannot trace a torch.Generator argument, and a step seeded
@@ -23,16 +28,20 @@ from core.methods.base import Method
 log = logging.getLogger(__name__)
 
 
-def forward_backward(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype,
-                     **indices) -> tuple[Tensor, dict]:
-    """Views, forward, loss and backward of one step; gradients land in .grad. Returns the
-    detached loss and the method's logs (a returned loss still tied to the graph would make
-    dynamo split the function before backward)."""
+def forward(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype, **indices) -> tuple[Tensor, dict]:
+    """Views, forward and loss of one step. Returns the loss and the method's logs, detached."""
     device_type = batch.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         loss, logs = method.training_step(batch, None, step, total_steps, **indices)
+    return loss, {k: v.detach() if isinstance(v, Tensor) else v for k, v in logs.items()}
+
+
+def forward_backward(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype,
+                     **indices) -> tuple[Tensor, dict]:
+    """`forward`, then backward: gradients land in .grad. Returns the detached loss and the logs."""
+    loss, logs = forward(method, batch, step, total_steps, autocast_dtype, **indices)
     loss.backward()
-    return loss.detach(), {k: v.detach() if isinstance(v, Tensor) else v for k, v in logs.items()}
+    return loss.detach(), logs
 
 
 def after_step(method: Method, step: int, total_steps: int) -> None:
@@ -48,19 +57,17 @@ class CompiledStep:
     frames dynamo compiled for this step (what a test checks to see that the step was compiled)."""
 
     def __init__(self, method: Method, autocast_dtype=None, mode: str | None = None, backend: str = "inductor"):
-        import torch._dynamo
-
-        # lets dynamo trace Tensor.backward() into the graph instead of breaking before it
-        torch._dynamo.config.trace_autograd_ops = True
         self.method, self.autocast_dtype = method, autocast_dtype
         options = {"backend": backend, **({"mode": mode} if mode else {})}
-        self._forward_backward = torch.compile(forward_backward, **options)
+        self._forward = torch.compile(forward, **options)
         self._after_step = torch.compile(after_step, **options)
         self.compiled_frames = 0
 
     def forward_backward(self, batch: Tensor, step: int, total_steps: int, **indices) -> tuple[Tensor, dict]:
-        return self._counted(self._forward_backward, self.method, batch, step, total_steps, self.autocast_dtype,
-                             **indices)
+        loss, logs = self._counted(self._forward, self.method, batch, step, total_steps, self.autocast_dtype,
+                                   **indices)
+        loss.backward()  # AOT autograd's compiled backward of the forward graph
+        return loss.detach(), logs
 
     def after_step(self, step: int, total_steps: int) -> None:
         self._counted(self._after_step, self.method, step, total_steps)
@@ -76,12 +83,10 @@ class CompiledStep:
 
 def graph_breaks(method: Method, batch: Tensor, step: int, total_steps: int, autocast_dtype=None,
                  **indices) -> list[str]:
-    """The reasons dynamo breaks the forward_backward graph of `method` (empty: one graph).
-    Runs one step (gradients accumulate in .grad)."""
+    """The reasons dynamo breaks the step's forward graph of `method` (empty: one graph)."""
     import torch._dynamo
 
-    torch._dynamo.config.trace_autograd_ops = True
-    explanation = torch._dynamo.explain(forward_backward)(method, batch, step, total_steps, autocast_dtype, **indices)
+    explanation = torch._dynamo.explain(forward)(method, batch, step, total_steps, autocast_dtype, **indices)
     return [str(reason.reason).splitlines()[0] + _where(reason) for reason in explanation.break_reasons]
 
 

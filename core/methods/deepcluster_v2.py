@@ -227,6 +227,7 @@ class DeepClusterV2(Method):
                         "label until re-clustered (raise queue_size to the dataset size)", self.memory.size)
         return due
 
+    @torch.compiler.disable  # once per epoch, data-dependent (nonzero, Lloyd's iterations): kept eager
     @torch.no_grad()
     def recluster(self, gen):
         """k-means per head on the bank of global crop h % G, from centroids drawn among the entries
@@ -239,7 +240,8 @@ class DeepClusterV2(Method):
         for head in range(len(self.centroids)):
             bank = self.memory.embeddings[head % len(self.memory.embeddings), filled]
             # drawn on every rank: the step's generator goes on to draw the views, alike on every rank
-            start = torch.randperm(len(bank), generator=gen, device=gen.device)[: self.centroids.shape[1]]
+            start = torch.randperm(len(bank), generator=gen, device=gen.device if gen is not None else bank.device)[
+                : self.centroids.shape[1]]
             if distributed.rank() == 0:
                 self.centroids[head], assigned = spherical_kmeans(bank, bank[start.to(bank.device)],
                                                                   self.kmeans_iterations)

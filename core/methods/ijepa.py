@@ -85,9 +85,7 @@ class IJEPA(Method):
     def training_step(self, images, gen, step, total_steps):
         x = self.views(images, gen)[0]
         b, t = len(x), self.num_targets
-        # drawn on the host from the step's seed (the generator's seed, not its device state)
-        seed = gen.initial_seed() if gen is not None else torch.initial_seed()  # None: a compiled step
-        context, targets = jepa_blocks(b, self.backbone.grid, [seed, MASK_STREAM], x.device, num_targets=t)
+        context, targets = step_blocks(b, self.backbone.grid, gen, x.device, t)
         with torch.no_grad():
             full = feature_norm(self.target.tokens(x)[:, 1:])  # (B, N, D), class token dropped
             goal = gather_tokens(full, targets.flatten(1)).view(b * t, targets.shape[2], -1)
@@ -102,3 +100,12 @@ class IJEPA(Method):
 
     def parts(self):
         return {"backbone": self.target, "teacher": self.target, "context": self.backbone, "heads": self.predictor}
+
+
+@torch.compiler.disable
+def step_blocks(batch: int, grid: int, gen, device, num_targets: int):
+    """The step's I-JEPA blocks, drawn on the host from the step's seed (the generator's seed, not
+    its device state; gen None, in a compiled step: the global generator's, which the loop seeds
+    per step). Kept out of torch.compile's graph, which would freeze the seed it read while tracing."""
+    seed = gen.initial_seed() if gen is not None else torch.initial_seed()
+    return jepa_blocks(batch, grid, [seed, MASK_STREAM], device, num_targets=num_targets)

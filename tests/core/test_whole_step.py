@@ -1,5 +1,5 @@
-"""The compiled step (core/step.py): one graph from views to backward for every image method, the
-same training as the step run eagerly, and the loop compiles it when config.compile is "whole".
+"""The compiled step (core/step.py): one graph from views to the loss (its backward compiled with
+it) for every image method, the same training as the step run eagerly, and the loop compiles it when config.compile is "whole".
 
 Compiled with backend aot_eager (dynamo's traced graph run by eager kernels): inductor's C++ build
 takes minutes per method on a CPU. Inductor itself is exercised by benchmarks/gpu_check.py."""

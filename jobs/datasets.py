@@ -82,8 +82,15 @@ def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
 
 
 def scan_options(options: dict) -> dict:
-    """The user's scan options, checked: image_size, test_fraction, seed."""
+    """The user's scan options, checked: image_size, short_side, test_fraction, seed."""
     clean = {}
+    if options.get("short_side") is not None:
+        side = int(options["short_side"])
+        if not 8 <= side <= 1024:
+            raise DatasetUnavailable("short_side must be between 8 and 1024")
+        if options.get("image_size") is not None:
+            raise DatasetUnavailable("give image_size (square images) or short_side (aspect kept), not both")
+        clean["short_side"] = side
     if options.get("image_size") is not None:
         size = int(options["image_size"])
         if not 4 <= size <= 1024:
@@ -315,7 +322,10 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
             dataset.stats = {"options": options, "modality": "image", **facts["stats"]}
         else:
             path = local_source(settings, store, dataset)
-            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **options))
+            short_side = options.get("short_side") or (None if options.get("image_size") else
+                                                       settings.store_short_side or None)
+            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **{
+                **options, "short_side": short_side}))
             stats = {"options": options, **(dataset.stats or {}), **result.stats}
             if result.train is not None:
                 key = prepared_key(dataset.id)
@@ -323,8 +333,10 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
                 tmp = target.with_name(f".{target.name}.part{os.getpid()}")
                 try:
                     with open(tmp, "wb") as f:
+                        sizes = {} if result.train.sizes is None else {  # each item's (h, w) on its canvas
+                            "s": result.train.sizes.numpy(), "s_test": result.test.sizes.numpy()}
                         np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
-                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy())
+                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy(), **sizes)
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)  # a torn write leaves nothing

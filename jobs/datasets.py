@@ -394,8 +394,20 @@ def is_streamed(dataset: Dataset) -> bool:
     return dataset.format == "webdataset"
 
 
-def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDataset, ArrayDataset]:
-    """(train, test) uint8 arrays at the dataset's scanned size."""
+def load(dataset: Dataset, store: ArtifactStore | None = None, keep_canvas: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
+    """(train, test) uint8 arrays at the dataset's scanned size. Images stored keeping their
+    aspect come as centre crops at the training side (what evaluation and embeddings read),
+    or with `keep_canvas` as stored, with their sizes (what training crops from)."""
+    train, test = _load(dataset, store)
+    if train.sizes is not None and not keep_canvas:
+        from core.data.canvas import center_cropped
+
+        side = dataset.stats["image_size"]
+        return center_cropped(train, side), center_cropped(test, side)
+    return train, test
+
+
+def _load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     if dataset.format == "builtin" or "prepared" not in (dataset.stats or {}):
         if dataset.format in ("txt", "jsonl"):
             raise DatasetUnavailable("a text dataset has no images (jobs.text.load_splits reads its documents)")
@@ -407,10 +419,26 @@ def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDat
     return load_npz(str(store.local_path(dataset.stats["prepared"])))
 
 
+def load_sizes(dataset: Dataset, store: ArtifactStore) -> "torch.Tensor | None":
+    """The training items' (h, w) on their canvas (images stored keeping their aspect), read
+    without the pixels; None for square images."""
+    import torch
+
+    if not (dataset.stats or {}).get("stored_short_side"):
+        return None
+    with np.load(store.local_path(dataset.stats["prepared"]), allow_pickle=False) as arrays:
+        return torch.from_numpy(arrays["s"].astype(np.int64))
+
+
 def read_item(dataset: Dataset, store: ArtifactStore, split: str, index: int) -> tuple[np.ndarray | None, int]:
     """((C, H, W) uint8 or None when out of range, items in the split) of a scanned dataset, read
     from its prepared arrays without loading them."""
-    return npz_item(store.local_path(dataset.stats["prepared"]), "x" if split == "train" else "x_test", index)
+    path = store.local_path(dataset.stats["prepared"])
+    item, count = npz_item(path, "x" if split == "train" else "x_test", index)
+    if item is not None and (dataset.stats or {}).get("stored_short_side"):  # its valid region, not the canvas
+        h, w = npz_item(path, "s" if split == "train" else "s_test", index)[0]
+        item = item[:, :h, :w]
+    return item, count
 
 
 def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:

@@ -59,6 +59,21 @@ def to_canvas(images: list[np.ndarray], channels: int) -> tuple[np.ndarray, np.n
     return canvas, sizes
 
 
+def center_cropped(data, side: int, chunk: int = 1024):
+    """An ArrayDataset of (N, C, side, side) evaluation inputs (resize the shorter side, centre
+    crop; core.augment.stored_crops.center_crops) from one stored keeping its aspect; square
+    datasets are returned as they are."""
+    from core.augment.stored_crops import center_crops
+    from core.data.arrays import ArrayDataset
+
+    if data.sizes is None:
+        return data
+    parts = [center_crops(data.images[i : i + chunk], data.sizes[i : i + chunk], side, EVAL_FRACTION)
+             for i in range(0, len(data), chunk)]
+    images = torch.cat(parts) if parts else torch.zeros((0, data.channels, side, side), dtype=torch.uint8)
+    return ArrayDataset(images, data.labels)
+
+
 def bytes_per_item(channels: int, height: int, width: int, with_sizes: bool) -> int:
     """Memory one stored item takes: its pixels, and its (h, w) (two int16) on a canvas."""
     return channels * height * width + (4 if with_sizes else 0)

@@ -163,3 +163,82 @@ def test_eval_center_crops_come_from_the_valid_region():
                              mode="bilinear", align_corners=False)
     # the box starts half a pixel off the integer grid, so the reference is close, not exact
     assert (crops[:1].float() - expected).abs().mean() < 6
+
+
+class Losses:
+    def __init__(self):
+        self.losses = {}
+
+    def on_log(self, step, logs):
+        self.losses[step] = logs["loss"]
+
+    def should_stop(self, step):
+        return None
+
+    def on_checkpoint(self, step, state, final):
+        pass
+
+
+def test_training_on_a_canvas_never_sees_the_padding():
+    """The loop cuts each step's crops inside the items' regions: the padding's value changes no loss."""
+    from core.train import TrainConfig, train
+    from tests.core.tiny import build_tiny
+
+    rng = np.random.default_rng(0)
+    shapes = [(20, 26), (26, 20), (20, 20), (22, 29)] * 8
+    runs = []
+    for pad in (0, 255):
+        canvas = torch.full((len(shapes), 1, 29, 29), pad, dtype=torch.uint8)
+        for i, (h, w) in enumerate(shapes):
+            canvas[i, :, :h, :w] = torch.from_numpy(rng.integers(20, 200, (h, w), dtype=np.uint8)) if pad == 0 \
+                else runs[0][1][i, :, :h, :w]
+        method, recorder = build_tiny("simclr"), Losses()
+        method.views.trace = []
+        result = train(method, canvas, TrainConfig(steps=3, batch_size=16, log_every=1, seed=2), callbacks=recorder,
+                       canvas=(torch.tensor(shapes), 16))
+        assert result.reason == "completed"
+        assert {record["size"] for record in method.views.trace} == {16}  # the training side, not the canvas's 29
+        runs.append((recorder.losses, canvas))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-5)
+
+
+def test_training_larger_than_the_stored_side_is_refused(client, small_service):
+    response = client.post("/v1/datasets", files={"file": ("m.zip", zipped(None), "application/octet-stream")},
+                           data={"short_side": "60", "test_fraction": "0.25"})
+    assert run_scan(response.json()["id"], small_service) == "ready"
+    job = client.post("/v1/jobs", json={"method": "simclr", "backbone": "small_cnn", "dataset": response.json()["id"],
+                                        "image_size": 64, "steps": 2, "batch_size": 2})
+    assert job.status_code == 422 and "stored images (shorter side 60 px)" in job.text
+
+
+def test_aspect_dataset_pretrains_and_evaluates_on_a_worker(client, small_service):
+    """Scan, pretrain with crops from the canvas, auto-eval on centre crops; items served unpadded."""
+    from tests.conftest import TINY_PRETRAIN, WorkerProcess, wait_for
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(48):
+            h, w = [(30, 40), (40, 30), (32, 32)][i % 3]
+            image = photo(h, w, i) if i % 2 else 255 - photo(h, w, i)
+            archive.writestr(f"c{i % 2}/{i}.png", png(image, "RGB"))
+    dataset = client.post("/v1/datasets", files={"file": ("a.zip", buffer.getvalue(), "application/octet-stream")},
+                          data={"short_side": "20"}).json()
+    worker = WorkerProcess(small_service, name="aspect").start()
+    try:
+        from tests.datasets.test_training import wait_scanned
+
+        ready = wait_scanned(client, dataset["id"])  # the worker scans it
+        assert ready["stats"]["image_size"] == 18 and ready["stats"]["canvas"] == [27, 27]
+        item = client.get(f"/v1/datasets/{dataset['id']}/items/0")
+        assert item.status_code == 200
+        assert min(Image.open(io.BytesIO(item.content)).size) == 20  # its valid region, not the 27 x 27 canvas
+        job = client.post("/v1/jobs", json={**TINY_PRETRAIN, "dataset": dataset["id"], "batch_size": 16, "steps": 4})
+        assert job.status_code == 201, job.text
+        done = wait_for(client, job.json()["id"], timeout=180)
+        assert done["state"] == "succeeded", (done, worker.output()[-3000:])
+        checkpoint = client.get(f"/v1/checkpoints/{done['result']['checkpoint']}").json()
+        assert checkpoint["manifest"]["input_size"] == [3, 18, 18]
+        scores = client.get("/v1/scores", params={"dataset": dataset["id"]}).json()["data"]
+        assert any(s["protocol"] == "knn" and s["checkpoint_id"] == checkpoint["id"] for s in scores)
+    finally:
+        worker.stop()

@@ -84,6 +84,9 @@ class BatchStream(Protocol):
 
     def batches(self, batch_size: int, seed: int, start_step: int, **rank_and_world) -> Iterator[Tensor]: ...
 
+    # A stream that also has `n_items` yields (batch, dataset indices) pairs when asked
+    # `with_indices=True`, each item's index the same in every epoch (for DeepCluster-v2's bank).
+
 
 @dataclass
 class TrainResult:
@@ -206,8 +209,10 @@ class Prefetcher:
 
     def _fill(self, batches) -> None:
         try:
-            for batch in batches:
-                self.queue.put(batch.pin_memory() if self.pin else batch)
+            for batch in batches:  # a tensor, or (tensor, indices)
+                if self.pin:
+                    batch = tuple(t.pin_memory() for t in batch) if isinstance(batch, tuple) else batch.pin_memory()
+                self.queue.put(batch)
         except BaseException as exc:  # handed to the loop, which raises it
             self.queue.put(exc)
 
@@ -291,18 +296,22 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
     distributed.check_same_step(start)
+    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index: the loop's own,
+    # or a stream's (one that knows its items: n_items)
+    wants_indices = hasattr(method, "accepts_indices") and (
+        method.accepts_indices(images.n_items) if streamed and hasattr(images, "n_items") else
+        not streamed and method.accepts_indices(len(images)))
     if streamed:
-        stream = Prefetcher(images.batches(config.batch_size, config.seed, start) if world == 1
-                            else images.batches(local, config.seed, start, rank=rank, world=world),
+        indexed = {"with_indices": True} if wants_indices else {}
+        stream = Prefetcher(images.batches(config.batch_size, config.seed, start, **indexed) if world == 1
+                            else images.batches(local, config.seed, start, rank=rank, world=world, **indexed),
                             pin=device.type == "cuda")
     else:
         source = on_device(images, device)
         orders = EpochOrders(len(images), config.batch_size, config.seed, source.device)
         if canvas is not None:
             canvas = (canvas[0].to(source.device), canvas[1])
-    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index; streams carry none
-    wants_indices = not streamed and hasattr(method, "accepts_indices") and method.accepts_indices(len(images))
-    if wants_indices and start == 0 and hasattr(method, "fill_memory"):
+    if wants_indices and not streamed and start == 0 and hasattr(method, "fill_memory"):
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             method.fill_memory(memory_pass(source, orders, rank, local, config, device, canvas))
     logs: dict[str, float] = {}
@@ -327,7 +336,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
         asked = time.perf_counter()
         if streamed:
-            batch = stream.next().to(device, non_blocking=True)
+            batch = stream.next()
+            if wants_indices:
+                batch, indices = batch
+            batch = batch.to(device, non_blocking=True)
         else:
             indices = orders.indices(step)[mine]
             batch = source[indices].to(device, non_blocking=True)

@@ -445,7 +445,7 @@ def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:
     stats = dataset.stats
     return WebDatasetStream(stats["shards"], stats["image_size"], stats["channels"],
                             opener=guarded_opener(settings, project_sources(settings, dataset.project_id)), shuffle_buffer=settings.shuffle_buffer,
-                            max_pixels=limits(settings).max_pixels)
+                            max_pixels=limits(settings).max_pixels, shard_items=stats.get("shard_items"))
 
 
 def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> tuple[ArrayDataset, ArrayDataset]:

@@ -140,8 +140,9 @@ class ImageCollection:
             resized = sum(a.shape[:2] != b.shape[:2] for a, b in zip(kept, self.images))
             arrays, sizes = to_canvas(kept, channels)
             sizes = torch.from_numpy(sizes.astype(np.int64))
-            stored = {"stored_short_side": short_side, "image_size": training_side(short_side),
-                      "canvas": list(arrays.shape[2:])}
+            # images are never enlarged: a folder of smaller ones is stored (and trained) at their own side
+            held = min(short_side, int(np.median([min(img.shape[:2]) for img in kept])))
+            stored = {"stored_short_side": held, "image_size": training_side(held), "canvas": list(arrays.shape[2:])}
         else:
             size = self.target_size(image_size)
             arrays = np.empty((len(self.images), channels, size, size), dtype=np.uint8)

@@ -242,3 +242,14 @@ def test_aspect_dataset_pretrains_and_evaluates_on_a_worker(client, small_servic
         assert any(s["protocol"] == "knn" and s["checkpoint_id"] == checkpoint["id"] for s in scores)
     finally:
         worker.stop()
+
+
+def test_images_smaller_than_the_short_side_are_not_enlarged(tmp_path):
+    path = tmp_path / "small.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, (h, w) in enumerate([(16, 20), (20, 16), (16, 16)]):
+            archive.writestr(f"{i}.png", png(photo(h, w, i), "RGB"))
+    result = scan_file(path, "zip", ScanOptions(short_side=256, test_fraction=0.34))
+    sizes = torch.cat([result.train.sizes, result.test.sizes]).tolist()
+    assert sorted(map(tuple, sizes)) == [(16, 16), (16, 20), (20, 16)]
+    assert result.stats["stored_short_side"] == 16 and result.stats["image_size"] == 14

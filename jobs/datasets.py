@@ -394,7 +394,8 @@ def is_streamed(dataset: Dataset) -> bool:
     return dataset.format == "webdataset"
 
 
-def load(dataset: Dataset, store: ArtifactStore | None = None, keep_canvas: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
+def load(dataset: Dataset, store: ArtifactStore | None = None,
+         keep_canvas: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, test) uint8 arrays at the dataset's scanned size. Images stored keeping their
     aspect come as centre crops at the training side (what evaluation and embeddings read),
     or with `keep_canvas` as stored, with their sizes (what training crops from)."""

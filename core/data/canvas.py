@@ -41,7 +41,10 @@ def fit_short_side(image: np.ndarray, short_side: int, max_aspect: float = MAX_S
     if min(h, w) <= short_side:
         return np.ascontiguousarray(image)
     scale = short_side / min(h, w)
-    size = (short_side, max(short_side, round(w * scale))) if h <= w else (max(short_side, round(h * scale)), short_side)
+    if h <= w:
+        size = (short_side, max(short_side, round(w * scale)))
+    else:
+        size = (max(short_side, round(h * scale)), short_side)
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else np.ascontiguousarray(image))
     out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=None), dtype=np.uint8)
     return out[:, :, None] if out.ndim == 2 else out

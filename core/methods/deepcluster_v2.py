@@ -9,15 +9,15 @@ training loop on a tensor dataset the same holds here: the loop passes each imag
 (its slot), fills the bank with a forward-only pass before step 0 (the official `init_memory`,
 so the first epoch trains against clusters), and k-means runs at the start of every epoch
 (`cluster_every_steps`, one epoch). Each image's target is the k-means label of ITS OWN entry.
-A WebDataset stream gives each image's index in its shard listing (no `fill_memory` pass: the
-bank fills during the first epoch). Without indices (direct use, or a stream larger than the bank)
-an image is identified by a key computed from its raw pixels (core/methods/memory_bank.py),
-k-means runs once the bank has been rewritten, and with more images than `queue_size` the least
-recently written entries are evicted and such images fall back to their nearest centroid
-(logged). The bank holds one embedding per global crop and head h clusters the bank of crop h % G (official `crops_for_assign`). Bank, keys, labels and
-centroids are buffers, so resume is exact. On several processes every rank holds the same
-(gathered) bank; k-means runs on rank 0 alone and its centroids and labels are broadcast, so the
-ranks' prototypes cannot drift apart through rounding."""
+A WebDataset stream gives each image's index in its shard listing (no `fill_memory` pass: the bank
+fills during the first epoch). Without indices (direct use, or a stream larger than the bank) an
+image is identified by a key computed from its raw pixels (core/methods/memory_bank.py), k-means
+runs once the bank has been rewritten, and with more images than `queue_size` the least recently
+written entries are evicted and such images fall back to their nearest centroid (logged). The bank
+holds one embedding per global crop and head h clusters the bank of crop h % G (official
+`crops_for_assign`). Bank, keys, labels and centroids are buffers, so resume is exact. On several
+processes every rank holds the same (gathered) bank; k-means runs on rank 0 alone and its centroids
+and labels are broadcast, so the ranks' prototypes cannot drift apart through rounding."""
 from __future__ import annotations
 
 import logging

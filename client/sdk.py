@@ -85,7 +85,7 @@ class Client(Calls):
     # datasets
     def upload_dataset(self, path: str | Path, format: str | None = None, **options) -> dict:
         """Stream a dataset file (zip, tar, tar.gz, npz, idx, txt, jsonl); it is scanned on a worker.
-        Options: name, image_size, test_fraction, seed."""
+        Options: name, image_size (square) or short_side (aspect kept), test_fraction, seed."""
         with open(path, "rb") as f:
             return self._call("POST", "/v1/datasets", files={"file": (Path(path).name, f)},
                               data=upload_fields(format, options))

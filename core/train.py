@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed
+from core.augment import stored_crops
 from core.methods.base import Method
 from core.methods.momentum import applied_only
 from core.optim import build_optimizer
@@ -88,6 +89,9 @@ class BatchStream(Protocol):
 
     def batches(self, batch_size: int, seed: int, start_step: int, **rank_and_world) -> Iterator[Tensor]: ...
 
+    # A stream that also has `n_items` yields (batch, dataset indices) pairs when asked
+    # `with_indices=True`, each item's index the same in every epoch (for DeepCluster-v2's bank).
+
 
 @dataclass
 class TrainResult:
@@ -144,7 +148,7 @@ class _Step(nn.Module):
 
 
 def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, config: TrainConfig,
-                device: torch.device):
+                device: torch.device, canvas: tuple[Tensor, int] | None = None):
     """(images, dataset indices, generator) of this rank for one pass over every image, in the
     first epoch's order (the last batch ends at the last image and overlaps the one before), with
     views drawn from their own seeds: a method's forward-only pass before step 0 (DeepCluster-v2's
@@ -158,8 +162,17 @@ def memory_pass(source: Tensor, orders: EpochOrders, rank: int, local: int, conf
         gen = torch.Generator(device=device).manual_seed(step_seed(config.seed, step, stream=4))
         # held while the method embeds the batch: its views draw this rank's rows, as in a training step
         window = distributed.batch_slice(mine.start, local, batch) if distributed.world_size() > 1 else nullcontext()
-        with window:
+        with window, valid_regions(canvas, indices):
             yield source[indices].to(device, non_blocking=True), indices.to(device), gen
+
+
+def valid_regions(canvas: tuple[Tensor, int] | None, indices: Tensor):
+    """While a step's views are drawn: the (h, w) of these images on their canvas and the
+    training side (images stored keeping their aspect, core/data/canvas.py); else nothing."""
+    if canvas is None:
+        return nullcontext()
+    sizes, side = canvas
+    return stored_crops.regions(sizes[indices], side)
 
 
 def uses_sync_batchnorm(method: Method, config: TrainConfig) -> bool:
@@ -201,8 +214,10 @@ class Prefetcher:
 
     def _fill(self, batches) -> None:
         try:
-            for batch in batches:
-                self.queue.put(batch.pin_memory() if self.pin else batch)
+            for batch in batches:  # a tensor, or (tensor, indices)
+                if self.pin:
+                    batch = tuple(t.pin_memory() for t in batch) if isinstance(batch, tuple) else batch.pin_memory()
+                self.queue.put(batch)
         except BaseException as exc:  # handed to the loop, which raises it
             self.queue.put(exc)
 
@@ -240,12 +255,17 @@ class Window:
 
 
 def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, device: str | torch.device = "cpu",
-          callbacks: Callbacks | None = None, resume: dict | None = None) -> TrainResult:
+          callbacks: Callbacks | None = None, resume: dict | None = None,
+          canvas: tuple[Tensor, int] | None = None) -> TrainResult:
     """Train `method` on uint8 `images` (N, C, H, W), or on a BatchStream, for config.steps
-    optimiser steps. config.batch_size is the global batch, split evenly over the ranks."""
+    optimiser steps. config.batch_size is the global batch, split evenly over the ranks.
+    `canvas`: (sizes (N, 2), training side) when the images are stored keeping their aspect, item
+    i valid in its top-left sizes[i] = (h, w) (core/data/canvas.py); crops are cut from there."""
     callbacks = callbacks or Callbacks()
     device = torch.device(device)
     streamed = not isinstance(images, Tensor)
+    if streamed and canvas is not None:
+        raise ValueError("canvas sizes go with in-memory images; a stream's batches are square")
     if not streamed and config.batch_size > len(images):
         raise ValueError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} items)")
     rank, world = distributed.rank(), distributed.world_size()
@@ -282,18 +302,24 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
     distributed.check_same_step(start)
+    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index: the loop's own,
+    # or a stream's (one that knows its items: n_items)
+    wants_indices = hasattr(method, "accepts_indices") and (
+        method.accepts_indices(images.n_items) if streamed and hasattr(images, "n_items") else
+        not streamed and method.accepts_indices(len(images)))
     if streamed:
-        stream = Prefetcher(images.batches(config.batch_size, config.seed, start) if world == 1
-                            else images.batches(local, config.seed, start, rank=rank, world=world),
+        indexed = {"with_indices": True} if wants_indices else {}
+        stream = Prefetcher(images.batches(config.batch_size, config.seed, start, **indexed) if world == 1
+                            else images.batches(local, config.seed, start, rank=rank, world=world, **indexed),
                             pin=device.type == "cuda")
     else:
         source = on_device(images, device)
         orders = EpochOrders(len(images), config.batch_size, config.seed, source.device)
-    # a method with a bank of the dataset (DeepCluster-v2) takes each image's index; streams carry none
-    wants_indices = not streamed and hasattr(method, "accepts_indices") and method.accepts_indices(len(images))
-    if wants_indices and start == 0 and hasattr(method, "fill_memory"):
+        if canvas is not None:
+            canvas = (canvas[0].to(source.device), canvas[1])
+    if wants_indices and not streamed and start == 0 and hasattr(method, "fill_memory"):
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            method.fill_memory(memory_pass(source, orders, rank, local, config, device))
+            method.fill_memory(memory_pass(source, orders, rank, local, config, device, canvas))
     logs: dict[str, float] = {}
     running, window_start, window_steps, waited = Window(), time.perf_counter(), 0, 0.0
     last_checkpoint = time.monotonic()
@@ -324,7 +350,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         mine = slice(rank * local, (rank + 1) * local)  # this rank's rows of the global batch
         asked = time.perf_counter()
         if streamed:
-            batch = stream.next().to(device, non_blocking=True)
+            batch = stream.next()
+            if wants_indices:
+                batch, indices = batch
+            batch = batch.to(device, non_blocking=True)
         else:
             indices = orders.indices(step)[mine]
             batch = source[indices].to(device, non_blocking=True)
@@ -332,14 +361,17 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         step_indices = {"indices": indices.to(device)} if wants_indices else {}
+        # a canvas of aspect-keeping images: crops are cut inside each item's own region
+        regions = valid_regions(canvas, indices) if canvas is not None else nullcontext()
         optimizer.zero_grad(set_to_none=True)
-        if whole is not None:  # views to backward in one graph, drawing from the seed set above
-            loss, extra = whole.forward_backward(batch, step, config.steps, **step_indices)
+        if whole is not None:  # views to the loss in one graph, drawing from the seed set above
+            with regions:
+                loss, extra = whole.forward_backward(batch, step, config.steps, **step_indices)
         else:
             gen = step_generator(config.seed, step, device)
             window = distributed.batch_slice(mine.start, local, config.batch_size) if world > 1 else nullcontext()
-            with window, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                        enabled=autocast_dtype is not None):
+            with window, regions, torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                                 enabled=autocast_dtype is not None):
                 loss, extra = step_fn(batch, gen, step, config.steps, **step_indices)
             scaler.scale(loss).backward()
         grad_norm = clip_gradients(method, optimizer, scaler, config)

@@ -82,8 +82,15 @@ def register_builtin(session: Session, project_id: str, name: str) -> Dataset:
 
 
 def scan_options(options: dict) -> dict:
-    """The user's scan options, checked: image_size, test_fraction, seed."""
+    """The user's scan options, checked: image_size, short_side, test_fraction, seed."""
     clean = {}
+    if options.get("short_side") is not None:
+        side = int(options["short_side"])
+        if not 8 <= side <= 1024:
+            raise DatasetUnavailable("short_side must be between 8 and 1024")
+        if options.get("image_size") is not None:
+            raise DatasetUnavailable("give image_size (square images) or short_side (aspect kept), not both")
+        clean["short_side"] = side
     if options.get("image_size") is not None:
         size = int(options["image_size"])
         if not 4 <= size <= 1024:
@@ -315,7 +322,10 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
             dataset.stats = {"options": options, "modality": "image", **facts["stats"]}
         else:
             path = local_source(settings, store, dataset)
-            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **options))
+            short_side = options.get("short_side") or (None if options.get("image_size") else
+                                                       settings.store_short_side or None)
+            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **{
+                **options, "short_side": short_side}))
             stats = {"options": options, **(dataset.stats or {}), **result.stats}
             if result.train is not None:
                 key = prepared_key(dataset.id)
@@ -323,8 +333,10 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
                 tmp = target.with_name(f".{target.name}.part{os.getpid()}")
                 try:
                     with open(tmp, "wb") as f:
+                        sizes = {} if result.train.sizes is None else {  # each item's (h, w) on its canvas
+                            "s": result.train.sizes.numpy(), "s_test": result.test.sizes.numpy()}
                         np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
-                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy())
+                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy(), **sizes)
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)  # a torn write leaves nothing
@@ -382,8 +394,21 @@ def is_streamed(dataset: Dataset) -> bool:
     return dataset.format == "webdataset"
 
 
-def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDataset, ArrayDataset]:
-    """(train, test) uint8 arrays at the dataset's scanned size."""
+def load(dataset: Dataset, store: ArtifactStore | None = None,
+         keep_canvas: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
+    """(train, test) uint8 arrays at the dataset's scanned size. Images stored keeping their
+    aspect come as centre crops at the training side (what evaluation and embeddings read),
+    or with `keep_canvas` as stored, with their sizes (what training crops from)."""
+    train, test = _load(dataset, store)
+    if train.sizes is not None and not keep_canvas:
+        from core.data.canvas import center_cropped
+
+        side = dataset.stats["image_size"]
+        return center_cropped(train, side), center_cropped(test, side)
+    return train, test
+
+
+def _load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDataset, ArrayDataset]:
     if dataset.format == "builtin" or "prepared" not in (dataset.stats or {}):
         if dataset.format in ("txt", "jsonl"):
             raise DatasetUnavailable("a text dataset has no images (jobs.text.load_splits reads its documents)")
@@ -395,17 +420,33 @@ def load(dataset: Dataset, store: ArtifactStore | None = None) -> tuple[ArrayDat
     return load_npz(str(store.local_path(dataset.stats["prepared"])))
 
 
+def load_sizes(dataset: Dataset, store: ArtifactStore) -> "torch.Tensor | None":
+    """The training items' (h, w) on their canvas (images stored keeping their aspect), read
+    without the pixels; None for square images."""
+    import torch
+
+    if not (dataset.stats or {}).get("stored_short_side"):
+        return None
+    with np.load(store.local_path(dataset.stats["prepared"]), allow_pickle=False) as arrays:
+        return torch.from_numpy(arrays["s"].astype(np.int64))
+
+
 def read_item(dataset: Dataset, store: ArtifactStore, split: str, index: int) -> tuple[np.ndarray | None, int]:
     """((C, H, W) uint8 or None when out of range, items in the split) of a scanned dataset, read
     from its prepared arrays without loading them."""
-    return npz_item(store.local_path(dataset.stats["prepared"]), "x" if split == "train" else "x_test", index)
+    path = store.local_path(dataset.stats["prepared"])
+    item, count = npz_item(path, "x" if split == "train" else "x_test", index)
+    if item is not None and (dataset.stats or {}).get("stored_short_side"):  # its valid region, not the canvas
+        h, w = npz_item(path, "s" if split == "train" else "s_test", index)[0]
+        item = item[:, :h, :w]
+    return item, count
 
 
 def stream(settings: Settings, dataset: Dataset) -> WebDatasetStream:
     stats = dataset.stats
     return WebDatasetStream(stats["shards"], stats["image_size"], stats["channels"],
                             opener=guarded_opener(settings, project_sources(settings, dataset.project_id)), shuffle_buffer=settings.shuffle_buffer,
-                            max_pixels=limits(settings).max_pixels)
+                            max_pixels=limits(settings).max_pixels, shard_items=stats.get("shard_items"))
 
 
 def stream_eval_split(settings: Settings, dataset: Dataset, image_size: int) -> tuple[ArrayDataset, ArrayDataset]:

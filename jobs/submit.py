@@ -52,6 +52,11 @@ def check_pretrain(session: Session, project_id: str, spec: PretrainSpec,
     if spec.backbone in TEXT_BACKBONES:
         raise SpecRejected(f"{spec.backbone} is a text backbone; dataset {dataset.id} holds images")
     stats = dataset.stats or {}
+    stored = stats.get("stored_short_side")  # images kept at their aspect: crops are cut from this side
+    if stored and spec.image_size and spec.image_size > stored:
+        raise SpecRejected(f"image_size {spec.image_size} is larger than dataset {dataset.id}'s stored images "
+                           f"(shorter side {stored} px): crops would be upsampled; train at most at {stored}, or "
+                           f"upload the dataset again with a larger short_side")
     try:
         recipe = spec.resolve(stats.get("image_size", 32), dataset.n_items or 0)
     except ValueError as exc:

@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from core import distributed
+from core.data.canvas import center_cropped
 from core.data.transforms import resize
 from core.methods import build_resolved
 from core.train import Callbacks, TrainConfig, train, uses_sync_batchnorm
@@ -160,6 +161,7 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         from workers.pretrain_text import run_pretrain_text
 
         return run_pretrain_text(ctx, spec, raw_spec, dataset_row, device)
+    canvas = None
     if datasets.is_streamed(dataset_row):  # WebDataset shards: batches streamed, nothing held whole
         train_set, test_set = None, None
         source = datasets.stream(ctx.settings, dataset_row)
@@ -167,19 +169,25 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
         channels, image_size, n_items = source.channels, source.image_size, dataset_row.n_items
     else:
         loaded = {}
+        stored = (dataset_row.stats or {}).get("stored_short_side")  # kept at their aspect: crops cut from a canvas
 
         def load_images():  # on the machine's first rank only (workers/shared_data.py)
-            train, test = datasets.load(dataset_row, ctx.store)
-            if spec.image_size:
+            train, test = datasets.load(dataset_row, ctx.store, keep_canvas=True)
+            if spec.image_size and not stored:
                 train, test = resize(train, spec.image_size), resize(test, spec.image_size)
             loaded["sets"] = train, test
             return train.images
 
         source = shared_images(load_images, f"{ctx.job_id}-{ctx.attempt}", shared_folder(ctx.settings.home))
         train_set, test_set = loaded.get("sets", (None, None))
-        if train_set is not None:  # evaluation reads the machine's one copy too
-            train_set = dataclasses.replace(train_set, images=source)
         channels, image_size, n_items = source.shape[1], source.shape[-1], len(source)
+        if stored:  # evaluation and health take centre crops at the training side
+            image_size = spec.image_size or dataset_row.stats["image_size"]
+            canvas = (datasets.load_sizes(dataset_row, ctx.store), image_size)
+            if train_set is not None:
+                train_set, test_set = center_cropped(train_set, image_size), center_cropped(test_set, image_size)
+        elif train_set is not None:  # evaluation reads the machine's one copy too
+            train_set = dataclasses.replace(train_set, images=source)
     ctx.beat()
     mean, std = dataset_row.stats["mean"], dataset_row.stats["std"]  # the scan's stats: normalisation defaults
     recipe = job_recipe(ctx, spec, image_size, n_items)
@@ -199,7 +207,7 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
                                 "per_device_batch": config.batch_size // world, "lr": config.lr,
                                 "sync_batchnorm": world > 1 and uses_sync_batchnorm(method, config)}}
     if ctx.rank != 0:  # the other ranks train and write nothing
-        train(method, source, config, device=device, callbacks=Callbacks(), resume=load_resume_state(ctx))
+        train(method, source, config, device=device, callbacks=Callbacks(), resume=load_resume_state(ctx), canvas=canvas)
         return None, None, None
     callbacks = ServiceCallbacks(ctx, spec, manifest, method, dataset_row.id, total)
     if spec.health_every:
@@ -215,7 +223,8 @@ def run_pretrain(ctx: JobContext, raw_spec: dict):
     ctx.event("log", f"training {spec.method} on {where} for {total} steps"
               + (f", resuming at step {resume['step']}" if resume else ""))
     started = time.perf_counter()
-    result = callbacks.around(lambda: train(method, source, config, device=device, callbacks=callbacks, resume=resume))
+    result = callbacks.around(lambda: train(method, source, config, device=device, callbacks=callbacks, resume=resume,
+                                            canvas=canvas))
     elapsed = time.perf_counter() - started
     ctx.add_compute(elapsed * world)  # every device's time
     distributed_release()

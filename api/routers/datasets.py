@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
 from api.concurrency import slots
@@ -35,6 +35,14 @@ class Options(BaseModel):
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held out when the source has no test/ folder")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    short_side: int | None = Field(None, ge=8, le=1024, description="keep each image's aspect ratio, its shorter side "
+                                   "stored this long (crops are cut from it); default DARKMATTER_STORE_SHORT_SIDE")
+
+    @model_validator(mode="after")
+    def one_way_to_store(self):
+        if self.image_size is not None and self.short_side is not None:
+            raise ValueError("give image_size (square images) or short_side (aspect kept), not both")
+        return self
 
 
 class BuiltinRequest(BaseModel):
@@ -53,7 +61,7 @@ UPLOAD_DOC = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary"}, "format": {"type": "string", "enum": list(FILE_FORMATS)},
         "name": {"type": "string"}, "image_size": {"type": "integer"}, "test_fraction": {"type": "number"},
-        "seed": {"type": "integer"}}}},
+        "seed": {"type": "integer"}, "short_side": {"type": "integer"}}}},
     "application/json": {"schema": {"oneOf": [BuiltinRequest.model_json_schema(), UriRequest.model_json_schema()]}},
 }}}
 
@@ -90,7 +98,7 @@ async def create(request: Request, session: SessionDep, settings: SettingsDep, p
         raise HTTPException(422, _errors(exc))
     except DatasetUnavailable as exc:
         raise HTTPException(422, str(exc))
-    options = spec.model_dump(include={"image_size", "test_fraction", "seed"})
+    options = spec.model_dump(include={"image_size", "test_fraction", "seed", "short_side"})
 
     def register():
         quotas.admit_dataset(session, Quotas.from_settings(settings), project)

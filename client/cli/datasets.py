@@ -33,13 +33,15 @@ def add(source: Annotated[str, typer.Argument(help="a file to upload, a URI (s3:
                                                        "when its name does not say it (a folder is sent as zip)")]
         = None,
         name: Optional[str] = None, image_size: Optional[int] = None, test_fraction: Optional[float] = None,
+        short_side: Annotated[Optional[int], typer.Option(help="keep each image's aspect ratio, its shorter side "
+                                                          "stored this long (e.g. 256 for 224-px training)")] = None,
         wait: Annotated[bool, typer.Option("--wait", help="wait until the scan says ready or invalid")] = False,
         url: Url = DEFAULT_URL, api_key: Key = None, as_json: Json = False) -> None:
     """Add a dataset. A local file is uploaded, a local folder (class sub-folders of images) is zipped
     on the fly and uploaded; anything else is registered by URI."""
     client = connect(url, api_key)
-    options = {k: v for k, v in {"name": name, "image_size": image_size, "test_fraction": test_fraction}.items()
-               if v is not None}
+    options = {k: v for k, v in {"name": name, "image_size": image_size, "test_fraction": test_fraction,
+                                 "short_side": short_side}.items() if v is not None}
     if builtin:
         row = client.register_builtin(source)
     elif Path(source).is_file():

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor
 
-from core.augment import ops
+from core.augment import ops, stored_crops
 
 
 @dataclass
@@ -79,7 +79,7 @@ class ViewMaker:
 
     def __call__(self, images: Tensor, gen: torch.Generator) -> list[Tensor]:
         x = images.float() / 255 if images.dtype == torch.uint8 else images
-        side = x.shape[-1]
+        side = stored_crops.input_side(x)  # the training side, on images stored keeping their aspect
         views = []
         for index, crop in enumerate(self.config.crops):
             size = int(round(crop.size * side)) if crop.size <= 1 else int(crop.size)
@@ -95,7 +95,7 @@ class ViewMaker:
     def one_view(self, x: Tensor, crop: CropSpec, size: int, gen: torch.Generator,
                  trace: dict | None = None) -> Tensor:
         c = self.config
-        v = ops.resized_crop_flip(x, size, crop.scale, c.ratio, c.flip_p, gen, trace)
+        v = stored_crops.resized_crop_flip(x, size, crop.scale, c.ratio, c.flip_p, gen, trace)  # square: ops'
         v = ops.color_jitter(v, c.jitter_p, c.brightness, c.contrast, c.saturation, c.hue, gen, trace)
         v = ops.random_grayscale(v, c.grayscale_p, gen, trace)
         v = ops.gaussian_blur(v, crop.blur_p, c.blur_sigma, gen, trace)

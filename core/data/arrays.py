@@ -15,10 +15,13 @@ class DatasetUnavailable(ValueError):
 
 @dataclass
 class ArrayDataset:
-    """images: (N, C, H, W) uint8; labels: (N,) int64, -1 where unlabelled."""
+    """images: (N, C, H, W) uint8; labels: (N,) int64, -1 where unlabelled. sizes: (N, 2) (h, w)
+    when the images are stored keeping their aspect (core/data/canvas.py): item i is valid in
+    its top-left h x w only; None when every image fills the array."""
 
     images: Tensor
     labels: Tensor
+    sizes: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -43,7 +46,8 @@ class ArrayDataset:
         return int(labelled.max()) + 1 if len(labelled) else 0
 
     def subset(self, index: Tensor) -> "ArrayDataset":
-        return ArrayDataset(self.images[index], self.labels[index])
+        return ArrayDataset(self.images[index], self.labels[index],
+                            None if self.sizes is None else self.sizes[index])
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of pixel values scaled to [0, 1]."""

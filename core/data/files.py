@@ -32,14 +32,15 @@ def load_npz(path: str) -> tuple[ArrayDataset, ArrayDataset]:
         if "x" not in arrays:
             raise DatasetUnavailable("npz must contain an array named 'x'")
 
-        def part(xk: str, yk: str) -> ArrayDataset:
+        def part(xk: str, yk: str, sk: str) -> ArrayDataset:
             images = as_images(arrays[xk])
             labels = arrays[yk].astype(np.int64) if yk in arrays else np.full(len(images), -1)
-            return ArrayDataset(images, torch.from_numpy(labels))
+            sizes = torch.from_numpy(arrays[sk].astype(np.int64)) if sk in arrays else None  # a scan's canvas
+            return ArrayDataset(images, torch.from_numpy(labels), sizes)
 
-        train = part("x", "y")
+        train = part("x", "y", "s")
         if "x_test" in arrays:
-            return train, part("x_test", "y_test")
+            return train, part("x_test", "y_test", "s_test")
     return split_by_fraction(train, 0.2, seed=0)
 
 

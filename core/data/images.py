@@ -121,29 +121,42 @@ class ImageCollection:
         (w, h), _ = max(((tuple(map(int, k.split("x"))), n) for k, n in self.sizes.items()), key=lambda kv: kv[1])
         return min(max(w, h), MAX_SIDE)
 
-    def build(self, image_size: int | None, test_fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset, dict]:
-        """(train, test, facts) as uint8 arrays at one size and channel count."""
+    def build(self, image_size: int | None, test_fraction: float, seed: int,
+              short_side: int | None = None) -> tuple[ArrayDataset, ArrayDataset, dict]:
+        """(train, test, facts) as uint8 arrays at one size and channel count; with `short_side`,
+        kept at their aspect on a canvas with their sizes (core/data/canvas.py)."""
         if not self.images:
             reason = "no readable images"
             if self.n_unreadable:
                 first = self.unreadable[0]
                 reason += f" ({self.n_unreadable} unreadable files, e.g. {first['path']!r}: {first['reason']})"
             raise DatasetUnavailable(reason)
-        size = self.target_size(image_size)
         channels = 3 if any(img.shape[2] == 3 for img in self.images) else 1
-        resized = 0
-        arrays = np.empty((len(self.images), channels, size, size), dtype=np.uint8)
-        for i, img in enumerate(self.images):
-            if img.shape[:2] != (size, size):
-                resized += 1
-                img = resize_array(img, size)
-            if img.shape[2] != channels:
-                img = np.repeat(img, channels, axis=2)
-            arrays[i] = img.transpose(2, 0, 1)
+        resized, sizes, stored = 0, None, {}
+        if short_side:
+            from core.data.canvas import fit_short_side, to_canvas, training_side
+
+            kept = [fit_short_side(img, short_side) for img in self.images]
+            resized = sum(a.shape[:2] != b.shape[:2] for a, b in zip(kept, self.images))
+            arrays, sizes = to_canvas(kept, channels)
+            sizes = torch.from_numpy(sizes.astype(np.int64))
+            # images are never enlarged: a folder of smaller ones is stored (and trained) at their own side
+            held = min(short_side, int(np.median([min(img.shape[:2]) for img in kept])))
+            stored = {"stored_short_side": held, "image_size": training_side(held), "canvas": list(arrays.shape[2:])}
+        else:
+            size = self.target_size(image_size)
+            arrays = np.empty((len(self.images), channels, size, size), dtype=np.uint8)
+            for i, img in enumerate(self.images):
+                if img.shape[:2] != (size, size):
+                    resized += 1
+                    img = resize_array(img, size)
+                if img.shape[2] != channels:
+                    img = np.repeat(img, channels, axis=2)
+                arrays[i] = img.transpose(2, 0, 1)
         names = sorted({c for c in self.classes if c is not None})
         index = {name: i for i, name in enumerate(names)}
         labels = np.array([index[c] if c is not None else -1 for c in self.classes], dtype=np.int64)
-        data = ArrayDataset(torch.from_numpy(arrays), torch.from_numpy(labels))
+        data = ArrayDataset(torch.from_numpy(arrays), torch.from_numpy(labels), sizes)
         is_test = torch.tensor([s == "test" for s in self.splits])
         if bool(is_test.any()):
             train = data.subset((~is_test).nonzero().squeeze(1))
@@ -157,7 +170,7 @@ class ImageCollection:
         else:
             train, test, split = data, data.subset(torch.zeros(0, dtype=torch.long)), "none (one image)"
         facts = {"classes": names, "modes": dict(self.modes), "sizes": dict(self.sizes), "resized": resized,
-                 "unreadable": self.unreadable, "n_unreadable": self.n_unreadable, "split": split}
+                 "unreadable": self.unreadable, "n_unreadable": self.n_unreadable, "split": split, **stored}
         return train, test, facts
 
 

@@ -26,6 +26,7 @@ _SUFFIXES = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".zip", "zip"), (".tar"
 @dataclass
 class ScanOptions:
     image_size: int | None = None  # resize every image to this side; default: the most common side
+    short_side: int | None = None  # instead keep each image's aspect, its shorter side this long (core/data/canvas.py)
     test_fraction: float = 0.2  # used when the source has no test/ folder
     seed: int = 0
     limits: Limits = field(default_factory=Limits)
@@ -101,10 +102,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _image_result(train: ArrayDataset, test: ArrayDataset, digest: str, facts: dict) -> ScanResult:
-    mean, std = train.channel_stats()
+    from core.data.canvas import bytes_per_item, valid_channel_stats
+
+    mean, std = train.channel_stats() if train.sizes is None else valid_channel_stats(train.images, train.sizes)
     n_classes = max(train.num_classes, test.num_classes)
     stats = {"modality": "image", "mean": mean, "std": std, "channels": train.channels,
-             "image_size": train.image_size, "labelled": bool((train.labels >= 0).any()), **facts}
+             "image_size": train.image_size, "labelled": bool((train.labels >= 0).any()),
+             "bytes_per_item": bytes_per_item(train.channels, *train.images.shape[2:], train.sizes is not None),
+             **facts}
     return ScanResult(len(train), len(test), n_classes, digest, stats, train, test)
 
 
@@ -186,7 +191,7 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
         if not path.is_dir():
             raise DatasetUnavailable(f"not a folder: {path}")
         found = collect(iter_folder(path, options.limits), options.limits.max_pixels)
-        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed)
+        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side)
         return _image_result(train, test, _folder_sha256(path), facts)
     check_file(path, fmt, options.limits)
     digest = file_sha256(path)
@@ -202,7 +207,7 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
         train, test = _resized(train, options), _resized(test, options)
         return _image_result(train, test, digest, {"split": "source" if len(test) else "seeded fraction 0.2 (seed 0)"})
     found = collect(iter_members(path, fmt, options.limits), options.limits.max_pixels)
-    train, test, facts = found.build(options.image_size, options.test_fraction, options.seed)
+    train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side)
     return _image_result(train, test, digest, facts)
 
 

@@ -148,32 +148,59 @@ def to_chw(image: np.ndarray, size: int, channels: int) -> np.ndarray:
 
 
 class WebDatasetStream:
-    """An endless, seeded stream of uint8 batches (B, C, size, size) over a list of shards."""
+    """An endless, seeded stream of uint8 batches (B, C, size, size) over a list of shards.
+
+    Each sample with an image has a dataset index, the same in every epoch: its position in the
+    shard listing (the samples of the shards before it, then its place in its shard). `shard_items`
+    (the scan's count per shard) gives the offsets; without it they are counted on first use."""
 
     def __init__(self, shards: list[str], image_size: int, channels: int, opener: Opener = local_opener,
-                 shuffle_buffer: int = 1000, max_pixels: int = 40_000_000):
+                 shuffle_buffer: int = 1000, max_pixels: int = 40_000_000, shard_items: list[int] | None = None):
         if not shards:
             raise DatasetUnavailable("no shards")
+        if shard_items is not None and len(shard_items) != len(shards):
+            raise ValueError(f"{len(shard_items)} shard counts for {len(shards)} shards")
         self.shards, self.image_size, self.channels = shards, image_size, channels
         self.opener, self.shuffle_buffer, self.max_pixels = opener, shuffle_buffer, max_pixels
+        self.shard_items = shard_items
+        self.first_index: list[int] | None = None  # each shard's first dataset index (a rank's share: global ones)
+        self.total: int | None = None
 
-    def raw_samples(self, seed: int) -> Iterator[tuple[bytes, int]]:
-        """(image bytes, label) forever: epoch e reads the shards in a seeded order through a
-        seeded shuffle buffer; samples without an image are skipped."""
+    def _offsets(self) -> list[int]:
+        if self.first_index is None:
+            if self.shard_items is None:
+                self.shard_items = [count_items(self.opener, shard) for shard in self.shards]
+            self.first_index = [sum(self.shard_items[:i]) for i in range(len(self.shards))]
+            self.total = sum(self.shard_items)
+        return self.first_index
+
+    @property
+    def n_items(self) -> int:
+        """Samples with an image in all the shards (unreadable ones included: they keep an index)."""
+        self._offsets()
+        return self.total
+
+    def raw_samples(self, seed: int, indexed: bool = False) -> Iterator[tuple[bytes, int, int]]:
+        """(image bytes, label, dataset index) forever: epoch e reads the shards in a seeded order
+        through a seeded shuffle buffer; samples without an image are skipped. The index is -1
+        unless `indexed` (which counts the shards once, when the scan has not)."""
+        first = self._offsets() if indexed else [-1] * len(self.shards)
         epoch = 0
         while True:
             rng = random.Random(step_seed(seed, epoch, stream=2))
-            order = list(self.shards)
+            order = list(range(len(self.shards)))
             rng.shuffle(order)
-            buffer: list[tuple[bytes, int]] = []
+            buffer: list[tuple[bytes, int, int]] = []
             produced = False
-            for shard in order:
-                with self.opener(shard) as stream:
+            for shard_index in order:
+                position = first[shard_index]
+                with self.opener(self.shards[shard_index]) as stream:
                     for sample in iter_samples(stream):
                         image = sample_image(sample)
                         if image is None:
                             continue
-                        buffer.append((image, sample_label(sample)))
+                        buffer.append((image, sample_label(sample), position))
+                        position += 1 if indexed else 0
                         if len(buffer) >= self.shuffle_buffer:
                             produced = True
                             yield buffer.pop(rng.randrange(len(buffer)))
@@ -185,8 +212,9 @@ class WebDatasetStream:
             epoch += 1
 
     def batches(self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
-                world: int = 1) -> Iterator[torch.Tensor]:
-        """Batches from step `start_step` on; earlier samples are skipped without decoding.
+                world: int = 1, with_indices: bool = False) -> Iterator[torch.Tensor]:
+        """Batches from step `start_step` on; earlier samples are skipped without decoding. With
+        `with_indices`, (batch, (B,) int64 dataset indices) pairs.
 
         With world > 1, this rank's batches of `batch_size` (its share of the global batch): the
         shards are split by rank (rank r reads shards r, r + world, ..., each shard read by one
@@ -196,47 +224,59 @@ class WebDatasetStream:
         if world > 1 and len(self.shards) >= world:
             mine = WebDatasetStream(self.shards[rank::world], self.image_size, self.channels, self.opener,
                                     self.shuffle_buffer, self.max_pixels)
-            yield from mine.batches(batch_size, step_seed(seed, rank, stream=6), start_step)
+            if with_indices:  # indices of the whole listing, not of this rank's share
+                mine.first_index, mine.total = self._offsets()[rank::world], self.total
+            yield from mine.batches(batch_size, step_seed(seed, rank, stream=6), start_step, with_indices=with_indices)
             return
         if world > 1:
-            yield from self._sliced(batch_size, seed, start_step, rank, world)
+            yield from self._sliced(batch_size, seed, start_step, rank, world, with_indices)
             return
-        samples = self.raw_samples(seed)
+        samples = self.raw_samples(seed, with_indices)
         for _ in range(start_step * batch_size):
             next(samples)
         while True:
             batch = np.empty((batch_size, self.channels, self.image_size, self.image_size), dtype=np.uint8)
+            indices = np.empty(batch_size, dtype=np.int64)
             filled = 0
             while filled < batch_size:
-                data, _ = next(samples)
+                data, _, index = next(samples)
                 try:
                     image, _ = decode(data, self.max_pixels)
                 except UnreadableImage:
                     continue  # reported by the scan; skipped in training
-                batch[filled] = to_chw(image, self.image_size, self.channels)
+                batch[filled], indices[filled] = to_chw(image, self.image_size, self.channels), index
                 filled += 1
-            yield torch.from_numpy(batch)
+            yield (torch.from_numpy(batch), torch.from_numpy(indices)) if with_indices else torch.from_numpy(batch)
 
 
-    def _sliced(self, batch_size: int, seed: int, start_step: int, rank: int, world: int) -> Iterator[torch.Tensor]:
+    def _sliced(self, batch_size: int, seed: int, start_step: int, rank: int, world: int,
+                with_indices: bool = False) -> Iterator[torch.Tensor]:
         """This rank's rows rank*batch_size.. of each global batch, decoding no other rank's
-        samples. An unreadable sample (reported by the scan) repeats the rank's previous image, so
-        that every rank stays aligned on the global stream."""
-        samples = self.raw_samples(seed)
+        samples. An unreadable sample (reported by the scan) repeats the rank's previous image
+        (and index), so that every rank stays aligned on the global stream."""
+        samples = self.raw_samples(seed, with_indices)
         for _ in range(start_step * batch_size * world):
             next(samples)
         previous = np.zeros((self.channels, self.image_size, self.image_size), dtype=np.uint8)
+        previous_index = 0
         while True:
-            raw = [next(samples)[0] for _ in range(batch_size * world)][rank * batch_size:(rank + 1) * batch_size]
+            raw = [next(samples) for _ in range(batch_size * world)][rank * batch_size:(rank + 1) * batch_size]
             batch = np.empty((batch_size, self.channels, self.image_size, self.image_size), dtype=np.uint8)
-            for i, data in enumerate(raw):
+            indices = np.empty(batch_size, dtype=np.int64)
+            for i, (data, _, index) in enumerate(raw):
                 try:
                     image, _ = decode(data, self.max_pixels)
-                    previous = to_chw(image, self.image_size, self.channels)
+                    previous, previous_index = to_chw(image, self.image_size, self.channels), index
                 except UnreadableImage:
                     pass
-                batch[i] = previous
-            yield torch.from_numpy(batch)
+                batch[i], indices[i] = previous, previous_index
+            yield (torch.from_numpy(batch), torch.from_numpy(indices)) if with_indices else torch.from_numpy(batch)
+
+
+def count_items(opener: Opener, shard: str) -> int:
+    """Samples with an image in one shard (a read of the tar stream, no decoding)."""
+    with opener(shard) as stream:
+        return sum(sample_image(sample) is not None for sample in iter_samples(stream))
 
 
 def head_sample(stream: WebDatasetStream, n: int) -> ArrayDataset:
@@ -271,17 +311,20 @@ def scan_shards(shards: list[str], opener: Opener, image_size: int | None, max_p
     digest = hashlib.sha256()
     sizes, modes, labels = Counter(), Counter(), Counter()
     unreadable, n_unreadable, n = [], 0, 0
+    shard_items = []  # samples with an image per shard, unreadable ones included (the stream's dataset indices)
     sums = {1: np.zeros(1), 3: np.zeros(3)}
     squares = {1: np.zeros(1), 3: np.zeros(3)}
     pixels = {1: 0, 3: 0}
     for shard in shards:
         digest.update(shard.rsplit("/", 1)[-1].encode() + b"\0")
+        shard_items.append(0)
         with opener(shard) as raw:
             stream = io.BufferedReader(HashingReader(raw, digest))
             for sample in iter_samples(stream):
                 data = sample_image(sample)
                 if data is None:
                     continue
+                shard_items[-1] += 1
                 try:
                     image, mode = decode(data, max_pixels)
                 except UnreadableImage as exc:
@@ -316,7 +359,7 @@ def scan_shards(shards: list[str], opener: Opener, image_size: int | None, max_p
             "stats": {"mean": mean.tolist(), "std": std.tolist(), "channels": channels, "image_size": image_size,
                       "labelled": bool(classes), "classes": [str(c) for c in classes], "sizes": dict(sizes),
                       "modes": dict(modes), "unreadable": unreadable, "n_unreadable": n_unreadable,
-                      "shards": shards, "streamed": True, "split": "none (all shards train)"}}
+                      "shards": shards, "shard_items": shard_items, "streamed": True, "split": "none (all shards train)"}}
 
 
 def write_shards(images: np.ndarray, folder, per_shard: int, labels: np.ndarray | None = None,

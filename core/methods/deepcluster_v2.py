@@ -9,14 +9,15 @@ training loop on a tensor dataset the same holds here: the loop passes each imag
 (its slot), fills the bank with a forward-only pass before step 0 (the official `init_memory`,
 so the first epoch trains against clusters), and k-means runs at the start of every epoch
 (`cluster_every_steps`, one epoch). Each image's target is the k-means label of ITS OWN entry.
-Without indices (streamed datasets, direct use) an image is identified by a key computed from its
-raw pixels (core/methods/memory_bank.py), k-means runs once the bank has been rewritten, and with
-more images than `queue_size` the least recently written entries are evicted and such images
-fall back to their nearest centroid (logged). The bank holds one embedding per global crop and
-head h clusters the bank of crop h % G (official `crops_for_assign`). Bank, keys, labels and
-centroids are buffers, so resume is exact. On several processes every rank holds the same
-(gathered) bank; k-means runs on rank 0 alone and its centroids and labels are broadcast, so the
-ranks' prototypes cannot drift apart through rounding."""
+A WebDataset stream gives each image's index in its shard listing (no `fill_memory` pass: the bank
+fills during the first epoch). Without indices (direct use, or a stream larger than the bank) an
+image is identified by a key computed from its raw pixels (core/methods/memory_bank.py), k-means
+runs once the bank has been rewritten, and with more images than `queue_size` the least recently
+written entries are evicted and such images fall back to their nearest centroid (logged). The bank
+holds one embedding per global crop and head h clusters the bank of crop h % G (official
+`crops_for_assign`). Bank, keys, labels and centroids are buffers, so resume is exact. On several
+processes every rank holds the same (gathered) bank; k-means runs on rank 0 alone and its centroids
+and labels are broadcast, so the ranks' prototypes cannot drift apart through rounding."""
 from __future__ import annotations
 
 import logging
@@ -88,8 +89,7 @@ RECIPES = {
         notes="Batch 256 instead of 4096 (one accelerator): the LR follows the linear rule and the final LR keeps "
               "the script's peak / 1000. The warm-up starts at 0 (the script: --start_warmup 0.3). The 96-px local "
               "crops are 96/224 of the input side. The memory bank holds the dataset (up to 2^21 images), each "
-              "image in the slot of its dataset index; streamed datasets carry no indices and key images by "
-              "their pixels instead."),
+              "image in the slot of its dataset index (a stream's: its place in the shard listing)."),
 }
 
 

@@ -33,3 +33,24 @@ def test_fewer_shards_slice_the_global_batch(tmp_path):
     for step in range(3):
         rows = torch.cat([halves[0][step * 4:(step + 1) * 4], halves[1][step * 4:(step + 1) * 4]])
         assert torch.equal(rows, whole[step * 8:(step + 1) * 8])
+
+
+def test_ranks_get_the_global_dataset_indices(tmp_path):
+    """Split by shard or slicing the global batch, a rank's indices are those of the whole shard
+    listing: together the ranks cover every index once per epoch, each with its own image."""
+    from core.data.webdataset import head_sample
+
+    for n_shards, per_shard in ((4, 12), (1, 48)):
+        folder = tmp_path / str(n_shards)
+        folder.mkdir()
+        paths = [str(p) for p in shards(folder, n_shards=n_shards, per_shard=per_shard)]
+        stream = WebDatasetStream(paths, image_size=16, channels=1, shuffle_buffer=5)
+        in_order = head_sample(WebDatasetStream(paths, image_size=16, channels=1), 48).images
+        seen = []
+        for rank in (0, 1):
+            it = stream.batches(6, seed=4, start_step=0, rank=rank, world=2, with_indices=True)
+            for _ in range(4):
+                images, indices = next(it)
+                assert torch.equal(images, in_order[indices])
+                seen.append(indices)
+        assert sorted(torch.cat(seen).tolist()) == list(range(48))

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.data.arrays import DatasetUnavailable
+from core.data.errors import DatasetUnavailable
 
 TEXT_FORMATS = ("txt", "jsonl")
 

@@ -14,7 +14,7 @@ from core.losses.latent import feature_norm, latent_regression
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 from core.schedules import linear
 
 # The paper uses only random resized crops (scale 0.3-1) and no flip or colour distortion.

@@ -9,6 +9,7 @@ from dataclasses import replace
 from core.augment import ViewConfig
 from core.methods.recipe import SCALES, SMALL_MAX_SIDE, Recipe, recipe_fields, scale_for
 from core.methods.registry import method_info
+from core.modalities import TEXT, WORDS
 
 __all__ = ["OPTIMIZER_OPTIONS", "OVERRIDABLE", "SCALES", "SMALL_MAX_SIDE", "Recipe", "epoch_point", "recipe_fields",
            "resolve", "scale_for", "scaled_lr", "words_budget"]
@@ -39,7 +40,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     own optimizer (SimCLR's LARS 0.3 x batch/256 is no AdamW LR)."""
     info = method_info(method)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    text = info.modality == "text"
+    text = info.modality == TEXT
     scale = given.get("scale") or (next(iter(info.recipes)) if text else scale_for(image_size))
     if scale not in info.recipes:
         raise ValueError(f"{method} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
@@ -64,7 +65,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         raise ValueError(f"{method} is a text method: it takes no image augmentations")
 
     batch, notes = recipe.batch_size, []
-    words = text and recipe.tokenizer.get("kind") == "words"
+    words = text and recipe.tokenizer.get("kind") == WORDS
     if batch > n_items and not words:
         if "batch_size" in given:
             raise ValueError(f"batch_size {batch} (set in the spec) is larger than the dataset ({n_items} items)")
@@ -112,7 +113,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         tokenizer = {**recipe.tokenizer, **given.get("tokenizer", {})}
         if not words:
             backbone_options["vocab_size"] = tokenizer["vocab_size"]
-        inputs = {"modality": "text", "tokenizer": tokenizer}
+        inputs = {"modality": TEXT, "tokenizer": tokenizer}
     epochs = given.get("epochs", recipe.epochs) if words else round(total / steps_per_epoch, 4)
     return {
         "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,

@@ -11,6 +11,7 @@ import torch
 from core.data.text_batches import TokenBatches, TokenizedCorpus
 from core.evaluate.text import masked_token_scores, unigram_counts
 from core.methods import build_resolved
+from core.modalities import TEXT
 from core.text.tokenizer import fingerprint, from_bytes, to_bytes, train_tokenizer
 from core.train import train
 from jobs import checkpoints, lifecycle, scores, text
@@ -53,7 +54,7 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
     encoder.set_tokenizer(tokenizer)
     corpus = TokenizedCorpus.from_texts(tokenizer, train_set.texts, encoder.max_length)
     config = train_config(recipe)
-    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": "text",
+    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": TEXT,
                 "backbone": encoder.config, "feature_dim": encoder.feature_dim, "max_length": encoder.max_length,
                 "tokenizer": {**{k: v for k, v in recipe["tokenizer"].items() if k != "checkpoint"},
                               "vocab_size": tokenizer.get_vocab_size(),

@@ -10,6 +10,7 @@ import torch
 
 from core.methods import build_resolved
 from core.methods.gensim_words import GensimWordVectors, StopTraining
+from core.modalities import TEXT
 from core.recipes import words_budget
 from core.text.cooccurrence import CooccurrenceBatches, cooccurrence
 from core.text.words import VocabularyTooSmall, count_words, vocabulary
@@ -56,7 +57,7 @@ def run_pretrain_words(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, data
     record_recipe(ctx, recipe)
     config = train_config(recipe)
     encoder = method.downstream_encoder()
-    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": "text",
+    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": TEXT,
                 "backbone": encoder.config, "feature_dim": encoder.feature_dim, "max_length": None,
                 "tokenizer": {**recipe["tokenizer"], "vocab_size": len(words)},
                 "spec": raw_spec, "recipe": recipe, "code_version": code_version(),

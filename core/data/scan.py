@@ -105,7 +105,7 @@ def file_sha256(path: str | Path) -> str:
 def _image_result(train: ArrayDataset, test: ArrayDataset, digest: str, facts: dict) -> ScanResult:
     mean, std = train.channel_stats()
     n_classes = max(train.num_classes, test.num_classes)
-    stats = {"modality": "image", "mean": mean, "std": std, "channels": train.channels,
+    stats = {"modality": IMAGE, "mean": mean, "std": std, "channels": train.channels,
              "image_size": train.image_size, "labelled": bool((train.labels >= 0).any()), **facts}
     return ScanResult(len(train), len(test), n_classes, digest, stats, train, test)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from core.augment import ViewConfig
 from core.methods.recipe import SCALES, SMALL_MAX_SIDE, Recipe, recipe_fields, scale_for
-from core.methods.registry import method_info
+from core.methods import registry
 from core.modalities import TEXT, WORDS
 
 __all__ = ["OPTIMIZER_OPTIONS", "OVERRIDABLE", "SCALES", "SMALL_MAX_SIDE", "Recipe", "epoch_point", "recipe_fields",
@@ -38,7 +38,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     fraction of the recipe's epochs in a shorter run (10 warm-up epochs of 1000 are 1 % of it).
     A spec that changes the optimizer must give lr or base_lr: the recipe's LR is meant for its
     own optimizer (SimCLR's LARS 0.3 x batch/256 is no AdamW LR)."""
-    info = method_info(method)
+    info = registry.method_info(method)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     text = info.modality == TEXT
     scale = given.get("scale") or (next(iter(info.recipes)) if text else scale_for(image_size))

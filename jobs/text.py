@@ -15,7 +15,7 @@ from core.backbones.text import TEXT_BACKBONES
 from core.data import DatasetUnavailable
 from core.data.text import TEXT_FORMATS, TextDataset, content_hash, describe_splits, read_text, split_text
 from core.data.text_builtins import load_text
-from core.modalities import TEXT, of_manifest, of_stats
+from core.modalities import TEXT, of_manifest
 from jobs.ids import new_id
 from jobs.settings import Settings
 from jobs.sources import local_source
@@ -43,10 +43,6 @@ class TokenizerSpec(BaseModel):
 
     def overrides(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None and k != "checkpoint"}
-
-
-def is_text(dataset: Dataset) -> bool:
-    return of_stats(dataset.stats) == TEXT
 
 
 TEXT_BUILTIN_LOCK = threading.Lock()

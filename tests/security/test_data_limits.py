@@ -305,7 +305,7 @@ def test_large_images_are_stored_at_most_1024_px_and_items_are_read_one_by_one(s
     assert run_scan(dataset_id, service) == "ready"
     ready = client.get(f"/v1/datasets/{dataset_id}").json()
     assert ready["stats"]["image_size"] == 1024 and ready["stats"]["sizes"] == {"2000x1100": 3}
-    monkeypatch.setattr(datasets, "load", lambda *a, **k: pytest.fail("the API loaded the whole dataset"))
+    monkeypatch.setattr(images, "load", lambda *a, **k: pytest.fail("the API loaded the whole dataset"))
     item = client.get(f"/v1/datasets/{dataset_id}/items/1")
     assert item.status_code == 200 and item.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(item.content)).size == (1024, 1024)

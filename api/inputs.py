@@ -1,4 +1,5 @@
-"""Decode embedding inputs (base64 images, pixel arrays) into uint8 image tensors."""
+"""Image embedding inputs: base64 images and pixel arrays decoded into uint8 image tensors in the
+checkpoint's shape, and embedded (batched with concurrent requests for the same checkpoint)."""
 from __future__ import annotations
 
 import base64
@@ -7,17 +8,17 @@ import io
 
 import numpy as np
 import torch
+from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 
+from api.batching import Batcher, DeadlineExceeded, encoder_forward
+from api.embed_common import BadInput, check_sizes
+from core.augment import normalize
 from core.data.images import PIL_FORMATS
 from core.data.transforms import resize_images
+from core.precision import resolve_precision
 
 MAX_PIXELS = 4096 * 4096
-
-
-class BadInput(ValueError):
-    def __init__(self, index: int, message: str):
-        super().__init__(f"input[{index}]: {message}")
 
 
 def decode_image(index: int, text: str) -> np.ndarray:
@@ -64,3 +65,42 @@ def to_model_input(index: int, array: np.ndarray, channels: int, size: int) -> t
     elif x.shape[0] == 1 and channels == 3:
         x = x.expand(3, -1, -1)
     return resize_images(x[None], size)[0]  # uint8 of the model's size already: returned as is
+
+
+def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tuple[Batcher, str] | None = None
+                 ) -> tuple[torch.Tensor, str]:
+    """((N, D) float32 embeddings, the precision they were computed in) of base64 images / pixel
+    arrays; 413/422 on bad input. With `batching` (the batcher, the checkpoint id) the forward pass
+    is shared with concurrent requests."""
+    check_sizes(inputs, settings)
+    channels, _, size = manifest["input_size"]
+    images = []
+    try:
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                array = decode_image(i, item)
+            elif isinstance(item, list):
+                array = decode_array(i, item)
+            else:
+                raise BadInput(i, "expected a base64 image or a pixel array")
+            images.append(to_model_input(i, array, channels, size))
+    except BadInput as exc:
+        raise HTTPException(422, f"{exc} (this checkpoint embeds images: base64 PNG/JPEG or pixel arrays)")
+    norm = manifest["normalization"]
+    x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
+
+    precision = resolve_precision(settings.embedding_precision, next(encoder.parameters()).device)
+    forward = encoder_forward(encoder, precision)
+    if batching is None:
+        return forward(x), precision
+    try:
+        return batching[0].run(batching[1], forward, x, settings.embedding_deadline_s), precision
+    except DeadlineExceeded as exc:
+        raise HTTPException(503, f"the model is busy: {exc}; retry", headers={"Retry-After": "1"})
+
+
+def embed_images(inputs: list, encoder, manifest: dict, settings, truncate: bool = True,
+                 batching: tuple[Batcher, str] | None = None) -> tuple[torch.Tensor, dict]:
+    """(embeddings, usage) of an image checkpoint's inputs (`truncate` is text's: unused here)."""
+    vectors, precision = embed_inputs(inputs, encoder, manifest, settings, batching)
+    return vectors, {"inputs": len(vectors), "precision": precision}

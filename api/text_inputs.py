@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+from fastapi import HTTPException
 from torch import Tensor, nn
 
-from api.inputs import BadInput
+from api.embed_common import BadInput, check_sizes
 from core.text.words import split_words
 
 BATCH = 64
@@ -61,3 +62,14 @@ def embed_word_texts(inputs: list[str], encoder: nn.Module, truncate: bool = Tru
              "oov": [{"index": i, "words": unknown} for i, unknown in enumerate(missing) if unknown],
              "oov_handling": "n-gram vectors" if encoder.buckets else "skipped"}
     return vectors, usage
+
+
+def embed_text_inputs(inputs: list, encoder: nn.Module, manifest: dict, settings, truncate: bool = True,
+                      batching=None) -> tuple[Tensor, dict]:
+    """(embeddings, usage) of a text checkpoint's inputs; 413/422 on bad input (text is not batched
+    across requests: `batching` is unused)."""
+    check_sizes(inputs, settings)
+    try:
+        return embed_texts(inputs, encoder, truncate)
+    except BadInput as exc:
+        raise HTTPException(422, str(exc))

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import write_atomic
+from core.modalities import IMAGE, of_manifest
 
 log = logging.getLogger(__name__)
 OPSET = 18
@@ -39,8 +40,9 @@ def onnx_bytes(backbone: nn.Module, manifest: dict, opset: int = OPSET) -> bytes
     """The serialised ONNX model of a backbone and its manifest (normalisation, input_size)."""
     import onnx
 
-    if manifest.get("modality") == "text":  # a text model's input is strings (and word vectors are a table)
-        raise ValueError("ONNX export takes image encoders; a text checkpoint downloads as safetensors")
+    modality = of_manifest(manifest)
+    if modality != IMAGE:  # a text model's input is strings (and word vectors are a table)
+        raise ValueError(f"ONNX export takes image encoders; a {modality} checkpoint downloads as safetensors")
     channels, height, width = manifest["input_size"]
     norm = manifest["normalization"]
     model = PixelEncoder(backbone, norm["mean"], norm["std"]).eval()

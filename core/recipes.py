@@ -1,84 +1,20 @@
-"""Recipes: each method's published training settings per image scale, and the one resolver that
-turns (method, dataset, spec overrides) into every value a run uses.
-
-A method file declares `RECIPES = {"small": Recipe(...), "large": Recipe(...)}`: `small` for
-images of at most 64 px (CIFAR, Fashion-MNIST; solo-learn's `scripts/pretrain/cifar/*.yaml`),
-`large` for 224 px ImageNet-like data. Each value cites its source in `sources`."""
+"""The one resolver that turns (method, dataset, spec overrides) into every value a run uses, from
+the method's recipes (core/methods/recipe.py: what each method file declares per scale)."""
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 
 from core.augment import ViewConfig
-from core.optim import check_lr_groups
+from core.methods.recipe import SCALES, SMALL_MAX_SIDE, Recipe, recipe_fields, scale_for
+from core.methods import registry
+from core.modalities import TEXT, WORDS
+
+__all__ = ["OPTIMIZER_OPTIONS", "OVERRIDABLE", "SCALES", "SMALL_MAX_SIDE", "Recipe", "epoch_point", "recipe_fields",
+           "resolve", "scale_for", "scaled_lr", "words_budget"]
 
 logger = logging.getLogger(__name__)
-SCALES = ("small", "large")
-SMALL_MAX_SIDE = 64
-OPTIMIZERS = ("lars", "sgd", "adamw", "adagrad")
-CLIP_MODES = ("global", "per_parameter")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Epoch-denominated schedule points (warm-up, frozen last layer, and the method options
-    named in `epoch_options`) are converted to steps by `resolve`: absolute epochs of the run, as
-    solo-learn and DINO keep them. The LR follows the linear scaling rule, lr = base_lr *
-    batch_size / 256, unless `lr_scaling` is "none" (then base_lr is the LR itself); final_lr
-    is given at the recipe's own batch size and scales with the LR."""
-
-    backbone: str
-    optimizer: str = "lars"
-    base_lr: float = 0.3
-    lr_scaling: str = "linear"  # linear | none
-    batch_size: int = 256
-    epochs: int = 1000
-    warmup_epochs: float = 10.0
-    final_lr: float = 0.0  # where the cosine ends, at the recipe's batch size (scales with the LR)
-    weight_decay: float = 1e-5
-    final_weight_decay: float | None = None  # a cosine weight-decay schedule to this value (DINO 0.4)
-    momentum: float = 0.9  # SGD and LARS
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
-    eta: float = 0.02  # LARS trust coefficient
-    clip_lr: bool = True  # LARS: the effective LR never exceeds the scheduled one
-    exclude_bias_n_norm: bool = True  # LARS: biases and norms take plain SGD
-    grad_clip: float | None = None
-    grad_clip_mode: str = "global"  # global: one norm over all grads; per_parameter: each tensor (DINO)
-    freeze_last_layer_epochs: float = 0.0  # DINO: the head's last layer gets no update this long
-    # per-group LR options: selector ("biases_and_norms" or a module name) -> {lr_scale, fixed_lr}
-    lr_groups: dict = field(default_factory=dict)
-    # method options that are schedule points: option name (counted in steps) -> epochs
-    epoch_options: dict = field(default_factory=dict)
-    # method options set to the number of training items, at most MAX_DATASET_OPTION (a memory bank)
-    dataset_size_options: tuple[str, ...] = ()
-    backbone_options: dict = field(default_factory=dict)
-    method_options: dict = field(default_factory=dict)
-    views: ViewConfig = field(default_factory=ViewConfig)
-    tokenizer: dict = field(default_factory=dict)  # text methods: kind, vocab_size, lowercase
-    sources: dict = field(default_factory=dict)  # field name -> where the value comes from
-    notes: str = ""  # where and why the recipe deviates from the paper
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"recipe optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.grad_clip_mode not in CLIP_MODES:
-            raise ValueError(f"grad_clip_mode {self.grad_clip_mode!r}: choose one of {', '.join(CLIP_MODES)}")
-        check_lr_groups(self.lr_groups)
-
-    def describe(self) -> dict:
-        """JSON-able, for GET /v1/methods/{name} and `darkmatter methods NAME`."""
-        out = asdict(self)
-        out["betas"] = list(self.betas)
-        out["dataset_size_options"] = list(self.dataset_size_options)
-        out["views"] = self.views.to_dict()
-        if self.tokenizer:  # a text recipe: a tokenizer, no views
-            del out["views"]
-        return out
-
-
-def scale_for(image_size: int) -> str:
-    return "small" if image_size <= SMALL_MAX_SIDE else "large"
 
 
 # The fields a spec may override, beyond the budget (epochs / steps) and the views.
@@ -102,11 +38,9 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     fraction of the recipe's epochs in a shorter run (10 warm-up epochs of 1000 are 1 % of it).
     A spec that changes the optimizer must give lr or base_lr: the recipe's LR is meant for its
     own optimizer (SimCLR's LARS 0.3 x batch/256 is no AdamW LR)."""
-    from core.methods.registry import method_info
-
-    info = method_info(method)
+    info = registry.method_info(method)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    text = info.modality == "text"
+    text = info.modality == TEXT
     scale = given.get("scale") or (next(iter(info.recipes)) if text else scale_for(image_size))
     if scale not in info.recipes:
         raise ValueError(f"{method} has no {scale!r} recipe; it has {', '.join(sorted(info.recipes))}")
@@ -131,7 +65,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         raise ValueError(f"{method} is a text method: it takes no image augmentations")
 
     batch, notes = recipe.batch_size, []
-    words = text and recipe.tokenizer.get("kind") == "words"
+    words = text and recipe.tokenizer.get("kind") == WORDS
     if batch > n_items and not words:
         if "batch_size" in given:
             raise ValueError(f"batch_size {batch} (set in the spec) is larger than the dataset ({n_items} items)")
@@ -179,7 +113,7 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         tokenizer = {**recipe.tokenizer, **given.get("tokenizer", {})}
         if not words:
             backbone_options["vocab_size"] = tokenizer["vocab_size"]
-        inputs = {"modality": "text", "tokenizer": tokenizer}
+        inputs = {"modality": TEXT, "tokenizer": tokenizer}
     epochs = given.get("epochs", recipe.epochs) if words else round(total / steps_per_epoch, 4)
     return {
         "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,
@@ -223,7 +157,3 @@ def epoch_point(epochs: float, recipe_epochs: float, total_steps: int, steps_per
     absolute = epochs * steps_per_epoch
     proportional = epochs / recipe_epochs * total_steps if math.isfinite(recipe_epochs) else absolute
     return max(1, math.ceil(round(min(absolute, proportional), 6)))  # 1/300 * 2100 is 7.000000000000001
-
-
-def recipe_fields() -> list[str]:
-    return [f.name for f in fields(Recipe)]

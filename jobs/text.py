@@ -13,10 +13,12 @@ from sqlalchemy.orm import Session
 
 from core.backbones.text import TEXT_BACKBONES
 from core.data import DatasetUnavailable
-from core.data.builtin import load_text
-from core.data.text import TextDataset, content_hash, describe_splits, read_text, split_text
+from core.data.text import TEXT_FORMATS, TextDataset, content_hash, describe_splits, read_text, split_text
+from core.data.text_builtins import load_text
+from core.modalities import TEXT, of_manifest
 from jobs.ids import new_id
 from jobs.settings import Settings
+from jobs.sources import local_source
 from jobs.storage import ArtifactStore
 from jobs.tables import Checkpoint, Dataset
 
@@ -41,10 +43,6 @@ class TokenizerSpec(BaseModel):
 
     def overrides(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None and k != "checkpoint"}
-
-
-def is_text(dataset: Dataset) -> bool:
-    return (dataset.stats or {}).get("modality") == "text"
 
 
 TEXT_BUILTIN_LOCK = threading.Lock()
@@ -83,11 +81,9 @@ def register_builtin_text(session: Session, project_id: str, name: str) -> Datas
 
 def load_splits(settings: Settings, store: ArtifactStore, dataset: Dataset) -> tuple[TextDataset, TextDataset]:
     """(train, test) documents of a ready text dataset, split as its scan described."""
-    from jobs.datasets import local_source
-
     if dataset.uri.startswith("builtin://"):
         return load_text(dataset.uri.removeprefix("builtin://"))
-    if dataset.format not in ("txt", "jsonl"):
+    if dataset.format not in TEXT_FORMATS:
         raise DatasetUnavailable(f"dataset {dataset.id} is not text ({dataset.format})")
     options = (dataset.stats or {}).get("options", {})
     data = read_text(local_source(settings, store, dataset), dataset.format)
@@ -99,7 +95,7 @@ def checkpoint_tokenizer(session: Session, project_id: str, checkpoint_id: str) 
     row = session.get(Checkpoint, checkpoint_id)
     if row is None or row.project_id != project_id:
         raise LookupError(f"tokenizer checkpoint {checkpoint_id!r} not found")
-    if row.manifest.get("modality") != "text":
+    if of_manifest(row.manifest) != TEXT:
         raise ValueError(f"checkpoint {checkpoint_id} is not a text model: it has no tokenizer")
     if row.manifest.get("tokenizer", {}).get("kind") == "words":
         raise ValueError(f"checkpoint {checkpoint_id} holds word vectors ({row.method}): it has no subword tokenizer")
@@ -108,7 +104,7 @@ def checkpoint_tokenizer(session: Session, project_id: str, checkpoint_id: str) 
 
 def check_text_spec(spec, dataset: Dataset, method_modality: str) -> None:
     """ValueError with the reason when a pretrain spec and its text dataset cannot make a job."""
-    if method_modality != "text":
+    if method_modality != TEXT:
         raise ValueError(f"dataset {dataset.id} is text; {spec.method} is an image method "
                          "(text methods: see GET /v1/methods, modality text)")
     if spec.backbone and spec.backbone not in TEXT_BACKBONES:

@@ -1,5 +1,6 @@
 """An embed-index job: embed every item of a dataset split with a checkpoint's backbone (through
-the feature cache) and store the L2-normalised vectors with their item ids for /v1/neighbors."""
+the feature cache, with the dataset's modality's features: workers/modalities.py) and store the
+L2-normalised vectors with their item ids for /v1/neighbors."""
 from __future__ import annotations
 
 import time
@@ -9,11 +10,12 @@ import torch.nn.functional as F
 
 from core.checkpoint import save_tree
 from core.index import build_hnsw
-from jobs import datasets, lifecycle
+from core.modalities import of_stats
+from jobs import lifecycle
 from jobs.specs import EmbedIndexSpec
 from jobs.tables import Dataset
 from workers.context import JobContext, pick_device
-from workers.evaluate import open_source, source_features
+from workers.modalities import INDEX_FEATURES
 
 
 def index_key(job_id: str) -> str:
@@ -26,17 +28,10 @@ def run_embed_index(ctx: JobContext, raw_spec: dict):
     dataset_row = ctx.write(lambda s: s.get(Dataset, spec.dataset))
     started = time.perf_counter()
     ctx.log_metrics(0, {}, 2)
-    if (dataset_row.stats or {}).get("modality") == "text":
-        from workers.text_eval import text_index_features
-
-        data, features = text_index_features(ctx, spec, dataset_row, device)
-    else:
-        train_set, test_set = datasets.load(dataset_row, ctx.store)
-        data = train_set if spec.split == "train" else test_set
-        source = open_source(ctx, spec.checkpoint, dataset_row, 0, None)
-        if ctx.stop_reason():
-            return _stopped(ctx, ctx.stop_reason())
-        features = source_features(ctx, source, dataset_row, spec.split, data, device)
+    embedded = INDEX_FEATURES[of_stats(dataset_row.stats)](ctx, spec, dataset_row, device)
+    if embedded is None:
+        return _stopped(ctx, ctx.stop_reason())
+    data, features = embedded
     ctx.log_metrics(1, {}, 2)
     vectors = F.normalize(features.float(), dim=1).to(getattr(torch, spec.dtype)).contiguous()
     key = index_key(ctx.job_id)

@@ -11,6 +11,7 @@ import torch
 from core.data.text_batches import TokenBatches, TokenizedCorpus
 from core.evaluate.text import masked_token_scores, unigram_counts
 from core.methods import build_resolved
+from core.modalities import TEXT
 from core.text.tokenizer import fingerprint, from_bytes, to_bytes, train_tokenizer
 from core.train import train
 from jobs import checkpoints, lifecycle, scores, text
@@ -18,8 +19,8 @@ from jobs.specs import PretrainSpec
 from jobs.tables import Checkpoint, Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext
-from workers.pretrain import ServiceCallbacks, job_recipe, load_resume_state, train_config
-from workers.text_eval import evaluate_text_encoder, subword_word_similarity
+from workers.evaluate_text import evaluate_text_encoder, subword_word_similarity
+from workers.training import ServiceCallbacks, job_recipe, load_resume_state, train_config
 
 TOKENIZER_KEY = "backbone.tokenizer_bytes"
 
@@ -45,10 +46,6 @@ def job_tokenizer(ctx: JobContext, recipe: dict, texts: list[str], resume: dict 
 def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, dataset_row: Dataset, device):
     train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
     recipe = job_recipe(ctx, spec, 0, len(train_set))
-    if recipe["tokenizer"].get("kind") == "words":  # word2vec, fastText, GloVe
-        from workers.pretrain_words import run_pretrain_words
-
-        return run_pretrain_words(ctx, spec, raw_spec, dataset_row, device, train_set, test_set, recipe)
     resume = load_resume_state(ctx)
     tokenizer = job_tokenizer(ctx, recipe, train_set.texts, resume)
     torch.manual_seed(spec.seed)  # the initial weights are a function of the spec's seed
@@ -57,7 +54,7 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
     encoder.set_tokenizer(tokenizer)
     corpus = TokenizedCorpus.from_texts(tokenizer, train_set.texts, encoder.max_length)
     config = train_config(recipe)
-    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": "text",
+    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": TEXT,
                 "backbone": encoder.config, "feature_dim": encoder.feature_dim, "max_length": encoder.max_length,
                 "tokenizer": {**{k: v for k, v in recipe["tokenizer"].items() if k != "checkpoint"},
                               "vocab_size": tokenizer.get_vocab_size(),

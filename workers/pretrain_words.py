@@ -10,17 +10,18 @@ import torch
 
 from core.methods import build_resolved
 from core.methods.gensim_words import GensimWordVectors, StopTraining
+from core.modalities import TEXT
 from core.recipes import words_budget
 from core.text.cooccurrence import CooccurrenceBatches, cooccurrence
 from core.text.words import VocabularyTooSmall, count_words, vocabulary
 from core.train import train
-from jobs import lifecycle
+from jobs import lifecycle, text
 from jobs.specs import PretrainSpec
 from jobs.tables import Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext
-from workers.pretrain import ServiceCallbacks, load_resume_state, train_config
-from workers.text_eval import evaluate_text_encoder, record_word_similarity
+from workers.evaluate_text import evaluate_text_encoder, record_word_similarity
+from workers.training import ServiceCallbacks, job_recipe, load_resume_state, train_config
 
 
 def record_recipe(ctx: JobContext, recipe: dict) -> None:
@@ -32,8 +33,9 @@ def record_recipe(ctx: JobContext, recipe: dict) -> None:
     ctx.write(write)
 
 
-def run_pretrain_words(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, dataset_row: Dataset, device,
-                       train_set, test_set, recipe: dict):
+def run_pretrain_words(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, dataset_row: Dataset, device):
+    train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
+    recipe = job_recipe(ctx, spec, 0, len(train_set))
     options = recipe["method_options"]
     try:
         words = vocabulary(count_words(train_set.texts), options["min_count"])
@@ -55,7 +57,7 @@ def run_pretrain_words(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, data
     record_recipe(ctx, recipe)
     config = train_config(recipe)
     encoder = method.downstream_encoder()
-    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": "text",
+    manifest = {"format": "darkmatter-checkpoint/1", "method": spec.method, "modality": TEXT,
                 "backbone": encoder.config, "feature_dim": encoder.feature_dim, "max_length": None,
                 "tokenizer": {**recipe["tokenizer"], "vocab_size": len(words)},
                 "spec": raw_spec, "recipe": recipe, "code_version": code_version(),

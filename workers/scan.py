@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 
-from jobs import datasets
+from jobs import datasets, sources
 from jobs.db import retrying, session_scope
 from jobs.settings import Settings, get_settings
 from jobs.storage import store_for
@@ -59,7 +59,7 @@ def _drop_upload(settings: Settings, dataset_id: str) -> None:
     """An unusable upload keeps no bytes."""
     with session_scope(settings.database_url) as session:
         row = session.get(Dataset, dataset_id)
-        upload = row is not None and row.uri.startswith(datasets.UPLOAD_SCHEME)
+        upload = row is not None and row.uri.startswith(sources.UPLOAD_SCHEME)
     if upload:
         store_for(settings).delete(f"datasets/{dataset_id}")
 

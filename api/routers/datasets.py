@@ -19,7 +19,7 @@ from api.schemas import DatasetOut
 from api.uploads import read_form
 from core.data import DatasetUnavailable
 from core.data.scan import FILE_FORMATS, check_upload, format_from_name
-from jobs import datasets, deletion, quotas
+from jobs import datasets, deletion, quotas, sources
 from jobs.ids import new_id
 from jobs.queue import enqueue_scan
 from jobs.quotas import QuotaExceeded, Quotas
@@ -152,7 +152,7 @@ async def upload(request: Request, session, settings, project: str) -> Dataset:
             raise HTTPException(422, _errors(exc))
         sink.close()
         # the magic number and a zip's entry count only: members are listed by the scan's capped child
-        await run_in_threadpool(check_upload, sink.path, fmt, datasets.limits(settings))
+        await run_in_threadpool(check_upload, sink.path, fmt, sources.limits(settings))
         digest = await run_in_threadpool(sink.commit)
     except DatasetUnavailable as exc:
         sink.abort()

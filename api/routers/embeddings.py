@@ -9,15 +9,14 @@ import torch
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.batching import Batcher
 from api.deps import ProjectDep, SessionDep, SettingsDep
-from api.inputs import BadInput, decode_array, decode_image, to_model_input
-from api.batching import Batcher, DeadlineExceeded, encoder_forward
-from api.text_inputs import embed_texts
+from api.embed_common import check_sizes
+from api.modalities import EMBED
 from api.models import ModelCache
 from api.routers.checkpoints import get_checkpoint
-from core.augment import normalize
 from core.checkpoint import CorruptCheckpoint
-from core.precision import resolve_precision
+from core.modalities import of_manifest
 
 router = APIRouter(tags=["embeddings"])
 
@@ -63,13 +62,6 @@ def load_encoder(request: Request, settings, session, project: str, checkpoint_i
         raise HTTPException(410, f"checkpoint {checkpoint_id} cannot be loaded: {exc}")
 
 
-def check_sizes(inputs: list, settings) -> None:
-    """413 for an encoded image over max_embedding_input_bytes, before anything is decoded or loaded."""
-    for i, item in enumerate(inputs):
-        if isinstance(item, str) and len(item) > settings.max_embedding_input_bytes:
-            raise HTTPException(413, f"input[{i}] is larger than {settings.max_embedding_input_bytes} bytes")
-
-
 def batcher(request: Request) -> Batcher:
     app = request.app
     if not hasattr(app.state, "batcher"):
@@ -78,50 +70,11 @@ def batcher(request: Request) -> Batcher:
     return app.state.batcher
 
 
-def embed_inputs(inputs: list, encoder, manifest: dict, settings, batching: tuple[Batcher, str] | None = None
-                 ) -> tuple[torch.Tensor, str]:
-    """((N, D) float32 embeddings, the precision they were computed in) of base64 images / pixel
-    arrays; 413/422 on bad input. With `batching` (the batcher, the checkpoint id) the forward pass
-    is shared with concurrent requests."""
-    check_sizes(inputs, settings)
-    channels, _, size = manifest["input_size"]
-    images = []
-    try:
-        for i, item in enumerate(inputs):
-            if isinstance(item, str):
-                array = decode_image(i, item)
-            elif isinstance(item, list):
-                array = decode_array(i, item)
-            else:
-                raise BadInput(i, "expected a base64 image or a pixel array")
-            images.append(to_model_input(i, array, channels, size))
-    except BadInput as exc:
-        raise HTTPException(422, f"{exc} (this checkpoint embeds images: base64 PNG/JPEG or pixel arrays)")
-    norm = manifest["normalization"]
-    x = normalize(torch.stack(images).float() / 255, norm["mean"], norm["std"])
-
-    precision = resolve_precision(settings.embedding_precision, next(encoder.parameters()).device)
-    forward = encoder_forward(encoder, precision)
-    if batching is None:
-        return forward(x), precision
-    try:
-        return batching[0].run(batching[1], forward, x, settings.embedding_deadline_s), precision
-    except DeadlineExceeded as exc:
-        raise HTTPException(503, f"the model is busy: {exc}; retry", headers={"Retry-After": "1"})
-
-
 def embed_any(inputs: list, encoder, manifest: dict, settings, truncate: bool = True,
               batching: tuple[Batcher, str] | None = None) -> tuple[torch.Tensor, dict]:
-    """(embeddings, usage) for the checkpoint's modality: strings for text models, images else
-    (images batched with concurrent requests for the same checkpoint)."""
-    if manifest.get("modality") == "text":
-        check_sizes(inputs, settings)
-        try:
-            return embed_texts(inputs, encoder, truncate)
-        except BadInput as exc:
-            raise HTTPException(422, str(exc))
-    vectors, precision = embed_inputs(inputs, encoder, manifest, settings, batching)
-    return vectors, {"inputs": len(vectors), "precision": precision}
+    """(embeddings, usage) with the checkpoint's modality's inputs (api/modalities.py): strings for
+    text models, images for image models (batched with concurrent requests for the same checkpoint)."""
+    return EMBED[of_manifest(manifest)](inputs, encoder, manifest, settings, truncate, batching)
 
 
 @router.post("/embeddings")

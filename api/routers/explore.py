@@ -18,7 +18,7 @@ from api.routers.neighbors import index_cache
 from core.checkpoint import CorruptCheckpoint
 from core.data import DatasetUnavailable
 from core.projection import even_sample, project_2d
-from jobs import datasets
+from jobs import datasets, images
 from jobs.storage import store_for
 from jobs.tables import Dataset, Job
 
@@ -82,9 +82,9 @@ def item_image(dataset_id: str, item: Annotated[int, Path(ge=0, le=2**31)], requ
         raise HTTPException(409, f"dataset {dataset_id} is {row.state}; items are shown once it is ready")
     try:
         if "prepared" in (row.stats or {}):  # one item read from the prepared arrays, not the whole dataset
-            image, count = datasets.read_item(row, store_for(settings), split, item)
+            image, count = images.read_item(row, store_for(settings), split, item)
         else:  # a built-in: small, loaded once and kept
-            train, test = app_cache(request, "dataset_cache").get(row.id, lambda: datasets.load(row))
+            train, test = app_cache(request, "dataset_cache").get(row.id, lambda: images.load(row))
             data = train if split == "train" else test
             image, count = (data.images[item].numpy() if 0 <= item < len(data) else None), len(data)
     except (DatasetUnavailable, FileNotFoundError) as exc:

@@ -1,19 +1,11 @@
 """Backbones: each maps (B, C, H, W) images (or, for text, (B, L) token ids) to (B, feature_dim) features."""
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+from core.backbones.registry import BACKBONES, MODALITIES, register_backbone
 
-
-def register_backbone(name: str):
-    def wrap(fn):
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
+__all__ = ["BACKBONES", "backbone_modality", "backbone_names", "build_backbone", "register_backbone"]
 
 
 def build_backbone(name: str, in_channels: int = 3, image_size: int = 32, **options) -> nn.Module:
@@ -31,6 +23,12 @@ def build_backbone(name: str, in_channels: int = 3, image_size: int = 32, **opti
 def backbone_names() -> list[str]:
     _load_all()
     return sorted(BACKBONES)
+
+
+def backbone_modality(name: str) -> str | None:
+    """The modality a backbone embeds (None for an unknown name)."""
+    _load_all()
+    return MODALITIES.get(name)
 
 
 def _load_all() -> None:

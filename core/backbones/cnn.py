@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
 
 
 def conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models.regnet import BlockParams, RegNet
 from torchvision.ops.misc import Conv2dNormActivation
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
 
 STEM_WIDTH = 32  # torchvision's RegNet default (pycls's STEM_W)
 SE_RATIO = 0.25  # the "Y" of RegNetY: squeeze-excitation at a quarter of the block's input width

@@ -5,7 +5,7 @@ from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
 
 
 def adapt(model: nn.Module, in_channels: int, small_stem: bool) -> nn.Module:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
+from core.modalities import TEXT
 from core.text.tokenizer import PAD, Encoded, encode, fingerprint, from_bytes, to_bytes
 
 POOLS = ("cls", "mean")
@@ -143,6 +144,6 @@ def _text_backbone(dim: int, depth: int, heads: int, max_length: int):
 
 
 TEXT_BACKBONES = ("text_tiny", "text_small", "text_base")
-register_backbone("text_tiny")(_text_backbone(dim=128, depth=2, heads=2, max_length=64))
-register_backbone("text_small")(_text_backbone(dim=256, depth=4, heads=4, max_length=128))
-register_backbone("text_base")(_text_backbone(dim=768, depth=12, heads=12, max_length=512))  # BERT-base-like
+register_backbone("text_tiny", TEXT)(_text_backbone(dim=128, depth=2, heads=2, max_length=64))
+register_backbone("text_small", TEXT)(_text_backbone(dim=256, depth=4, heads=4, max_length=128))
+register_backbone("text_base", TEXT)(_text_backbone(dim=768, depth=12, heads=12, max_length=512))  # BERT-base-like

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import stochastic_depth
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
 
 
 class Block(nn.Module):

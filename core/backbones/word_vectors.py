@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
+from core.modalities import TEXT
 from core.text.words import split_words
 
 
@@ -133,7 +134,7 @@ class WordVectors(nn.Module):
         return self.embed(texts)[0]
 
 
-@register_backbone("word_vectors")
+@register_backbone("word_vectors", TEXT)
 def word_vectors(in_channels: int = 1, image_size: int = 0, vocab_size: int = 0, dim: int = 100, buckets: int = 0,
                  min_n: int = 3, max_n: int = 6, context: bool = False) -> WordVectors:
     # in_channels / image_size are the image backbones' arguments; word vectors have none

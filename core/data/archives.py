@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from core.data.arrays import DatasetUnavailable
+from core.data.errors import DatasetUnavailable
 
 ARCHIVE_FORMATS = ("zip", "tar", "tar.gz")
 

@@ -1,4 +1,4 @@
-"""In-memory image datasets and the loader that resolves a source URI to train/test splits."""
+"""In-memory image datasets and their seeded split."""
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.data.errors import DatasetUnavailable
 
-class DatasetUnavailable(ValueError):
-    """The dataset cannot be loaded here (missing package, unknown name, unreadable file)."""
+__all__ = ["ArrayDataset", "DatasetUnavailable", "split_by_fraction"]
 
 
 @dataclass
@@ -79,14 +79,3 @@ def split_by_fraction(data: ArrayDataset, test_fraction: float, seed: int) -> tu
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(order[n_test:]), data.subset(order[:n_test])
 
-
-def load_source(uri: str) -> tuple[ArrayDataset, ArrayDataset]:
-    """Resolve a dataset URI (``builtin://digits``, ``npz:///path``, ...) to (train, test)."""
-    from core.data import builtin, files
-
-    scheme, _, rest = uri.partition("://")
-    if scheme == "builtin":
-        return builtin.load(rest)
-    if scheme in files.LOADERS:
-        return files.LOADERS[scheme](rest)
-    raise DatasetUnavailable(f"unknown dataset source {uri!r}")

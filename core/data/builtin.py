@@ -1,5 +1,5 @@
-"""Built-in datasets: sklearn's bundled digits and Fashion-MNIST from the Debian package; WordNet
-glosses (text) from Debian's wordnet-base."""
+"""Built-in image datasets: sklearn's bundled digits and Fashion-MNIST from the Debian package
+(the text built-ins are in core/data/text_builtins.py; core.modalities.BUILTINS lists them all)."""
 from __future__ import annotations
 
 import os
@@ -10,10 +10,10 @@ import torch
 
 from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
 from core.data.idx import read_idx
+from core.modalities import BUILTINS, IMAGE, builtin_names
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-TEXT_NAMES = ("wordnet-glosses",)
-NAMES = ("digits", "fashion-mnist", *TEXT_NAMES)
+NAMES = builtin_names(IMAGE)
 
 
 # class names by label (Fashion-MNIST's from its paper, arXiv:1708.07747, Table 1)
@@ -31,9 +31,9 @@ def load(name: str) -> tuple[ArrayDataset, ArrayDataset]:
         return digits()
     if name == "fashion-mnist":
         return fashion_mnist()
-    if name in TEXT_NAMES:
-        raise DatasetUnavailable(f"{name} is a text dataset (core.data.builtin.load_text)")
-    raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(NAMES)}")
+    if name in BUILTINS:
+        raise DatasetUnavailable(f"{name} is a {BUILTINS[name]} dataset (core.data.sources.load_builtin)")
+    raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}")
 
 
 def digits() -> tuple[ArrayDataset, ArrayDataset]:
@@ -68,11 +68,3 @@ def fashion_mnist() -> tuple[ArrayDataset, ArrayDataset]:
 
     return part("train"), part("t10k")
 
-
-def load_text(name: str):
-    """(train, test) core.data.text.TextDataset of a built-in text set."""
-    from core.data.wordnet import wordnet_glosses
-
-    if name == "wordnet-glosses":
-        return wordnet_glosses()
-    raise DatasetUnavailable(f"unknown built-in text dataset {name!r}; choose one of {', '.join(TEXT_NAMES)}")

@@ -11,11 +11,13 @@ import numpy as np
 import torch
 
 from core.data.archives import ARCHIVE_FORMATS, Limits, UnsafeArchive, check_archive, check_zip_entries, iter_members
-from core.data.arrays import ArrayDataset, DatasetUnavailable, split_by_fraction
+from core.data.arrays import ArrayDataset, split_by_fraction
+from core.data.errors import DatasetUnavailable
 from core.data.files import as_images
 from core.data.idx import parse_idx
 from core.data.images import collect
 from core.data.text import TEXT_FORMATS, describe_text, read_text
+from core.modalities import IMAGE, TEXT
 
 FILE_FORMATS = (*ARCHIVE_FORMATS, "npz", "idx", *TEXT_FORMATS)
 FOLDER_FORMAT = "folder"  # a local directory of images (registered by path, never uploaded)
@@ -106,7 +108,7 @@ def _image_result(train: ArrayDataset, test: ArrayDataset, digest: str, facts: d
 
     mean, std = train.channel_stats() if train.sizes is None else valid_channel_stats(train.images, train.sizes)
     n_classes = max(train.num_classes, test.num_classes)
-    stats = {"modality": "image", "mean": mean, "std": std, "channels": train.channels,
+    stats = {"modality": IMAGE, "mean": mean, "std": std, "channels": train.channels,
              "image_size": train.image_size, "labelled": bool((train.labels >= 0).any()),
              "bytes_per_item": bytes_per_item(train.channels, *train.images.shape[2:], train.sizes is not None),
              **facts}
@@ -177,11 +179,15 @@ def iter_folder(root: Path, limits: Limits):
 
 
 def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) -> ScanResult:
-    """Read and describe a local dataset file (or an IDX folder); raises DatasetUnavailable with the
-    reason when it is not a usable dataset."""
+    """Read and describe a local dataset file (or an IDX folder) with its modality's scanner;
+    raises DatasetUnavailable with the reason when it is not a usable dataset."""
     path = Path(path)
     if not path.exists():
         raise DatasetUnavailable(f"no such file: {path}")
+    return SCANNERS[FORMAT_MODALITIES.get(fmt, IMAGE)](path, fmt, options)
+
+
+def scan_image_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
     if fmt == "idx":
         train, test, facts = _scan_idx(path, options)
         digest = _folder_sha256(path) if path.is_dir() else file_sha256(path)
@@ -195,11 +201,6 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
         return _image_result(train, test, _folder_sha256(path), facts)
     check_file(path, fmt, options.limits)
     digest = file_sha256(path)
-    if fmt in TEXT_FORMATS:
-        data = read_text(path, fmt)
-        facts = describe_text(data, options.test_fraction, options.seed)
-        counts = {k: facts.pop(k) for k in ("n_items", "n_test", "n_classes")}
-        return ScanResult(counts["n_items"], counts["n_test"], counts["n_classes"], digest, facts)
     if fmt == "npz":
         from core.data.files import load_npz
 
@@ -209,6 +210,20 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
     found = collect(iter_members(path, fmt, options.limits), options.limits.max_pixels)
     train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side)
     return _image_result(train, test, digest, facts)
+
+
+def scan_text_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
+    check_file(path, fmt, options.limits)
+    digest = file_sha256(path)
+    data = read_text(path, fmt)
+    facts = describe_text(data, options.test_fraction, options.seed)
+    counts = {k: facts.pop(k) for k in ("n_items", "n_test", "n_classes")}
+    return ScanResult(counts["n_items"], counts["n_test"], counts["n_classes"], digest, facts)
+
+
+# a file format's modality (any format not listed holds images), and each modality's scanner
+FORMAT_MODALITIES = {fmt: TEXT for fmt in TEXT_FORMATS}
+SCANNERS = {IMAGE: scan_image_file, TEXT: scan_text_file}
 
 
 def _resized(data: ArrayDataset, options: ScanOptions) -> ArrayDataset:

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.data.arrays import DatasetUnavailable
+from core.data.errors import DatasetUnavailable
+from core.modalities import TEXT
 
 TEXT_FORMATS = ("txt", "jsonl")
 
@@ -75,7 +76,7 @@ def describe_splits(train: TextDataset, test: TextDataset, split: str) -> dict:
     texts = train.texts + test.texts
     lengths = [len(t) for t in texts]
     labels = train.labels + test.labels
-    return {"modality": "text", "n_items": len(train), "n_test": len(test), "n_classes": len(train.classes),
+    return {"modality": TEXT, "n_items": len(train), "n_test": len(test), "n_classes": len(train.classes),
             "classes": train.classes, "labelled": any(label >= 0 for label in labels),
             "chars": {"mean": sum(lengths) / len(texts), "max": max(lengths), "min": min(lengths)},
             "words_mean": sum(len(t.split()) for t in texts) / len(texts),

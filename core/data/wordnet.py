@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.data.arrays import DatasetUnavailable
+from core.data.errors import DatasetUnavailable
 from core.data.text import TextDataset, split_text
 
 WORDNET_DIRS = ("/usr/share/wordnet",)

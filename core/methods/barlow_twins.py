@@ -7,7 +7,7 @@ from core.heads import mlp
 from core.losses.barlow_twins import barlow_twins_loss
 from core.methods.base import Method
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 
 SOLO = "solo-learn scripts/pretrain/cifar/barlow"

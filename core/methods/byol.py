@@ -11,7 +11,7 @@ from core.losses.byol import normalized_mse
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 
 SOLO = "solo-learn scripts/pretrain/cifar/byol"

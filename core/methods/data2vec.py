@@ -18,7 +18,7 @@ from core.losses.latent import latent_regression, top_k_average
 from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 from core.schedules import linear
 
 # BEiT's pre-training augmentation, as data2vec (data2vec_vision beit/datasets.py): random resized crop

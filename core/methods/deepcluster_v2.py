@@ -33,7 +33,7 @@ from core.methods.base import Method
 from core.methods.memory_bank import KeyedMemoryBank, image_keys
 from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from core.methods.base import Method
 from core.methods.multicrop import forward_crops, split_crops
 from core.methods.registry import register
 from core.methods.momentum import ema_update, frozen_copy, momentum_at
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 from core.schedules import linear
 
 # Two global crops (blur 1.0; blur 0.1 + solarize 0.2) and 8 local ones of 96 px at 224 (the paper's).

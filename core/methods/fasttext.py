@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.methods.gensim_words import WORDS_TOKENIZER, GensimWordVectors
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 PAPER = "Bojanowski et al., 2017 (arXiv:1607.04606) sec. 4"
 FASTTEXT = "fastText's args.cc defaults (skipgram)"

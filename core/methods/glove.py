@@ -10,7 +10,7 @@ from core.losses.glove import glove_loss
 from core.methods.base import Method
 from core.methods.gensim_words import WORDS_TOKENIZER
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 PAPER = "Pennington et al., 2014 (GloVe, EMNLP) sec. 4.2"
 DEMO = "GloVe's demo.sh (github.com/stanfordnlp/GloVe)"

@@ -14,7 +14,7 @@ from core.methods.base import Method
 from core.methods.momentum import ema_update, frozen_copy
 from core.augment.masks import jepa_blocks
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 from core.schedules import linear
 
 # The paper uses only random resized crops (scale 0.3-1) and no flip or colour distortion.

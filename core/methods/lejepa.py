@@ -13,7 +13,7 @@ from core.losses.sigreg import lejepa_loss, random_directions
 from core.methods.base import Method
 from core.methods.multicrop import global_crop_count
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 # The official recipe (rbalestr-lab/lejepa README): 2 global crops (224 px, 30-100 %) and 6 local ones
 # (98 px, 5-30 %), all with the same distortions: jitter 0.4/0.4/0.2/0.1 p 0.8, grey 0.2, blur 0.5,

@@ -12,7 +12,7 @@ from core.heads.predictor import MaskedPredictor
 from core.losses.masked import masked_mse, patch_pixels
 from core.methods.base import Method
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 # The paper's pre-training augmentation: random resized crop (scale 0.2-1) and flip only.
 MAE_VIEWS = ViewConfig(crops=[CropSpec(count=1, size=1.0, scale=(0.2, 1.0))], jitter_p=0.0, grayscale_p=0.0)

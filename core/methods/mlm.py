@@ -6,7 +6,7 @@ from core.losses.mlm import masked_lm_loss
 from core.methods.base import Method
 from core.methods.registry import register
 from core.methods.text_recipes import BERT, BUDGET, SIZE_SOURCES, SIZES
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 from core.text.masking import IGNORE, mask_tokens
 
 RECIPES = {

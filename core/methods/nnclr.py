@@ -11,7 +11,7 @@ from core.losses.infonce import info_nce
 from core.methods.base import Method
 from core.methods.feature_queue import FeatureQueue
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 
 def nearest_neighbour(z: Tensor, support: Tensor) -> Tensor:

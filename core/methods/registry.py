@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from core.augment import ViewConfig, ViewMaker
 from core.backbones import build_backbone
-from core.recipes import Recipe, scale_for
+from core.methods.recipe import Recipe, scale_for
+from core.modalities import IMAGE, TEXT, WORDS
 
 
 @dataclass
@@ -15,14 +16,21 @@ class MethodInfo:
     family: str
     cls: type
     recipes: dict[str, Recipe]
-    modality: str = "image"
+    modality: str = IMAGE
     paper: str = ""
+
+    @property
+    def trainer(self) -> str:
+        """How a job of this method trains (the key of workers/modalities.py's PRETRAIN): its
+        modality, or `words` for word vectors (their recipes count words instead of tokenising)."""
+        words = any(recipe.tokenizer.get("kind") == WORDS for recipe in self.recipes.values())
+        return WORDS if words else self.modality
 
     @property
     def default_backbone(self) -> str:
         """The backbone a job gets when its spec names none: for text, the first (smallest) size's;
         for images, the `large` recipe's (images of at most 64 px get `small`'s: default_backbones)."""
-        return self.recipes[next(iter(self.recipes)) if self.modality == "text" else "large"].backbone
+        return self.recipes[next(iter(self.recipes)) if self.modality == TEXT else "large"].backbone
 
     @property
     def default_backbones(self) -> dict[str, str]:
@@ -45,7 +53,7 @@ class MethodInfo:
 METHODS: dict[str, MethodInfo] = {}
 
 
-def register(name: str, family: str, recipes: dict[str, Recipe], modality: str = "image", paper: str = ""):
+def register(name: str, family: str, recipes: dict[str, Recipe], modality: str = IMAGE, paper: str = ""):
     def wrap(cls):
         cls.name = name
         METHODS[name] = MethodInfo(name, family, cls, dict(recipes), modality, paper)
@@ -55,13 +63,14 @@ def register(name: str, family: str, recipes: dict[str, Recipe], modality: str =
 
 
 def _load_all() -> None:
+    """Import every method module of this folder once: each registers itself (a plug-in: the
+    registry names none of them, so none of them is imported twice or in a circle)."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import core.methods as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in ("base", "registry"):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name not in ("base", "registry", "recipe"):
             importlib.import_module(f"core.methods.{module.name}")
 
 
@@ -109,7 +118,7 @@ def build_resolved(recipe: dict, in_channels: int = 3, mean: list[float] | None 
                    std: list[float] | None = None):
     """The method exactly as a resolved recipe (core.recipes.resolve) says: backbone, its
     options, views and every method option explicit."""
-    if recipe.get("modality") == "text":
+    if recipe.get("modality") == TEXT:
         return build_text(recipe)
     return build(recipe["method"], recipe["backbone"], in_channels=in_channels, image_size=recipe["image_size"],
                  mean=mean, std=std, augment=recipe["views"], backbone_options=recipe["backbone_options"],

@@ -6,7 +6,7 @@ from core.heads import mlp
 from core.losses.nt_xent import nt_xent
 from core.methods.base import Method
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 
 SOLO = "solo-learn scripts/pretrain/cifar/simclr"

@@ -9,7 +9,7 @@ from core.losses.simcse import simcse_loss
 from core.methods.base import Method
 from core.methods.registry import register
 from core.methods.text_recipes import BUDGET, SIZE_SOURCES, SIZES
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 SIMCSE = "SimCSE (arXiv:2104.08821)"
 RECIPES = {

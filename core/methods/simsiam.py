@@ -9,7 +9,7 @@ from core.heads import mlp
 from core.losses.simsiam import negative_cosine
 from core.methods.base import Method
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 
 SOLO = "solo-learn scripts/pretrain/cifar/simsiam"

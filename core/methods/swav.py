@@ -25,7 +25,7 @@ from core.losses.swav import prototype_scores, sinkhorn, swav_loss
 from core.methods.base import Method
 from core.methods.multicrop import embed_crops, global_crop_count, split_crops
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 # 2x224 crops of scale (0.14, 1) and 6x96 of scale (0.05, 0.14); colour jitter strength 0.8.
 SWAV_VIEWS = ViewConfig(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from core.methods.gensim_words import WORDS_TOKENIZER, GensimWordVectors
 from core.methods.registry import register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 PAPER = "Mikolov et al., 2013 (arXiv:1310.4546, negative sampling and subsampling)"
 C_CODE = "word2vec.c (code.google.com/archive/p/word2vec) defaults"

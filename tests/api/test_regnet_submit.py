@@ -10,13 +10,13 @@ def test_seer_backbone_over_the_limit_is_refused_from_its_estimate(service, monk
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from jobs import submit
+    from jobs import checks
 
     built = []
-    real_build = submit.try_build
-    monkeypatch.setattr(submit, "try_build", lambda method, recipe, channels: built.append(recipe["backbone"])
+    real_build = checks.try_build
+    monkeypatch.setattr(checks, "try_build", lambda method, recipe, channels: built.append(recipe["backbone"])
                         or real_build(method, recipe, channels))
-    submit._built_size.cache_clear()
+    checks._built_size.cache_clear()
     with TestClient(create_app(service.model_copy(update={"max_model_parameters": 1_000_000_000}))) as api:
         response = api.post("/v1/jobs", json=SEER_SPEC)
         assert response.status_code == 422, response.text

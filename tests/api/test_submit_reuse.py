@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import threading
 
-from jobs import datasets, submit
+from jobs import checks, images
 from tests.conftest import TINY_PRETRAIN
 
 
 def test_first_submits_arriving_together_load_a_builtin_dataset_once(monkeypatch):
     loads = []
-    real = datasets.load_source
+    real = images.load_source
 
     def counted(uri):
         loads.append(uri)
         return real(uri)
 
-    monkeypatch.setattr(datasets, "load_source", counted)
-    datasets._described_builtin.cache_clear()
+    monkeypatch.setattr(images, "load_source", counted)
+    images._described_builtin.cache_clear()
     described = []
-    threads = [threading.Thread(target=lambda: described.append(datasets.builtin_description("digits")))
+    threads = [threading.Thread(target=lambda: described.append(images.builtin_description("digits")))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -28,17 +28,17 @@ def test_first_submits_arriving_together_load_a_builtin_dataset_once(monkeypatch
     assert loads == ["builtin://digits"] and len(described) == 4
     assert all(d == described[0] for d in described) and described[0]["n_items"] > 0
     described[0]["stats"]["channels"] = 99  # each caller gets its own copy to keep in its row
-    assert datasets.builtin_description("digits")["stats"]["channels"] == 1
+    assert images.builtin_description("digits")["stats"]["channels"] == 1
 
 
 def test_specs_that_build_the_same_model_are_built_once(api):
-    submit._built_size.cache_clear()
+    checks._built_size.cache_clear()
     for seed in (1, 2):  # the seed (like steps or the learning rate) is not read by the build
         assert api.post("/v1/jobs", json={**TINY_PRETRAIN, "seed": seed}).status_code == 201
-    assert submit._built_size.cache_info().misses == 1
+    assert checks._built_size.cache_info().misses == 1
     wider = {**TINY_PRETRAIN, "method_options": {"proj_hidden_dim": 64, "proj_dim": 16}}
     assert api.post("/v1/jobs", json=wider).status_code == 201
-    assert submit._built_size.cache_info().misses == 2
+    assert checks._built_size.cache_info().misses == 2
 
 
 def test_a_model_over_the_size_limit_is_refused_every_time(service):

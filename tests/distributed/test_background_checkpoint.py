@@ -11,7 +11,7 @@ from torch import nn
 from jobs import checkpoints
 from jobs.specs import PretrainSpec
 from tests.conftest import TINY_PRETRAIN
-from workers.pretrain import ServiceCallbacks
+from workers.training import ServiceCallbacks
 
 
 class SlowStorage:

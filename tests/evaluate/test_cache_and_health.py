@@ -95,7 +95,7 @@ class StoppingContext(FakeContext):
 
 def test_evaluation_stops_between_protocols_when_cancelled():
     from core.data import ArrayDataset
-    from workers.evaluate import Source, evaluate_source
+    from workers.evaluate_image import Source, evaluate_source
 
     images = torch.randint(0, 256, (20, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ArrayDataset(images, torch.arange(20) % 2)

@@ -5,7 +5,7 @@ import json
 
 from core.methods import method_info
 from jobs.specs import PretrainSpec
-from jobs.submit import try_build
+from jobs.checks import try_build
 from tests.conftest import ROOT
 
 

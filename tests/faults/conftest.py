@@ -150,16 +150,17 @@ def final_state(settings, job_id: str) -> dict:
 def _reference(recipe_json: str, dataset_uri: str, dataset_format: str, stats_json: str, storage_url: str) -> dict:
     from core.data.transforms import resize
     from core.train import train
-    from jobs import datasets
+    from jobs import images
     from jobs.storage import ArtifactStore
-    from workers.pretrain import build_method, train_config
+    from workers.pretrain_image import build_method
+    from workers.training import train_config
 
     recipe = json.loads(recipe_json)
     row = Dataset(id="ds_ref", uri=dataset_uri, format=dataset_format, stats=json.loads(stats_json))
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # as in the worker's child
     try:
-        train_set, _ = datasets.load(row, ArtifactStore(storage_url))
+        train_set, _ = images.load(row, ArtifactStore(storage_url))
         if recipe["image_size"] != train_set.image_size:
             train_set = resize(train_set, recipe["image_size"])
         method = build_method(recipe, train_set.channels, row.stats["mean"], row.stats["std"], recipe["train"]["seed"])

@@ -15,7 +15,7 @@ from jobs.tables import Checkpoint, Job, JobEvent, Metric
 from jobs.specs import PretrainSpec
 from tests.conftest import TINY_PRETRAIN, wait_for
 from workers.context import JobContext
-from workers.pretrain import ServiceCallbacks
+from workers.training import ServiceCallbacks
 
 
 def claim(settings, job_id: str, worker_id: str) -> int:

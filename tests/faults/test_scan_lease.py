@@ -8,7 +8,7 @@ from datetime import timedelta
 import fsspec
 import pytest
 
-from jobs import datasets
+from jobs import datasets, sources
 from jobs.db import db_now, session_scope
 from jobs.tables import DEFAULT_PROJECT, Dataset
 from tests.conftest import make_settings
@@ -80,7 +80,7 @@ def test_an_s3_source_over_the_size_cap_is_refused_and_leaves_no_part_file(servi
     target = tmp_path / "cache" / "source.zip"
     capped = service.model_copy(update={"max_source_bytes": 4096})
     with pytest.raises(datasets.DatasetUnavailable, match="larger than the limit of 4,096 bytes"):
-        datasets.copy_capped(capped, "memory://bucket/big.zip", target)
+        sources.copy_capped(capped, "memory://bucket/big.zip", target)
     assert list(target.parent.iterdir()) == []  # neither the file nor its .part
-    datasets.copy_capped(service, "memory://bucket/big.zip", target)
+    sources.copy_capped(service, "memory://bucket/big.zip", target)
     assert target.read_bytes() == b"x" * 5000

@@ -310,7 +310,7 @@ def test_metrics_need_their_token_when_auth_is_on(service):
 
 def test_a_link_put_in_a_registered_paths_way_is_refused_by_the_worker(sqlite_service, tmp_path):
     from core.data import DatasetUnavailable
-    from jobs import datasets
+    from jobs import sources
     from jobs.storage import store_for
     from jobs.tables import Dataset
 
@@ -325,12 +325,12 @@ def test_a_link_put_in_a_registered_paths_way_is_refused_by_the_worker(sqlite_se
         assert created.status_code == 201
     with session_scope(settings.database_url) as session:
         row = session.get(Dataset, created.json()["id"])
-        assert datasets.local_source(settings, store_for(settings), row) == root / "set" / "d.zip"
+        assert sources.local_source(settings, store_for(settings), row) == root / "set" / "d.zip"
         (root / "set" / "d.zip").unlink()
         (root / "set").rmdir()
         (root / "set").symlink_to(outside)  # swapped after the API checked it
         with pytest.raises(DatasetUnavailable, match="now leads elsewhere"):
-            datasets.local_source(settings, store_for(settings), row)
+            sources.local_source(settings, store_for(settings), row)
 
 
 def test_an_upload_holds_no_pooled_connection_while_its_body_streams(service):

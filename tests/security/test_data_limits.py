@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import datasets
+from jobs import datasets, images
 from jobs.db import session_scope
 from jobs.tables import DEFAULT_PROJECT, Dataset
 from tests.conftest import make_settings
@@ -133,7 +133,7 @@ def test_the_worker_rechecks_every_shard_against_the_allowed_roots(service, root
     stream_row = Dataset(id="ds_stream", project_id=DEFAULT_PROJECT, format="webdataset", uri="",
                          stats={"shards": [f"{other}/shard-000.tar"], "image_size": 8, "channels": 1})
     with pytest.raises(datasets.DatasetUnavailable, match="not under an allowed"):
-        next(datasets.stream(service, stream_row).raw_samples(0))
+        next(images.stream(service, stream_row).raw_samples(0))
 
 
 # -- text models and their size bounds ----------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_large_images_are_stored_at_most_1024_px_and_items_are_read_one_by_one(s
     assert run_scan(dataset_id, service) == "ready"
     ready = client.get(f"/v1/datasets/{dataset_id}").json()
     assert ready["stats"]["image_size"] == 1024 and ready["stats"]["sizes"] == {"2000x1100": 3}
-    monkeypatch.setattr(datasets, "load", lambda *a, **k: pytest.fail("the API loaded the whole dataset"))
+    monkeypatch.setattr(images, "load", lambda *a, **k: pytest.fail("the API loaded the whole dataset"))
     item = client.get(f"/v1/datasets/{dataset_id}/items/1")
     assert item.status_code == 200 and item.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(item.content)).size == (1024, 1024)
@@ -320,12 +320,12 @@ def test_single_item_reads_match_the_whole_arrays(service, client, tmp_path):
     from jobs.storage import store_for
 
     dataset = row(service, dataset_id)
-    train, test = datasets.load(dataset, store_for(service))
+    train, test = images.load(dataset, store_for(service))
     for split, data in (("train", train), ("test", test)):
         for index in (0, len(data) - 1):
-            image, count = datasets.read_item(dataset, store_for(service), split, index)
+            image, count = images.read_item(dataset, store_for(service), split, index)
             assert count == len(data) and np.array_equal(image, data.images[index].numpy())
-        assert datasets.read_item(dataset, store_for(service), split, len(data))[0] is None
+        assert images.read_item(dataset, store_for(service), split, len(data))[0] is None
 
 
 # -- Pillow formats -----------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """Evaluation of text encoders inside the child: a text checkpoint, a random-init encoder or the
 TF-IDF baseline turns each split's documents into features, and the feature protocols (kNN,
-linear, few-shot, clustering, health) run on them through workers/evaluate.py's one loop."""
+linear, few-shot, clustering, health) run on them through workers/eval_common.py's one loop."""
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -18,12 +17,13 @@ from core.evaluate.text import text_features, tfidf_features
 from core.evaluate.word_similarity import token_words, word_similarity, wordnet_synonym_pairs
 from core.text.tokenizer import CorpusTooSmall, train_tokenizer
 from core.data import DatasetUnavailable
-from jobs import checkpoints, lifecycle, scores, text
+from core.modalities import TEXT, of_manifest
+from jobs import checkpoints, scores, text
 from jobs.features import feature_key, load_or_compute
-from jobs.specs import EvaluateSpec
+from jobs.specs import EmbedIndexSpec, EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
-from workers.context import JobContext, pick_device
-from workers.evaluate import Progress, Source, evaluate_source
+from workers.context import JobContext
+from workers.eval_common import Progress, Source, evaluate_sources, run_protocols
 
 RANDOM_INIT_BACKBONE = "text_tiny"
 RANDOM_INIT_VOCAB = 8000
@@ -61,8 +61,8 @@ def open_text_source(ctx: JobContext, ref: str, dataset_row: Dataset, train: Tex
     if row is None:
         raise LookupError(f"checkpoint {ref!r} not found")
     state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
-    if manifest.get("modality") != "text":
-        raise ValueError(f"checkpoint {ref} embeds images; dataset {dataset_row.id} is text")
+    if of_manifest(manifest) != TEXT:
+        raise ValueError(f"checkpoint {ref} embeds {of_manifest(manifest)}s; dataset {dataset_row.id} is text")
     config = dict(manifest["backbone"])
     encoder = build_backbone(config.pop("name"), **config)
     encoder.load_state_dict(state)
@@ -124,43 +124,26 @@ def evaluate_text_encoder(ctx: JobContext, encoder, train: TextDataset, test: Te
     dataset_row = ctx.write(lambda s: s.get(Dataset, dataset_id))
     who = {"checkpoint_id": checkpoint_id, "method": method, "backbone": backbone, "compute_seconds": compute_seconds}
     source = TextSource(checkpoint_id or f"job-{ctx.job_id}", encoder, who=who)
-    results, _ = evaluate_source(ctx, source, dataset_row, TextSplit.of(train), TextSplit.of(test),
-                                 feature_protocols(ctx, protocols), seed, device, featurize=text_split_features)
+    results, _ = run_protocols(ctx, source, dataset_row, TextSplit.of(train), TextSplit.of(test),
+                               feature_protocols(ctx, protocols), seed, device, None, featurize=text_split_features)
     return results
 
 
-def run_evaluate_text(ctx: JobContext, spec: EvaluateSpec, dataset_row: Dataset):
-    device = pick_device(spec.device if spec.device != "auto" else ctx.settings.device)
+def run_evaluate_text(ctx: JobContext, spec: EvaluateSpec, dataset_row: Dataset, device):
     train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
     train, test = TextSplit.of(train_set), TextSplit.of(test_set)
     protocols = feature_protocols(ctx, [p.model_dump() for p in spec.protocols])
-    refs = spec.sources()
-    progress = Progress(ctx, len(refs) * len(protocols))
-    ctx.log_metrics(0, {}, progress.total)
-    started = time.perf_counter()
-    results: dict = {}
-    reason = None
-    try:
-        for ref in refs:
-            reason = ctx.stop_reason()
-            if reason:
-                break
-            source = open_text_source(ctx, ref, dataset_row, train, test, spec.seed, spec.backbone,
-                                      spec.backbone_options)
-            results[ref], reason = evaluate_source(ctx, source, dataset_row, train, test, protocols, spec.seed, device,
-                                                   progress, featurize=text_split_features)
-            if reason:
-                break
-    finally:
-        ctx.add_compute(time.perf_counter() - started)
-    if reason in ("shutdown", "lease-lost"):
-        return None, None, None
-    if reason == "cancelled":
-        return lifecycle.CANCELLED, {"scores": results}, None
-    return lifecycle.SUCCEEDED, {"scores": results}, None
+
+    def evaluate_ref(ref: str, progress: Progress):
+        source = open_text_source(ctx, ref, dataset_row, train, test, spec.seed, spec.backbone, spec.backbone_options)
+        return run_protocols(ctx, source, dataset_row, train, test, protocols, spec.seed, device, progress,
+                             featurize=text_split_features)
+
+    return evaluate_sources(ctx, spec.sources(), protocols, evaluate_ref)
 
 
-def text_index_features(ctx: JobContext, spec, dataset_row: Dataset, device) -> tuple[TextSplit, torch.Tensor]:
+def text_index_features(ctx: JobContext, spec: EmbedIndexSpec, dataset_row: Dataset,
+                        device) -> tuple[TextSplit, torch.Tensor]:
     """(the split's documents, their features) for an embed-index job on a text dataset."""
     train_set, test_set = text.load_splits(ctx.settings, ctx.store, dataset_row)
     data = TextSplit.of(train_set if spec.split == "train" else test_set)

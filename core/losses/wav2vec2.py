@@ -14,8 +14,9 @@ def contrastive_loss(context: Tensor, targets: Tensor, mask: Tensor, distractors
     context, targets: (B, T, D); mask: (B, T) bool, the frames scored; distractors: (B, T, K)
     indices into T of the same row's targets; invalid: (B, T, K) bool, distractors left out
     (fairseq drops those equal to the target)."""
-    c = F.normalize(context.float(), dim=-1, eps=1e-8)
-    q = F.normalize(targets.float(), dim=-1, eps=1e-8)
+    dtype = torch.promote_types(context.dtype, torch.float32)  # fp32 at least (under autocast too)
+    c = F.normalize(context.to(dtype), dim=-1, eps=1e-8)
+    q = F.normalize(targets.to(dtype), dim=-1, eps=1e-8)
     similarity = c @ q.transpose(1, 2) / temperature  # (B, T, T): context frame i against target frame j
     positive = similarity.diagonal(dim1=1, dim2=2)[..., None]
     negative = similarity.gather(2, distractors)

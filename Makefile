@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fashion-mnist wordnet compose-tool chromium bench clean
+.PHONY: venv demo test lint fashion-mnist wordnet espeak compose-tool chromium bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,13 @@ wordnet:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wordnet-base >/dev/null 2>&1)) ; } || \
 	  echo "wordnet-base not installed; wordnet-glosses will be unavailable"
 
+# espeak-ng from Debian: the built-in speech set `spoken-words` is synthesised with it (its tests skip without it).
+espeak:
+	@command -v espeak-ng >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng >/dev/null 2>&1)) ; } || \
+	  echo "espeak-ng not installed; spoken-words will be unavailable"
+
 # docker-compose (Debian) validates docker-compose.yml in the tests; best effort, the test skips without it.
 compose-tool:
 	@command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || \
@@ -43,13 +50,13 @@ chromium:
 	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
 	  echo "chromium not installed; the dashboard's browser tests will be skipped"
 
-demo: $(STAMP) fashion-mnist wordnet
+demo: $(STAMP) fashion-mnist wordnet espeak
 	$(BIN)/darkmatter demo
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-test: $(STAMP) fashion-mnist wordnet compose-tool chromium
+test: $(STAMP) fashion-mnist wordnet espeak compose-tool chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -32,5 +32,4 @@ def backbone_modality(name: str) -> str | None:
 
 
 def _load_all() -> None:
-    from core.backbones import cnn, regnet, resnet, text, vit, word_vectors  # noqa: F401  (registers)
-    from core.backbones import wav2vec2  # noqa: F401  (audio)
+    from core.backbones import cnn, regnet, resnet, text, vit, wav2vec2, word_vectors  # noqa: F401  (registers)

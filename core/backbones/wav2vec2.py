@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbones import register_backbone
+from core.backbones.registry import register_backbone
 from core.data.audio import waveforms
 
 # fairseq conv_feature_layers: [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2 -> 320 samples a frame

@@ -14,7 +14,7 @@ from core.heads.quantizer import GumbelQuantizer, gumbel_temperature
 from core.losses.wav2vec2 import contrastive_loss, diversity_loss
 from core.methods.base import Method
 from core.methods.registry import method_info, register
-from core.recipes import Recipe
+from core.methods.recipe import Recipe
 
 PAPER = "wav2vec 2.0 (arXiv:2006.11477) sec. 4.2"
 BASE_YAML = "fairseq examples/wav2vec/config/pretraining/wav2vec2_base_librispeech.yaml"

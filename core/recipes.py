@@ -101,6 +101,9 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
     for option, epochs in recipe.epoch_options.items():
         if option not in given.get("method_options", {}):
             method_options[option] = schedule_point(epochs, False)
+    for option, epochs in recipe.period_options.items():
+        if option not in given.get("method_options", {}):
+            method_options[option] = max(1, round(epochs * steps_per_epoch))
     for option in recipe.dataset_size_options:
         if option not in given.get("method_options", {}):
             method_options[option] = min(n_items, MAX_DATASET_OPTION)

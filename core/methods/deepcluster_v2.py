@@ -48,7 +48,7 @@ RECIPES = {
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
                         "temperature": 0.1, "kmeans_iterations": 10},
         # the bank holds the whole dataset, k-means once per epoch (main_deepclusterv2.py)
-        dataset_size_options=("queue_size",), epoch_options={"cluster_every_steps": 1},
+        dataset_size_options=("queue_size",), period_options={"cluster_every_steps": 1},
         # two 32-px crops, SwAV's colour distortion (s = 1), no blur, no small crops
         views=ViewConfig(crops=[CropSpec(count=2, scale=(0.08, 1.0))], jitter_p=0.8, brightness=0.8,
                          contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2),
@@ -69,7 +69,7 @@ RECIPES = {
         method_options={"proj_hidden_dim": 2048, "proj_dim": 128, "num_prototypes": 3000, "num_heads": 3,
                         "temperature": 0.1, "kmeans_iterations": 10},
         # the bank holds the whole dataset, k-means once per epoch (main_deepclusterv2.py)
-        dataset_size_options=("queue_size",), epoch_options={"cluster_every_steps": 1},
+        dataset_size_options=("queue_size",), period_options={"cluster_every_steps": 1},
         # 2 x 224 crops of 14-100 % and 6 x 96 of 5-14 %, colour distortion s = 1, blur p 0.5 on every crop
         views=ViewConfig(crops=[CropSpec(count=2, size=1.0, scale=(0.14, 1.0), blur_p=0.5),
                                 CropSpec(count=6, size=96 / 224, scale=(0.05, 0.14), blur_p=0.5)],

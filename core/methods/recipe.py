@@ -47,6 +47,10 @@ class Recipe:
     lr_groups: dict = field(default_factory=dict)
     # method options that are schedule points: option name (counted in steps) -> epochs
     epoch_options: dict = field(default_factory=dict)
+    # method options that are periods of the data: option name (counted in steps) -> epochs, always whole
+    # passes over the data (proportional schedule points do not shorten them: DeepCluster-v2's k-means
+    # once per epoch would otherwise run every step of a short run)
+    period_options: dict = field(default_factory=dict)
     # method options set to the number of training items, at most MAX_DATASET_OPTION (a memory bank)
     dataset_size_options: tuple[str, ...] = ()
     backbone_options: dict = field(default_factory=dict)

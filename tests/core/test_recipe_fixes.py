@@ -319,6 +319,17 @@ def test_deepcluster_trains_on_its_own_labels_from_step_0_and_clusters_once_per_
     assert torch.equal(keys, torch.arange(100))  # each image in the slot of its dataset index
 
 
+@pytest.mark.parametrize("points", ["absolute", "proportional"])
+def test_deepcluster_clusters_once_per_pass_over_the_data_at_any_run_length(points):
+    # the official main_deepclusterv2.py runs k-means at every epoch start: a period of the data, not a
+    # point of the recipe's 1000 epochs (proportional, 1/1000 of a 200-step run was k-means every step)
+    resolved = resolve("deepcluster_v2", 28, 60_000, {"steps": 200, "schedule_points": points})
+    assert resolved["steps_per_epoch"] == 60_000 // 256
+    assert resolved["method_options"]["cluster_every_steps"] == 234
+    assert resolve("deepcluster_v2", 28, 60_000, {"steps": 200, "schedule_points": points, "method_options": {
+        "cluster_every_steps": 7}})["method_options"]["cluster_every_steps"] == 7  # a spec's value wins
+
+
 def test_deepcluster_indexed_run_resumes_exactly():
     from tests.core.tiny import digits_16
 

@@ -195,7 +195,7 @@ def modality_of(path: Path, fmt: str, limits: Limits) -> str:
     if fmt in FORMAT_MODALITIES:
         return FORMAT_MODALITIES[fmt]
     if fmt in ARCHIVE_FORMATS:
-        check_file(path, fmt, limits)
+        _check_magic(path, fmt)  # then only the headers: links, sizes and counts are checked as they are listed
         names = [name for name, _ in iter_members(path, fmt, limits, read=False)]
     elif fmt == FOLDER_FORMAT and path.is_dir():
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and not p.is_symlink()]

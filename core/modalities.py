@@ -17,7 +17,8 @@ MODALITIES = (IMAGE, TEXT, AUDIO)
 WORDS = "words"
 
 # every built-in dataset, by name, with its modality
-BUILTINS: dict[str, str] = {"digits": IMAGE, "fashion-mnist": IMAGE, "wordnet-glosses": TEXT, "spoken-words": AUDIO}
+BUILTINS: dict[str, str] = {"digits": IMAGE, "fashion-mnist": IMAGE, "wordnet-glosses": TEXT, "spoken-words": AUDIO,
+                             "spoken-voices": AUDIO}
 
 
 def builtin_names(modality: str | None = None) -> tuple[str, ...]:

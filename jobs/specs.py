@@ -38,7 +38,7 @@ class PretrainSpec(Strict):
     kind: Literal["pretrain"] = "pretrain"
     method: str = Field(description="a registered method name (GET /v1/methods)")
     dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist, wordnet-glosses, "
-                                     "spoken-words)")
+                                     "spoken-words, spoken-voices)")
     scale: Literal["small", "large", "tiny", "base", "seer"] | None = Field(
         None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size; "
                           "seer: SwAV's SEER recipe (RegNetY-256GF on uncurated images). "

@@ -107,6 +107,18 @@ def test_wav2vec2_on_spoken_words_beats_random_init_and_serves_its_embeddings(ap
     assert knn[(checkpoint_id, "top1@k20")] > knn[("random-init", "top1@k20")], knn
     assert linear[("mfcc", "top1")] > 10 / 30 and knn[("mfcc", "top1@k20")] > 3 / 30  # 30 words
 
+    # voice identification on words never heard in training: the same checkpoint, spoken-voices
+    voices = api.post("/v1/jobs", json={"kind": "evaluate", "dataset": "spoken-voices",
+                                        "checkpoints": [checkpoint_id, "random-init", "mfcc"],
+                                        "protocols": WAV2VEC2["evaluations"]})
+    assert voices.status_code == 201, voices.text
+    voiced = wait_for(api, voices.json()["id"], timeout=300)
+    assert voiced["state"] == "succeeded", (voiced, w.output()[-3000:])
+    by_voice = {who: values["linear"]["top1"] for who, values in voiced["result"]["scores"].items()}
+    print("voices: linear top1", by_voice, "knn", {who: values["knn"]["top1@k20"]
+                                                    for who, values in voiced["result"]["scores"].items()})
+    assert min(by_voice.values()) > 1 / 12 and by_voice["mfcc"] > 3 / 12  # 12 voices: chance 0.083
+
     # /v1/embeddings of a WAV equals the downloaded backbone's forward on that clip
     (tmp_path / "b.safetensors").write_bytes(api.get(f"/v1/checkpoints/{checkpoint_id}/download").content)
     model, manifest = load_backbone(tmp_path / "b.safetensors")

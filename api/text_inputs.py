@@ -9,8 +9,9 @@ from api.embed_common import BadInput, check_sizes
 from core.text.words import split_words
 
 BATCH = 64
-# the base64 starts of PNG, JPEG, GIF and WebP files, and data URLs: an image sent to a text model
-IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "data:image/")
+# the base64 starts of PNG, JPEG, GIF, WebP / WAV (RIFF) and FLAC files, and data URLs: an image or a
+# clip sent to a text model
+IMAGE_PREFIXES = ("iVBORw0KGgo", "/9j/", "R0lGOD", "UklGR", "ZkxhQ", "data:image/", "data:audio/")
 
 
 def looks_like_image(text: str) -> bool:
@@ -26,8 +27,8 @@ def embed_texts(inputs: list, encoder: nn.Module, truncate: bool = True) -> tupl
         if not item.strip():
             raise BadInput(i, "empty text")
         if looks_like_image(item):
-            raise BadInput(i, "this is a base64 image, and this checkpoint embeds text: give strings, or use an "
-                              "image checkpoint")
+            raise BadInput(i, "this is a base64 image or audio file, and this checkpoint embeds text: give "
+                              "strings, or use an image or audio checkpoint")
     if getattr(encoder, "embeds_words", False):
         return embed_word_texts(inputs, encoder, truncate)
     encoded = encoder.encode(inputs)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from core.augment import ViewConfig
 from core.methods.recipe import SCALES, SMALL_MAX_SIDE, Recipe, recipe_fields, scale_for
 from core.methods import registry
-from core.modalities import TEXT, WORDS
+from core.modalities import IMAGE, TEXT, WORDS
 
 __all__ = ["OPTIMIZER_OPTIONS", "OVERRIDABLE", "SCALES", "SMALL_MAX_SIDE", "Recipe", "epoch_point", "recipe_fields",
            "resolve", "scale_for", "scaled_lr", "words_budget"]
@@ -117,6 +117,8 @@ def resolve(method: str, image_size: int, n_items: int, overrides: dict | None =
         if not words:
             backbone_options["vocab_size"] = tokenizer["vocab_size"]
         inputs = {"modality": TEXT, "tokenizer": tokenizer}
+    elif info.modality != IMAGE:  # audio: the modality is recorded, as for text (image recipes predate it)
+        inputs["modality"] = info.modality
     epochs = given.get("epochs", recipe.epochs) if words else round(total / steps_per_epoch, 4)
     return {
         "method": method, "scale": scale, "n_items": n_items, **inputs, "adjustments": notes,

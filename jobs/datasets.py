@@ -130,9 +130,17 @@ def prepared_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}/arrays.npz"
 
 
+def image_arrays(result) -> dict:
+    """The prepared arrays of scanned images: uint8 items and labels of each split."""
+    sizes = {} if result.train.sizes is None else {  # each item's (h, w) on its canvas
+        "s": result.train.sizes.numpy(), "s_test": result.test.sizes.numpy()}
+    return {"x": result.train.images.numpy(), "y": result.train.labels.numpy(),
+            "x_test": result.test.images.numpy(), "y_test": result.test.labels.numpy(), **sizes}
+
+
 def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
     """Scan the source and set the row `ready` (counts, stats, content hash, prepared arrays) or
-    `invalid` (with the reason). Image sources are decoded once into an .npz of uint8 arrays."""
+    `invalid` (with the reason). Image and audio sources are decoded once into an .npz of arrays."""
     options = (dataset.stats or {}).get("options", {})
     try:
         if dataset.format == "webdataset":
@@ -149,16 +157,13 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
             result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **{
                 **options, "short_side": short_side}))
             stats = {"options": options, **(dataset.stats or {}), **result.stats}
-            if result.train is not None:
+            if result.train is not None or result.arrays is not None:
                 key = prepared_key(dataset.id)
                 target = store.staging_path(key)
                 tmp = target.with_name(f".{target.name}.part{os.getpid()}")
                 try:
                     with open(tmp, "wb") as f:
-                        sizes = {} if result.train.sizes is None else {  # each item's (h, w) on its canvas
-                            "s": result.train.sizes.numpy(), "s_test": result.test.sizes.numpy()}
-                        np.savez(f, x=result.train.images.numpy(), y=result.train.labels.numpy(),
-                                 x_test=result.test.images.numpy(), y_test=result.test.labels.numpy(), **sizes)
+                        np.savez(f, **(result.arrays if result.arrays is not None else image_arrays(result)))
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)  # a torn write leaves nothing

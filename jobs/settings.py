@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     max_embedding_inputs: int = 256
     max_embedding_input_bytes: int = 4 * 1024 * 1024
+    max_embedding_audio_seconds: float = 30.0  # a longer clip sent to /v1/embeddings answers 413
     max_body_bytes: int = 16 * 1024 * 1024  # JSON expands ~9x once parsed (a list of numbers): ~150 MB a request
     large_body_bytes: int = 1024 * 1024  # requests with larger bodies take one of large_body_slots ...
     large_body_slots: int = 4  # ... so that at most this many are read and handled at once (others wait)

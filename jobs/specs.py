@@ -13,7 +13,7 @@ from core.recipes import OPTIMIZER_OPTIONS, OVERRIDABLE, resolve
 from jobs.text import TokenizerSpec
 
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-BASELINES = ("raw-pixels", "random-init", "tfidf")  # tfidf: text datasets; raw-pixels: images
+BASELINES = ("raw-pixels", "random-init", "tfidf", "mfcc")  # raw-pixels: images; tfidf: text; mfcc: audio
 
 
 class Strict(BaseModel):
@@ -37,7 +37,8 @@ def default_evaluations() -> list[EvaluationSpec]:
 class PretrainSpec(Strict):
     kind: Literal["pretrain"] = "pretrain"
     method: str = Field(description="a registered method name (GET /v1/methods)")
-    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist, wordnet-glosses)")
+    dataset: str = Field(description="a dataset id or a built-in name (digits, fashion-mnist, wordnet-glosses, "
+                                     "spoken-words, spoken-voices)")
     scale: Literal["small", "large", "tiny", "base", "seer"] | None = Field(
         None, description="which recipe: small (<= 64 px) or large; default: from the dataset's image size; "
                           "seer: SwAV's SEER recipe (RegNetY-256GF on uncurated images). "
@@ -165,7 +166,8 @@ class PretrainSpec(Strict):
 class EvaluateSpec(Strict):
     kind: Literal["evaluate"]
     checkpoint: str | None = Field(None, description="a checkpoint id, or a baseline: raw-pixels | random-init "
-                                                     "(images), tfidf | random-init (text)")
+                                                     "(images), tfidf | random-init (text), mfcc | random-init "
+                                                     "(audio)")
     checkpoints: list[str] = Field(default_factory=list, max_length=50,
                                    description="several checkpoint ids and/or baselines, evaluated in turn")
     dataset: str

@@ -67,8 +67,9 @@ def check_channels(ckpt: Checkpoint, dataset) -> None:
 
 def check_image_sources(session: Session, project_id: str, dataset, sources: list[str]) -> None:
     for source in sources:
-        if source == "tfidf":
-            raise SpecRejected(f"tfidf is a text baseline; dataset {dataset.id} holds images")
+        if source in ("tfidf", "mfcc"):
+            raise SpecRejected(f"{source} is a {'text' if source == 'tfidf' else 'audio'} baseline; "
+                               f"dataset {dataset.id} holds images")
         if source not in BASELINES:
             modality = of_manifest(check_checkpoint(session, project_id, source).manifest)
             if modality != IMAGE:

@@ -54,7 +54,7 @@ def check_text_sources(session: Session, project_id: str, dataset, sources: list
         except (TypeError, ValueError) as exc:
             raise SpecRejected(f"cannot build the random-init text backbone: {exc}") from exc
     for source in sources:
-        if source == "raw-pixels":
+        if source in ("raw-pixels", "mfcc"):
             raise SpecRejected(f"dataset {dataset.id} is text: use the baselines tfidf or random-init")
         if source not in BASELINES:
             modality = of_manifest(check_checkpoint(session, project_id, source).manifest)

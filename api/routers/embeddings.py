@@ -1,5 +1,5 @@
 """OpenAI-style embeddings from any checkpoint's backbone: images for image models, strings for
-text models (tokenised with the checkpoint's own tokenizer)."""
+text models (tokenised with the checkpoint's own tokenizer), WAV/FLAC clips for audio models."""
 from __future__ import annotations
 
 import base64
@@ -27,8 +27,9 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="a checkpoint id")
     input: Union[str, list[Item]] = Field(description="image checkpoints: base64 images (PNG/JPEG) or pixel arrays "
-                                                      "(H x W [x C], 0..255); text checkpoints: strings; one "
-                                                      "string alone is a list of one (as in OpenAI's API)")
+                                                      "(H x W [x C], 0..255); text checkpoints: strings; audio "
+                                                      "checkpoints: base64 WAV or FLAC files; one string alone "
+                                                      "is a list of one (as in OpenAI's API)")
     encoding_format: Literal["float", "base64"] = "float"
     truncate: bool = Field(True, description="text: cut a text longer than the model's max_length (reported in "
                                              "usage); false answers 422 instead")

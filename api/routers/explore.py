@@ -16,6 +16,7 @@ from api.concurrency import slots
 from api.deps import ProjectDep, SessionDep, SettingsDep
 from api.routers.neighbors import index_cache
 from core.checkpoint import CorruptCheckpoint
+from core.modalities import IMAGE, of_stats
 from core.data import DatasetUnavailable
 from core.projection import even_sample, project_2d
 from jobs import datasets, images
@@ -80,6 +81,8 @@ def item_image(dataset_id: str, item: Annotated[int, Path(ge=0, le=2**31)], requ
         raise HTTPException(404, f"dataset {dataset_id!r} not found (neither an id nor a name)")
     if row.state != "ready":
         raise HTTPException(409, f"dataset {dataset_id} is {row.state}; items are shown once it is ready")
+    if of_stats(row.stats) != IMAGE:
+        raise HTTPException(422, f"dataset {dataset_id} holds {of_stats(row.stats)}, not images: no item pictures")
     try:
         if "prepared" in (row.stats or {}):  # one item read from the prepared arrays, not the whole dataset
             image, count = images.read_item(row, store_for(settings), split, item)

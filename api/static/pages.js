@@ -23,6 +23,13 @@ function cancelButton(job, after) {
   return button;
 }
 
+function itemSize(stats) {
+  // an image dataset's channels × side², an audio dataset's rate and median clip length
+  if (stats.image_size) return `${stats.channels || ""}×${stats.image_size}²`;
+  if (stats.modality === "audio" && stats.seconds) return `${stats.sample_rate / 1000} kHz, ${stats.seconds.median.toFixed(1)} s`;
+  return "";
+}
+
 function progressBar(job) {
   const share = Math.round(100 * (job.progress || 0));
   return h("div", { class: "progress", title: `${job.step}/${job.total_steps}` },
@@ -60,8 +67,8 @@ const pages = {
   async job(view, id) {
     const job = await api.get(`/v1/jobs/${id}`);
     const head = h("div", { class: "job-head" });
-    const text = job.recipe && job.recipe.modality === "text";  // the loop logs sequences a second as img_per_s
-    const plots = { loss: "loss", lr: "learning rate", img_per_s: text ? "sequences / s" : "images / s" };
+    const unit = { text: "sequences / s", audio: "clips / s" }[job.recipe && job.recipe.modality] || "images / s";  // all logged as img_per_s
+    const plots = { loss: "loss", lr: "learning rate", img_per_s: unit };
     const grid = h("div", { class: "charts" });
     const lines = {};
     for (const [name, title] of Object.entries(plots)) {
@@ -176,7 +183,7 @@ const pages = {
       h("thead", {}, h("tr", {}, ["id", "name", "format", "state", "train", "test", "classes", "size", "hash", "age"].map((c) => h("th", {}, c)))),
       h("tbody", {}, rows.map((d) => h("tr", {}, h("td", {}, h("a", { href: `#/dataset/${d.id}` }, d.id)), h("td", {}, d.name), h("td", {}, d.format),
         h("td", {}, badge(d.state)), h("td", { class: "num" }, d.n_items ?? ""), h("td", { class: "num" }, d.n_test ?? ""),
-        h("td", { class: "num" }, d.n_classes ?? ""), h("td", {}, d.stats.image_size ? `${d.stats.channels || ""}×${d.stats.image_size}²` : ""),
+        h("td", { class: "num" }, d.n_classes ?? ""), h("td", {}, itemSize(d.stats)),
         h("td", {}, (d.content_hash || "").slice(0, 12)), h("td", {}, age(d.created_at)))))));
     if (!rows.length) view.append(h("p", { class: "muted" }, "No datasets yet."));
   },
@@ -190,7 +197,7 @@ const pages = {
         h("span", {}, `${d.n_classes ?? "?"} classes`), h("span", {}, d.format)),
       h("table", {}, h("tbody", {}, stats.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, typeof v === "object" ? JSON.stringify(v) : fmt(v)))))),
       h("h2", {}, "Samples"), grid);
-    if (d.state !== "ready") return;
+    if (d.state !== "ready" || (d.stats.modality && d.stats.modality !== "image")) return;  // pictures of images only
     const count = Math.min(24, d.n_items || 0);
     for (let i = 0; i < count; i++) {
       const img = h("img", { alt: `item ${i}`, width: 64, height: 64 });

@@ -195,8 +195,8 @@ def watch(job_id: str, url: Url = DEFAULT_URL, api_key: Key = None,
 
 
 def throughput_unit(job: dict) -> str:
-    """Text jobs count sequences a second, image jobs images (the loop logs both as img_per_s)."""
-    return "seq/s" if (job.get("recipe") or {}).get("modality") == "text" else "img/s"
+    """Text jobs count sequences a second, audio jobs clips, image jobs images (the loop logs all as img_per_s)."""
+    return {"text": "seq/s", "audio": "clips/s"}.get((job.get("recipe") or {}).get("modality"), "img/s")
 
 
 def metrics_info(values: dict, unit: str = "img/s") -> str:

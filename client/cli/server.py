@@ -113,6 +113,8 @@ def backbones_label(info) -> str:
     if info.modality == "text":
         return info.default_backbone
     chosen = info.default_backbones
+    if info.modality == "audio":  # one recipe per model size
+        return ", ".join(f"{backbone} ({scale})" for scale, backbone in chosen.items())
     if len(set(chosen.values())) == 1:
         return next(iter(chosen.values()))
     return f"{chosen.get('small', '?')} (≤64 px), {chosen.get('large', '?')} (larger)"

@@ -12,7 +12,8 @@ INT_BOUNDS = {"width": 1024, "dim": 4096, "depth": 64, "heads": 64, "patch_size"
 DEFAULT_INT_BOUND = 4096
 # Upper bounds of the float options (anything else: (0, 64]); a RegNet's width slope w_a is 230.83 at SEER's 256GF.
 FLOAT_BOUNDS = {"w_a": 1024.0}
-PROBABILITIES = ("dropout", "drop_path_rate")  # rates: 0 (off) up to, not including, 1
+PROBABILITIES = ("dropout", "drop_path_rate", "attention_dropout", "activation_dropout", "layerdrop",
+                 "dropout_input")  # rates: 0 (off) up to, not including, 1
 RESNET_PARAMETERS = {"resnet18": 11_200_000, "resnet50": 23_600_000}
 
 

@@ -6,11 +6,14 @@ the pooling count only the clip's own frames; padded frames are zeroed before th
 convolution and never attended to)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.backbones.registry import register_backbone
+from core.modalities import AUDIO
 from core.data.audio import waveforms
 
 # fairseq conv_feature_layers: [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2 -> 320 samples a frame
@@ -208,8 +211,13 @@ def _audio_backbone(size: dict):
         # in_channels / image_size are the image backbones' arguments; a waveform encoder has none
         return Wav2Vec2Encoder(**{**size, **options})
 
+    # the encoder's own options with this size's defaults, so that core.backbones.sizes.check_options
+    # knows them (names, types and bounds) before anything is built
+    options = [p.replace(default=size.get(p.name, p.default))
+               for p in inspect.signature(Wav2Vec2Encoder).parameters.values()]
+    build.__signature__ = inspect.Signature([*list(inspect.signature(build).parameters.values())[:2], *options])
     return build
 
 
 for _name, _size in SIZES.items():
-    register_backbone(_name)(_audio_backbone(_size))
+    register_backbone(_name, AUDIO)(_audio_backbone(_size))

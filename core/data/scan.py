@@ -15,9 +15,10 @@ from core.data.arrays import ArrayDataset, split_by_fraction
 from core.data.errors import DatasetUnavailable
 from core.data.files import as_images
 from core.data.idx import parse_idx
-from core.data.images import collect
+from core.data.audio import AUDIO_SUFFIXES, scan_audio
+from core.data.images import MAX_UNREADABLE_LISTED, collect
 from core.data.text import TEXT_FORMATS, describe_text, read_text
-from core.modalities import IMAGE, TEXT
+from core.modalities import AUDIO, IMAGE, TEXT
 
 FILE_FORMATS = (*ARCHIVE_FORMATS, "npz", "idx", *TEXT_FORMATS)
 FOLDER_FORMAT = "folder"  # a local directory of images (registered by path, never uploaded)
@@ -43,6 +44,7 @@ class ScanResult:
     stats: dict
     train: ArrayDataset | None = None  # None for text
     test: ArrayDataset | None = None
+    arrays: dict | None = None  # what is stored as the prepared .npz when not the image arrays (audio)
 
 
 def format_from_name(filename: str) -> str | None:
@@ -184,7 +186,24 @@ def scan_file(path: str | Path, fmt: str, options: ScanOptions = ScanOptions()) 
     path = Path(path)
     if not path.exists():
         raise DatasetUnavailable(f"no such file: {path}")
-    return SCANNERS[FORMAT_MODALITIES.get(fmt, IMAGE)](path, fmt, options)
+    return SCANNERS[modality_of(path, fmt, options.limits)](path, fmt, options)
+
+
+def modality_of(path: Path, fmt: str, limits: Limits) -> str:
+    """A file format's modality (FORMAT_MODALITIES); an archive or folder holds audio when most of
+    its files (OS metadata aside) are .wav/.flac, images otherwise. Archive headers only are read."""
+    if fmt in FORMAT_MODALITIES:
+        return FORMAT_MODALITIES[fmt]
+    if fmt in ARCHIVE_FORMATS:
+        _check_magic(path, fmt)  # then only the headers: links, sizes and counts are checked as they are listed
+        names = [name for name, _ in iter_members(path, fmt, limits, read=False)]
+    elif fmt == FOLDER_FORMAT and path.is_dir():
+        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    else:
+        return IMAGE
+    names = [n for n in names if not (n.rsplit("/", 1)[-1].startswith(".") or "__MACOSX/" in n)]
+    audio = sum(n.lower().endswith(AUDIO_SUFFIXES) for n in names)
+    return AUDIO if names and 2 * audio > len(names) else IMAGE
 
 
 def scan_image_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
@@ -221,9 +240,42 @@ def scan_text_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
     return ScanResult(counts["n_items"], counts["n_test"], counts["n_classes"], digest, facts)
 
 
-# a file format's modality (any format not listed holds images), and each modality's scanner
+def scan_audio_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
+    """A folder or archive of WAV/FLAC clips, labelled by their folder (core.data.audio.scan_audio):
+    split by train/ and test/ folders when there are, else by a seeded stratified fraction;
+    unreadable files are listed with their reason and skipped."""
+    if fmt == FOLDER_FORMAT:
+        files, digest = iter_folder(path, options.limits), _folder_sha256(path)
+    else:
+        check_file(path, fmt, options.limits)
+        files, digest = iter_members(path, fmt, options.limits), file_sha256(path)
+    kept = ((name, data) for name, data in files
+            if not (name.rsplit("/", 1)[-1].startswith(".") or "__MACOSX/" in name))
+    found = scan_audio(kept)
+    is_test = torch.tensor([name.split("/", 1)[0].lower() == "test" for name in found.paths])
+    data = found.data
+    if bool(is_test.any()) and not bool(is_test.all()):
+        train, test = data.subset((~is_test).nonzero().squeeze(1)), data.subset(is_test.nonzero().squeeze(1))
+        split = "source"
+    elif len(data) >= 2:
+        train, test = split_by_fraction(data, options.test_fraction, options.seed)
+        split = f"seeded fraction {options.test_fraction} (seed {options.seed})"
+    else:
+        train, test, split = data, data.subset([]), "none (one clip)"
+    train.classes = test.classes = data.classes
+    stats = {**found.stats, "split": split, "unreadable": found.bad_files[:MAX_UNREADABLE_LISTED],
+             "n_unreadable": len(found.bad_files)}
+    arrays = {}
+    for prefix, part in (("", train), ("test_", test)):
+        arrays.update({f"{prefix}samples": part.samples.numpy(), f"{prefix}offsets": part.offsets.numpy(),
+                       f"{prefix}labels": part.labels.numpy()})
+    return ScanResult(len(train), len(test), len(data.classes), digest, stats, arrays=arrays)
+
+
+# a file format's modality (archives and folders: modality_of; any other holds images), and each
+# modality's scanner
 FORMAT_MODALITIES = {fmt: TEXT for fmt in TEXT_FORMATS}
-SCANNERS = {IMAGE: scan_image_file, TEXT: scan_text_file}
+SCANNERS = {IMAGE: scan_image_file, TEXT: scan_text_file, AUDIO: scan_audio_file}
 
 
 def _resized(data: ArrayDataset, options: ScanOptions) -> ArrayDataset:

@@ -2,17 +2,18 @@
 an image dataset by URI."""
 from __future__ import annotations
 
-from core.data import builtin, files, text_builtins
+from core.data import audio_builtins, builtin, files, text_builtins
 from core.data.arrays import ArrayDataset
 from core.data.errors import DatasetUnavailable
-from core.modalities import BUILTINS, IMAGE, TEXT
+from core.modalities import AUDIO, BUILTINS, IMAGE, TEXT
 
 # modality -> name -> (train, test) of that modality's dataset type
-BUILTIN_LOADERS = {IMAGE: builtin.load, TEXT: text_builtins.load_text}
+BUILTIN_LOADERS = {IMAGE: builtin.load, TEXT: text_builtins.load_text, AUDIO: audio_builtins.load_audio}
 
 
 def load_builtin(name: str) -> tuple:
-    """(train, test) of a built-in dataset: ArrayDataset for images, TextDataset for text."""
+    """(train, test) of a built-in dataset: ArrayDataset for images, TextDataset for text, AudioDataset
+    for audio."""
     if name not in BUILTINS:
         raise DatasetUnavailable(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}")
     return BUILTIN_LOADERS[BUILTINS[name]](name)

@@ -9,14 +9,13 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.data.audio import AudioDataset
 from core.data.audio_builtins import load_audio
 from core.data.errors import DatasetUnavailable
 from core.modalities import AUDIO
-from jobs.ids import new_id
+from jobs.builtins import register_builtin
 from jobs.storage import ArtifactStore
 from jobs.tables import Dataset
 
@@ -53,18 +52,8 @@ def builtin_audio_description(name: str) -> dict:
 
 
 def register_builtin_audio(session: Session, project_id: str, name: str) -> Dataset:
-    existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
-    if existing is not None and existing.state == "ready":
-        return existing
-    facts = builtin_audio_description(name)  # raises DatasetUnavailable with the install hint
-    dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
-                                  format="builtin")
-    for key, value in facts.items():
-        setattr(dataset, key, value)
-    dataset.state, dataset.error = "ready", None
-    session.add(dataset)
-    session.flush()
-    return dataset
+    """Register (or return the already registered) built-in audio dataset `name`."""
+    return register_builtin(session, project_id, name, builtin_audio_description)
 
 
 def load_splits(store: ArtifactStore | None, dataset: Dataset) -> tuple[AudioDataset, AudioDataset]:

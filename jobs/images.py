@@ -7,7 +7,6 @@ import threading
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.data import ArrayDataset, DatasetUnavailable, load_source, split_by_fraction
@@ -15,7 +14,7 @@ from core.data.canvas import center_cropped
 from core.data.files import load_npz, npz_item
 from core.data.webdataset import WebDatasetStream, head_sample
 from core.modalities import IMAGE
-from jobs.ids import new_id
+from jobs.builtins import register_builtin
 from jobs.settings import Settings
 from jobs.sources import guarded_opener, limits, project_sources
 from jobs.storage import ArtifactStore
@@ -47,19 +46,8 @@ def builtin_description(name: str) -> dict:
 
 
 def register_builtin_image(session: Session, project_id: str, name: str) -> Dataset:
-    """Register (or return the already registered) built-in image dataset; scanned synchronously (small)."""
-    existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
-    if existing is not None and existing.state == "ready":
-        return existing
-    description = builtin_description(name)  # raises DatasetUnavailable with the install hint
-    dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
-                                  format="builtin")
-    for key, value in description.items():
-        setattr(dataset, key, value)
-    dataset.state, dataset.error = "ready", None
-    session.add(dataset)
-    session.flush()
-    return dataset
+    """Register (or return the already registered) built-in image dataset `name`."""
+    return register_builtin(session, project_id, name, builtin_description)
 
 
 def is_streamed(dataset: Dataset) -> bool:

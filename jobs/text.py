@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.backbones.text import TEXT_BACKBONES
@@ -16,7 +15,7 @@ from core.data import DatasetUnavailable
 from core.data.text import TEXT_FORMATS, TextDataset, content_hash, describe_splits, read_text, split_text
 from core.data.text_builtins import load_text
 from core.modalities import TEXT, of_manifest
-from jobs.ids import new_id
+from jobs.builtins import register_builtin
 from jobs.settings import Settings
 from jobs.sources import local_source
 from jobs.storage import ArtifactStore
@@ -65,18 +64,8 @@ def builtin_text_description(name: str) -> dict:
 
 
 def register_builtin_text(session: Session, project_id: str, name: str) -> Dataset:
-    existing = session.scalar(select(Dataset).where(Dataset.project_id == project_id, Dataset.uri == f"builtin://{name}"))
-    if existing is not None and existing.state == "ready":
-        return existing
-    facts = builtin_text_description(name)  # raises DatasetUnavailable with the install hint
-    dataset = existing or Dataset(id=new_id("ds"), project_id=project_id, name=name, uri=f"builtin://{name}",
-                                  format="builtin")
-    for key, value in facts.items():
-        setattr(dataset, key, value)
-    dataset.state, dataset.error = "ready", None
-    session.add(dataset)
-    session.flush()
-    return dataset
+    """Register (or return the already registered) built-in text dataset `name`."""
+    return register_builtin(session, project_id, name, builtin_text_description)
 
 
 def load_splits(settings: Settings, store: ArtifactStore, dataset: Dataset) -> tuple[TextDataset, TextDataset]:

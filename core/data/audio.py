@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
 from math import gcd
 from pathlib import PurePosixPath
@@ -25,6 +26,13 @@ PAD = -32768  # int16 min: padding in a batch; stored samples are clipped to [-3
 AUDIO_SUFFIXES = (".wav", ".flac")
 MIN_RATE, MAX_RATE = 4_000, 192_000  # outside: refused as absurd
 MAX_SECONDS = 30.0  # a clip longer than this is refused (ScanLimits.max_seconds)
+
+
+def _reason(exc: Exception) -> str:
+    """soundfile's message without the in-memory file's repr ("Error opening <_io.BytesIO object at
+    0x…>: Format not recognised." -> "Format not recognised.")."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"^Error opening <[^>]*>: ", "", text)
 
 
 @dataclass
@@ -120,7 +128,7 @@ def decode(data: bytes, target: int = SAMPLE_RATE, max_seconds: float = MAX_SECO
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as exc:  # soundfile raises its own LibsndfileError (a RuntimeError) or TypeError
-        raise ValueError(f"not readable audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        raise ValueError(f"not readable audio ({_reason(exc)})")
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
         raise ValueError(f"sample rate {info.samplerate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
     if info.frames <= 0:
@@ -130,7 +138,7 @@ def decode(data: bytes, target: int = SAMPLE_RATE, max_seconds: float = MAX_SECO
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
     except Exception as exc:
-        raise ValueError(f"unreadable audio ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        raise ValueError(f"unreadable audio ({_reason(exc)})")
     if len(audio) == 0:
         raise ValueError("zero length")
     mono = audio.mean(axis=1)

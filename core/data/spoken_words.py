@@ -49,9 +49,14 @@ def synthesise(word: str, voice: str, speed: int, pitch: int, binary: str | None
     binary = binary or espeak_binary()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "word.wav"
-        subprocess.run([binary, "-w", str(out), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
-                       check=True, capture_output=True, timeout=30)
-        clip, _ = decode(out.read_bytes(), SAMPLE_RATE)
+        try:
+            subprocess.run([binary, "-w", str(out), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
+                           check=True, capture_output=True, timeout=30)
+            clip, _ = decode(out.read_bytes(), SAMPLE_RATE)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:  # a 4xx naming the cause, not a 500
+            stderr = getattr(exc, "stderr", None) or b""
+            raise DatasetUnavailable(f"espeak-ng could not say {word!r} in voice {voice}: "
+                                     f"{stderr.decode(errors='replace').strip() or exc}") from exc
     return clip
 
 

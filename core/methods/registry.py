@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from core.augment import ViewConfig, ViewMaker
 from core.backbones import build_backbone
 from core.methods.recipe import Recipe, scale_for
-from core.modalities import IMAGE, TEXT, WORDS
+from core.modalities import AUDIO, IMAGE, TEXT, WORDS
 
 
 @dataclass
@@ -118,16 +118,17 @@ def build_resolved(recipe: dict, in_channels: int = 3, mean: list[float] | None 
                    std: list[float] | None = None):
     """The method exactly as a resolved recipe (core.recipes.resolve) says: backbone, its
     options, views and every method option explicit."""
-    if recipe.get("modality") == TEXT:
-        return build_text(recipe)
+    if recipe.get("modality") in (TEXT, AUDIO):
+        return build_viewless(recipe)
     return build(recipe["method"], recipe["backbone"], in_channels=in_channels, image_size=recipe["image_size"],
                  mean=mean, std=std, augment=recipe["views"], backbone_options=recipe["backbone_options"],
                  scale=recipe["scale"], **recipe["method_options"])
 
 
-def build_text(recipe: dict):
-    """A text method from its resolved recipe: the encoder sized by the recipe's tokenizer (its
-    vocab_size is in backbone_options), no views. The caller sets the trained tokenizer."""
+def build_viewless(recipe: dict):
+    """A text or audio method from its resolved recipe: the recipe's backbone with its options
+    (a text encoder sized by the recipe's tokenizer: its vocab_size is in backbone_options) and
+    every method option explicit; no views. A text method's caller sets the trained tokenizer."""
     info = method_info(recipe["method"])
     unknown = set(recipe["method_options"]) - set(info.options())
     if unknown:

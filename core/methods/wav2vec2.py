@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from core.augment.spans import sample_distractors, span_mask
-from core.backbones import build_backbone
 from core.data.audio import waveforms
 from core.heads.quantizer import GumbelQuantizer, gumbel_temperature
 from core.losses.wav2vec2 import contrastive_loss, diversity_loss
 from core.methods.base import Method
-from core.methods.registry import method_info, register
+from core.methods.registry import build_viewless, register
 from core.methods.recipe import Recipe
 
 PAPER = "wav2vec 2.0 (arXiv:2006.11477) sec. 4.2"
@@ -139,13 +138,5 @@ class Wav2Vec2(Method):
 
 
 def build_audio(recipe: dict) -> Wav2Vec2:
-    """An audio method from its resolved recipe (core.recipes.resolve): the recipe's backbone
-    with its options and every method option explicit; no views."""
-    info = method_info(recipe["method"])
-    unknown = set(recipe["method_options"]) - set(info.options())
-    if unknown:
-        raise ValueError(f"unknown option(s) for {info.name}: {', '.join(sorted(unknown))}")
-    net = build_backbone(recipe["backbone"], in_channels=1, image_size=0, **recipe["backbone_options"])
-    method = info.cls(net, None, **recipe["method_options"])
-    method.hparams = dict(recipe["method_options"])
-    return method
+    """An audio method from its resolved recipe (core.recipes.resolve); no views."""
+    return build_viewless(recipe)

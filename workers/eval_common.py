@@ -12,6 +12,7 @@ from torch import nn
 
 from core.evaluate.protocols import ENCODER_PROTOCOLS, run_protocol
 from jobs import lifecycle, scores
+from jobs.features import feature_key, load_or_compute
 from jobs.tables import Dataset, Job
 from workers.context import JobContext
 
@@ -108,3 +109,22 @@ def evaluate_sources(ctx: JobContext, refs: list[str], protocols: list[dict],
     if reason == "cancelled":
         return lifecycle.CANCELLED, {"scores": results}, None
     return lifecycle.SUCCEEDED, {"scores": results}, None
+
+
+def cached_features(ctx: JobContext, source: Source, dataset_row: Dataset, split: str, compute: Callable, labels):
+    """compute() of one split's features, or the copy in the artifact store's feature cache; the
+    job's events say which."""
+    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
+    features, cached = load_or_compute(ctx.store, key, compute, labels)
+    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
+              + ("loaded from the feature cache" if cached else "computed and cached"),
+              features=key, cache="hit" if cached else "miss")
+    return features
+
+
+def feature_protocols(ctx: JobContext, protocols: list[dict]) -> list[dict]:
+    """The frozen-feature protocols of a modality without fine-tuning; the others are skipped with a log line."""
+    skipped = [p["protocol"] for p in protocols if p["protocol"] in ENCODER_PROTOCOLS]
+    if skipped:
+        ctx.event("log", f"{', '.join(skipped)} skipped: fine-tuning is for image encoders")
+    return [p for p in protocols if p["protocol"] not in ENCODER_PROTOCOLS]

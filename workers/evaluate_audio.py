@@ -12,14 +12,13 @@ import torch
 from core.backbones import build_backbone
 from core.data.audio import AudioDataset
 from core.evaluate.audio import audio_features, mfcc_features
-from core.evaluate.protocols import ENCODER_PROTOCOLS
 from core.modalities import AUDIO, of_manifest
 from jobs import audio, checkpoints
-from jobs.features import feature_key, load_or_compute
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
 from workers.context import JobContext
-from workers.eval_common import Progress, Source, evaluate_sources, run_protocols
+from workers.eval_common import (Progress, Source, cached_features, evaluate_sources, feature_protocols,
+                                 run_protocols)
 
 RANDOM_INIT_BACKBONE = "wav2vec2_small"
 
@@ -73,19 +72,7 @@ def audio_split_features(ctx: JobContext, source: Source, dataset_row: Dataset, 
         compute = lambda: mfcc_features(data)  # noqa: E731
     else:
         compute = lambda: audio_features(source.encoder, data, device=device)  # noqa: E731
-    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
-    features, cached = load_or_compute(ctx.store, key, compute, data.labels)
-    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
-              + ("loaded from the feature cache" if cached else "computed and cached"),
-              features=key, cache="hit" if cached else "miss")
-    return features
-
-
-def feature_protocols(ctx: JobContext, protocols: list[dict]) -> list[dict]:
-    skipped = [p["protocol"] for p in protocols if p["protocol"] in ENCODER_PROTOCOLS]
-    if skipped:
-        ctx.event("log", f"{', '.join(skipped)} skipped: fine-tuning is for image encoders")
-    return [p for p in protocols if p["protocol"] not in ENCODER_PROTOCOLS]
+    return cached_features(ctx, source, dataset_row, split, compute, data.labels)
 
 
 def evaluate_audio_encoder(ctx: JobContext, encoder, train: AudioDataset, test: AudioDataset, protocols: list[dict],

@@ -13,11 +13,10 @@ from core.data.transforms import resize
 from core.evaluate.features import extract_features, raw_pixels
 from core.evaluate.finetune import finetune
 from jobs import checkpoints, images
-from jobs.features import feature_key, load_or_compute
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
 from workers.context import JobContext
-from workers.eval_common import Progress, Source, evaluate_sources, run_protocols
+from workers.eval_common import Progress, Source, cached_features, evaluate_sources, run_protocols
 
 
 def labelled(data):
@@ -73,14 +72,9 @@ def source_features(ctx: JobContext, source: Source, dataset_row: Dataset, split
     if source.encoder is None:
         return raw_pixels(data.images)
     images = resize(data, source.size).images if source.size else data.images
-    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
-    features, cached = load_or_compute(
-        ctx.store, key, lambda: extract_features(source.encoder, images, source.mean, source.std, device=device),
-        data.labels)
-    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
-              + ("loaded from the feature cache" if cached else "computed and cached"),
-              features=key, cache="hit" if cached else "miss")
-    return features
+    return cached_features(ctx, source, dataset_row, split,
+                           lambda: extract_features(source.encoder, images, source.mean, source.std, device=device),
+                           data.labels)
 
 
 def fine_tune_images(source: Source, train_set, test_set, seed: int, device, should_stop, options: dict) -> dict:

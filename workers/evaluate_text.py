@@ -12,18 +12,17 @@ import torch
 from core.backbones import build_backbone
 from core.data.text import TextDataset
 from core.data.text_batches import TokenizedCorpus
-from core.evaluate.protocols import ENCODER_PROTOCOLS
 from core.evaluate.text import text_features, tfidf_features
 from core.evaluate.word_similarity import token_words, word_similarity, wordnet_synonym_pairs
 from core.text.tokenizer import CorpusTooSmall, train_tokenizer
 from core.data import DatasetUnavailable
 from core.modalities import TEXT, of_manifest
 from jobs import checkpoints, scores, text
-from jobs.features import feature_key, load_or_compute
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
 from jobs.tables import Checkpoint, Dataset, Job
 from workers.context import JobContext
-from workers.eval_common import Progress, Source, evaluate_sources, run_protocols
+from workers.eval_common import (Progress, Source, cached_features, evaluate_sources, feature_protocols,
+                                 run_protocols)
 
 RANDOM_INIT_BACKBONE = "text_tiny"
 RANDOM_INIT_VOCAB = 8000
@@ -102,19 +101,7 @@ def text_split_features(ctx: JobContext, source: TextSource, dataset_row: Datase
         corpus = TokenizedCorpus.from_texts(source.encoder.tokenizer, data.texts, source.encoder.max_length)
         return text_features(source.encoder, corpus, device=device)
 
-    key = feature_key(source.name, dataset_row.id, dataset_row.content_hash, split)
-    features, cached = load_or_compute(ctx.store, key, compute, data.labels)
-    ctx.event("log", f"features of {source.name} on {dataset_row.id}/{split}: "
-              + ("loaded from the feature cache" if cached else "computed and cached"),
-              features=key, cache="hit" if cached else "miss")
-    return features
-
-
-def feature_protocols(ctx: JobContext, protocols: list[dict]) -> list[dict]:
-    skipped = [p["protocol"] for p in protocols if p["protocol"] in ENCODER_PROTOCOLS]
-    if skipped:
-        ctx.event("log", f"{', '.join(skipped)} skipped: fine-tuning is for image encoders")
-    return [p for p in protocols if p["protocol"] not in ENCODER_PROTOCOLS]
+    return cached_features(ctx, source, dataset_row, split, compute, data.labels)
 
 
 def evaluate_text_encoder(ctx: JobContext, encoder, train: TextDataset, test: TextDataset, protocols: list[dict],

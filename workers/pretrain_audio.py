@@ -17,7 +17,7 @@ from jobs.tables import Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext
 from workers.evaluate_audio import evaluate_audio_encoder
-from workers.training import ServiceCallbacks, job_recipe, load_resume_state, train_config
+from workers.training import ServiceCallbacks, early_outcome, job_recipe, load_resume_state, train_config
 
 # clips are cut here for training: fairseq's max_sample_size for wav2vec 2.0 pretraining (250k samples, 15.6 s)
 MAX_TRAIN_SAMPLES = 250_000
@@ -49,12 +49,9 @@ def run_pretrain_audio(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, data
     started = time.perf_counter()
     result = callbacks.around(lambda: train(method, clips, config, device=device, callbacks=callbacks, resume=resume))
     ctx.add_compute(time.perf_counter() - started)
-    if result.reason in ("shutdown", "lease-lost"):
-        return None, None, None
-    if result.reason == "cancelled":
-        return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
-    if result.reason == "nan":
-        return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
+    outcome = early_outcome(result, callbacks)
+    if outcome is not None:
+        return outcome
     scores = {}
     labelled = (dataset_row.stats or {}).get("labelled")
     if spec.evaluations and not labelled:

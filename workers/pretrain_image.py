@@ -23,7 +23,7 @@ from workers.context import JobContext
 from workers.evaluate_image import evaluate_encoder
 from workers.health import HealthMonitor
 from workers.shared_data import shared_folder, shared_images
-from workers.training import ServiceCallbacks, job_recipe, load_resume_state, train_config
+from workers.training import ServiceCallbacks, early_outcome, job_recipe, load_resume_state, train_config
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +110,9 @@ def run_pretrain_image(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, data
     elapsed = time.perf_counter() - started
     ctx.add_compute(elapsed * world)  # every device's time
     distributed_release()
-    if result.reason in ("shutdown", "lease-lost"):
-        return None, None, None
-    if result.reason == "cancelled":
-        return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
-    if result.reason == "collapsed":
-        return lifecycle.FAILED, {"step": result.step}, (f"stopped at step {result.step}: the representation "
-                                                         "collapsed (stop_on_collapse; see the collapse event)")
-    if result.reason == "nan":
-        return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
+    outcome = early_outcome(result, callbacks)
+    if outcome is not None:
+        return outcome
     scores = {}
     labelled = (dataset_row.stats or {}).get("labelled")
     if spec.evaluations and not labelled:  # an uncurated collection: scores come from an evaluate job

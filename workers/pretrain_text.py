@@ -20,7 +20,7 @@ from jobs.tables import Checkpoint, Dataset, Job
 from jobs.version import code_version
 from workers.context import JobContext
 from workers.evaluate_text import evaluate_text_encoder, subword_word_similarity
-from workers.training import ServiceCallbacks, job_recipe, load_resume_state, train_config
+from workers.training import ServiceCallbacks, early_outcome, job_recipe, load_resume_state, train_config
 
 TOKENIZER_KEY = "backbone.tokenizer_bytes"
 
@@ -71,12 +71,9 @@ def run_pretrain_text(ctx: JobContext, spec: PretrainSpec, raw_spec: dict, datas
     result = callbacks.around(lambda: train(method, TokenBatches(corpus), config, device=device, callbacks=callbacks,
                                             resume=resume))
     ctx.add_compute(time.perf_counter() - started)
-    if result.reason in ("shutdown", "lease-lost"):
-        return None, None, None
-    if result.reason == "cancelled":
-        return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
-    if result.reason == "nan":
-        return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
+    outcome = early_outcome(result, callbacks)
+    if outcome is not None:
+        return outcome
     results = {}
     if len(test_set) and hasattr(method, "head"):  # an MLM head: mlm, mlm+simcse
         results.update(record_masked_tokens(ctx, method, corpus, test_set.texts, spec, callbacks, device))

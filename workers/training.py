@@ -137,3 +137,19 @@ def load_resume_state(ctx: JobContext) -> dict | None:
     _, state = distributed.agreed_resume(list(rows), read,
                                          lambda checkpoint_id, exc: ctx.event("log", f"skipping checkpoint {checkpoint_id}: {exc}"))
     return state
+
+
+def early_outcome(result, callbacks: ServiceCallbacks):
+    """The job's outcome (state, result, error) when training ended before its last step, for
+    any modality; None when it completed. (None, None, None): the process is going away
+    (shutdown, lease lost) and the job stays for the next attempt."""
+    if result.reason in ("shutdown", "lease-lost"):
+        return None, None, None
+    if result.reason == "cancelled":
+        return lifecycle.CANCELLED, {"step": result.step, "checkpoint": callbacks.final_checkpoint}, None
+    if result.reason == "collapsed":
+        return lifecycle.FAILED, {"step": result.step}, (f"stopped at step {result.step}: the representation "
+                                                         "collapsed (stop_on_collapse; see the collapse event)")
+    if result.reason == "nan":
+        return lifecycle.FAILED, {"step": result.step}, f"loss became non-finite at step {result.step}"
+    return None

@@ -11,9 +11,11 @@ from typing import Callable
 from torch import nn
 
 from core.evaluate.protocols import ENCODER_PROTOCOLS, run_protocol
-from jobs import lifecycle, scores
+from core.backbones import build_backbone
+from core.modalities import of_manifest
+from jobs import checkpoints, lifecycle, scores
 from jobs.features import feature_key, load_or_compute
-from jobs.tables import Dataset, Job
+from jobs.tables import Checkpoint, Dataset, Job
 from workers.context import JobContext
 
 
@@ -128,3 +130,21 @@ def feature_protocols(ctx: JobContext, protocols: list[dict]) -> list[dict]:
     if skipped:
         ctx.event("log", f"{', '.join(skipped)} skipped: fine-tuning is for image encoders")
     return [p for p in protocols if p["protocol"] not in ENCODER_PROTOCOLS]
+
+
+def checkpoint_encoder(ctx: JobContext, ref: str, modality: str | None = None, refusal: str = ""):
+    """(checkpoint row, its backbone's encoder with the trained weights, the manifest, who: the
+    scores' provenance) of checkpoint `ref`; `modality` given, a checkpoint of another modality is
+    refused with `refusal` (formatted with the checkpoint's modality as {got})."""
+    row = ctx.write(lambda s: s.get(Checkpoint, ref))
+    if row is None:
+        raise LookupError(f"checkpoint {ref!r} not found")
+    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
+    if modality is not None and of_manifest(manifest) != modality:
+        raise ValueError(refusal.format(got=of_manifest(manifest)))
+    config = dict(manifest["backbone"])
+    encoder = build_backbone(config.pop("name"), **config)
+    encoder.load_state_dict(state)
+    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
+    who = {"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone, "compute_seconds": pretrain}
+    return row, encoder, manifest, who

@@ -12,13 +12,13 @@ import torch
 from core.backbones import build_backbone
 from core.data.audio import AudioDataset
 from core.evaluate.audio import audio_features, mfcc_features
-from core.modalities import AUDIO, of_manifest
-from jobs import audio, checkpoints
+from core.modalities import AUDIO
+from jobs import audio
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
-from jobs.tables import Checkpoint, Dataset, Job
+from jobs.tables import Checkpoint, Dataset
 from workers.context import JobContext
-from workers.eval_common import (Progress, Source, cached_features, evaluate_sources, feature_protocols,
-                                 run_protocols)
+from workers.eval_common import (Progress, Source, cached_features, checkpoint_encoder, evaluate_sources,
+                                 feature_protocols, run_protocols)
 
 RANDOM_INIT_BACKBONE = "wav2vec2_small"
 
@@ -51,18 +51,9 @@ def open_audio_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int
                       who={"baseline": ref, "method": ref, "backbone": name})
     if ref in ("raw-pixels", "tfidf"):
         raise ValueError(f"{ref} is not an audio baseline; audio datasets have mfcc and random-init")
-    row = ctx.write(lambda s: s.get(Checkpoint, ref))
-    if row is None:
-        raise LookupError(f"checkpoint {ref!r} not found")
-    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
-    if of_manifest(manifest) != AUDIO:
-        raise ValueError(f"checkpoint {ref} is a {of_manifest(manifest)} model; dataset {dataset_row.id} holds audio")
-    config = dict(manifest["backbone"])
-    encoder = build_backbone(config.pop("name"), **config)
-    encoder.load_state_dict(state)
-    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
-    return Source(row.id, encoder, who={"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone,
-                                        "compute_seconds": pretrain})
+    row, encoder, _, who = checkpoint_encoder(
+        ctx, ref, AUDIO, f"checkpoint {ref} is a {{got}} model; dataset {dataset_row.id} holds audio")
+    return Source(row.id, encoder, who=who)
 
 
 def audio_split_features(ctx: JobContext, source: Source, dataset_row: Dataset, split: str, data: AudioDataset,

@@ -12,11 +12,12 @@ from core.backbones import build_backbone
 from core.data.transforms import resize
 from core.evaluate.features import extract_features, raw_pixels
 from core.evaluate.finetune import finetune
-from jobs import checkpoints, images
+from jobs import images
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
-from jobs.tables import Checkpoint, Dataset, Job
+from jobs.tables import Checkpoint, Dataset
 from workers.context import JobContext
-from workers.eval_common import Progress, Source, cached_features, evaluate_sources, run_protocols
+from workers.eval_common import (Progress, Source, cached_features, checkpoint_encoder, evaluate_sources,
+                                 run_protocols)
 
 
 def labelled(data):
@@ -53,18 +54,9 @@ def open_source(ctx: JobContext, ref: str, dataset_row: Dataset, seed: int, back
         tag = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8] if options else ""
         return Source(f"random-init-{name}{'-' + tag if tag else ''}-s{seed}-{size}", encoder, stats["mean"],
                       stats["std"], size, {"baseline": ref, "method": ref, "backbone": name})
-    row = ctx.write(lambda s: s.get(Checkpoint, ref))
-    if row is None:
-        raise LookupError(f"checkpoint {ref!r} not found")
-    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
-    config = dict(manifest["backbone"])
-    encoder = build_backbone(config.pop("name"), **config)
-    encoder.load_state_dict(state)
+    row, encoder, manifest, who = checkpoint_encoder(ctx, ref)
     norm = manifest["normalization"]
-    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
-    return Source(row.id, encoder, norm["mean"], norm["std"], manifest["input_size"][-1],
-                  {"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone,
-                   "compute_seconds": pretrain})
+    return Source(row.id, encoder, norm["mean"], norm["std"], manifest["input_size"][-1], who)
 
 
 def source_features(ctx: JobContext, source: Source, dataset_row: Dataset, split: str, data, device):

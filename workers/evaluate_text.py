@@ -16,13 +16,13 @@ from core.evaluate.text import text_features, tfidf_features
 from core.evaluate.word_similarity import token_words, word_similarity, wordnet_synonym_pairs
 from core.text.tokenizer import CorpusTooSmall, train_tokenizer
 from core.data import DatasetUnavailable
-from core.modalities import TEXT, of_manifest
-from jobs import checkpoints, scores, text
+from core.modalities import TEXT
+from jobs import scores, text
 from jobs.specs import EmbedIndexSpec, EvaluateSpec
-from jobs.tables import Checkpoint, Dataset, Job
+from jobs.tables import Dataset, Job
 from workers.context import JobContext
-from workers.eval_common import (Progress, Source, cached_features, evaluate_sources, feature_protocols,
-                                 run_protocols)
+from workers.eval_common import (Progress, Source, cached_features, checkpoint_encoder, evaluate_sources,
+                                 feature_protocols, run_protocols)
 
 RANDOM_INIT_BACKBONE = "text_tiny"
 RANDOM_INIT_VOCAB = 8000
@@ -56,18 +56,9 @@ def open_text_source(ctx: JobContext, ref: str, dataset_row: Dataset, train: Tex
         return random_init_source(train, seed, backbone, backbone_options)
     if ref == "raw-pixels":
         raise ValueError("raw-pixels is an image baseline; text datasets have tfidf and random-init")
-    row = ctx.write(lambda s: s.get(Checkpoint, ref))
-    if row is None:
-        raise LookupError(f"checkpoint {ref!r} not found")
-    state, manifest = checkpoints.load_part(ctx.store, row, "backbone")
-    if of_manifest(manifest) != TEXT:
-        raise ValueError(f"checkpoint {ref} embeds {of_manifest(manifest)}s; dataset {dataset_row.id} is text")
-    config = dict(manifest["backbone"])
-    encoder = build_backbone(config.pop("name"), **config)
-    encoder.load_state_dict(state)
-    pretrain = ctx.write(lambda s: s.get(Job, row.job_id).compute_seconds)
-    return TextSource(row.id, encoder, who={"checkpoint_id": row.id, "method": row.method, "backbone": row.backbone,
-                                            "compute_seconds": pretrain})
+    row, encoder, _, who = checkpoint_encoder(
+        ctx, ref, TEXT, f"checkpoint {ref} embeds {{got}}s; dataset {dataset_row.id} is text")
+    return TextSource(row.id, encoder, who=who)
 
 
 def random_init_source(train: TextSplit, seed: int, backbone: str | None, backbone_options: dict | None) -> TextSource:

@@ -23,6 +23,7 @@ import ray
 import ray.train
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from jobs import fleet, lifecycle
 from jobs.db import retrying, session_scope
@@ -146,7 +147,10 @@ def main(job_id: str, worker_id: str) -> int:
             env[name] = os.environ[name]
     ray.init(address=settings.ray_address, runtime_env={"env_vars": env}, logging_level=logging.WARNING,
              configure_logging=False)
-    outcomes = Outcomes.remote()
+    # on the driver's own node, as Ray Train places its controller: placed anywhere, the actor could
+    # die with a training node and take the driver with it, where Ray would have restarted the group
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    outcomes = Outcomes.options(scheduling_strategy=here).remote()
     fit = trainer(settings, job, worker_id, outcomes)
     _, per_worker = worker_resources(settings, job.spec)
     error: list[BaseException] = []

@@ -152,10 +152,8 @@ def scan(settings: Settings, store: ArtifactStore, dataset: Dataset) -> None:
             dataset.stats = {"options": options, "modality": IMAGE, **facts["stats"]}
         else:
             path = local_source(settings, store, dataset)
-            short_side = options.get("short_side") or (None if options.get("image_size") else
-                                                       settings.store_short_side or None)
-            result = scan_file(path, dataset.format, ScanOptions(limits=limits(settings), **{
-                **options, "short_side": short_side}))
+            result = scan_file(path, dataset.format, ScanOptions(
+                limits=limits(settings), non_square_short_side=settings.store_short_side or None, **options))
             stats = {"options": options, **(dataset.stats or {}), **result.stats}
             if result.train is not None or result.arrays is not None:
                 key = prepared_key(dataset.id)

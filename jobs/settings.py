@@ -69,10 +69,11 @@ class Settings(BaseSettings):
     child_memory_bytes: int = 0  # a training child (and its ranks) past this RSS is killed and its job failed, not
     # retried; 0: 3/4 of the machine's memory; negative: no cap
     scan_memory_bytes: int = 8 * 1024**3  # a dataset scan's child process is capped at this much memory; 0: no cap
-    # image folders and archives: store each image keeping its aspect, shorter side this long (core/data/canvas.py;
-    # 256 for 224-px training, the usual resize-256/crop-224), unless the upload declares image_size or short_side;
-    # 0: squash every image square at image_size (the most common side)
-    store_short_side: int = 0
+    # image folders and archives with non-square images: store each keeping its aspect, shorter side this long
+    # (core/data/canvas.py; 256 for 224-px training, the usual resize-256/crop-224; never enlarged), unless the
+    # upload declares image_size or short_side; all-square sets are stored square; 0: squash every image square
+    # at the most common side
+    store_short_side: int = 256
     scan_seconds: float = 3600.0  # a scan running longer is stopped and its dataset ends invalid with the reason
     max_source_bytes: int = 16 * 1024**3  # an s3:// dataset file is copied to the worker only up to this size
     max_uploads: int = 8  # dataset uploads received at once by one API process (more: 429 with Retry-After) ...

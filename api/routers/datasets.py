@@ -32,11 +32,12 @@ router = APIRouter(tags=["datasets"])
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this side")
+    image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this square side")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held out when the source has no test/ folder")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     short_side: int | None = Field(None, ge=8, le=1024, description="keep each image's aspect ratio, its shorter side "
-                                   "stored this long (crops are cut from it); default DARKMATTER_STORE_SHORT_SIDE")
+                                   "stored this long (crops are cut from it); default: DARKMATTER_STORE_SHORT_SIDE (256) where "
+                                   "some image is not square, else square at the most common side")
 
     @model_validator(mode="after")
     def one_way_to_store(self):

@@ -122,9 +122,13 @@ class ImageCollection:
         return min(max(w, h), MAX_SIDE)
 
     def build(self, image_size: int | None, test_fraction: float, seed: int,
-              short_side: int | None = None) -> tuple[ArrayDataset, ArrayDataset, dict]:
+              short_side: int | None = None,
+              non_square_short_side: int | None = None) -> tuple[ArrayDataset, ArrayDataset, dict]:
         """(train, test, facts) as uint8 arrays at one size and channel count; with `short_side`,
-        kept at their aspect on a canvas with their sizes (core/data/canvas.py)."""
+        kept at their aspect on a canvas with their sizes (core/data/canvas.py). Without
+        `image_size` or `short_side`, a set with any non-square image is kept at its aspect with
+        `non_square_short_side` (squashing it square would distort it); an all-square set is stored
+        square, where nothing is distorted."""
         if not self.images:
             reason = "no readable images"
             if self.n_unreadable:
@@ -133,6 +137,9 @@ class ImageCollection:
             raise DatasetUnavailable(reason)
         channels = 3 if any(img.shape[2] == 3 for img in self.images) else 1
         resized, sizes, stored = 0, None, {}
+        if not (image_size or short_side) and non_square_short_side and \
+                any(img.shape[0] != img.shape[1] for img in self.images):
+            short_side = non_square_short_side
         if short_side:
             from core.data.canvas import fit_short_side, to_canvas, training_side
 

@@ -30,6 +30,9 @@ _SUFFIXES = ((".tar.gz", "tar.gz"), (".tgz", "tar.gz"), (".zip", "zip"), (".tar"
 class ScanOptions:
     image_size: int | None = None  # resize every image to this side; default: the most common side
     short_side: int | None = None  # instead keep each image's aspect, its shorter side this long (core/data/canvas.py)
+    # without either: keep the aspect, shorter side this long, where some image is not square (nothing to
+    # squash otherwise); None: squash those too
+    non_square_short_side: int | None = None
     test_fraction: float = 0.2  # used when the source has no test/ folder
     seed: int = 0
     limits: Limits = field(default_factory=Limits)
@@ -216,7 +219,8 @@ def scan_image_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
         if not path.is_dir():
             raise DatasetUnavailable(f"not a folder: {path}")
         found = collect(iter_folder(path, options.limits), options.limits.max_pixels)
-        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side)
+        train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side,
+                                      options.non_square_short_side)
         return _image_result(train, test, _folder_sha256(path), facts)
     check_file(path, fmt, options.limits)
     digest = file_sha256(path)
@@ -227,7 +231,8 @@ def scan_image_file(path: Path, fmt: str, options: ScanOptions) -> ScanResult:
         train, test = _resized(train, options), _resized(test, options)
         return _image_result(train, test, digest, {"split": "source" if len(test) else "seeded fraction 0.2 (seed 0)"})
     found = collect(iter_members(path, fmt, options.limits), options.limits.max_pixels)
-    train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side)
+    train, test, facts = found.build(options.image_size, options.test_fraction, options.seed, options.short_side,
+                                      options.non_square_short_side)
     return _image_result(train, test, digest, facts)
 
 

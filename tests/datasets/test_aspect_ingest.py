@@ -253,3 +253,42 @@ def test_images_smaller_than_the_short_side_are_not_enlarged(tmp_path):
     sizes = torch.cat([result.train.sizes, result.test.sizes]).tolist()
     assert sorted(map(tuple, sizes)) == [(16, 16), (16, 20), (20, 16)]
     assert result.stats["stored_short_side"] == 16 and result.stats["image_size"] == 14
+
+
+def test_an_upload_of_non_square_images_keeps_their_aspect_by_default(client, small_service):
+    """No image_size or short_side: the service's default short side (DARKMATTER_STORE_SHORT_SIDE, 256)
+    applies because some images are not square; none is enlarged, so they keep their own sides."""
+    assert small_service.store_short_side == 256
+    response = client.post("/v1/datasets", files={"file": ("m.zip", zipped(None), "application/octet-stream")},
+                           data={"test_fraction": "0.25"})
+    assert response.status_code == 201, response.text
+    assert run_scan(response.json()["id"], small_service) == "ready"
+    stats = client.get(f"/v1/datasets/{response.json()['id']}").json()["stats"]
+    # the median shorter side (100, 100, 90, 50), as no image reaches 256
+    assert stats["stored_short_side"] == 95 and stats["image_size"] == training_side(95) == 83
+    from jobs.storage import store_for
+
+    train, test = load_npz(str(store_for(small_service).local_path(stats["prepared"])))
+    both = torch.cat([train.sizes, test.sizes]).tolist()
+    # 100x120 and 120x100 as they are, 90x90, and 50x150's central 4:3 (50x66)
+    assert sorted(map(tuple, both)) == sorted([(100, 120), (120, 100), (90, 90), (50, 66)])
+
+
+def square_zip(path, sides=(20, 20, 24)):
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, side in enumerate(sides):
+            archive.writestr(f"c{i % 2}/{i}.png", png(photo(side, side, i), "RGB"))
+
+
+def test_square_images_and_declared_sizes_are_stored_square(tmp_path):
+    path = tmp_path / "square.zip"
+    square_zip(path)
+    result = scan_file(path, "zip", ScanOptions(non_square_short_side=256, test_fraction=0.34))
+    assert result.train.sizes is None and "stored_short_side" not in result.stats
+    assert list(result.train.images.shape[2:]) == [20, 20]  # the most common side, as before
+    mixed = tmp_path / "mixed.zip"
+    mixed.write_bytes(zipped(None))
+    declared = scan_file(mixed, "zip", ScanOptions(image_size=32, non_square_short_side=256, test_fraction=0.25))
+    assert declared.train.sizes is None and list(declared.train.images.shape[2:]) == [32, 32]
+    off = scan_file(mixed, "zip", ScanOptions(non_square_short_side=None, test_fraction=0.25))
+    assert off.train.sizes is None and "stored_short_side" not in off.stats

@@ -301,7 +301,13 @@ def test_large_images_are_stored_at_most_1024_px_and_items_are_read_one_by_one(s
     with zipfile.ZipFile(path, "w") as archive:
         for i in range(3):
             archive.writestr(f"{i}.png", big)
-    dataset_id = upload(client, "big.zip", path.read_bytes()).json()["id"]
+    kept = upload(client, "big.zip", path.read_bytes()).json()["id"]  # by default: aspect kept, short side 256
+    assert run_scan(kept, service) == "ready"
+    stats = client.get(f"/v1/datasets/{kept}").json()["stats"]
+    assert stats["stored_short_side"] == 256 and stats["canvas"] == [256, 341] and stats["image_size"] == 224
+    assert Image.open(io.BytesIO(client.get(f"/v1/datasets/{kept}/items/1").content)).size == (341, 256)  # whole
+    dataset_id = upload(client, "big.zip", path.read_bytes()).json()["id"]  # squashed square: the 1024 cap
+    monkeypatch.setenv("DARKMATTER_STORE_SHORT_SIDE", "0")  # read by the scan's child process
     assert run_scan(dataset_id, service) == "ready"
     ready = client.get(f"/v1/datasets/{dataset_id}").json()
     assert ready["stats"]["image_size"] == 1024 and ready["stats"]["sizes"] == {"2000x1100": 3}

@@ -72,11 +72,14 @@ def worst_relative(a: dict, b: dict) -> float:
 def test_channels_last_resnet_gradients_are_as_exact_as_eager(one_thread):
     """Against a float64 run: a random-init ResNet under NT-Xent is so sharp that two float32 runs
     (any two layouts) part ways within a few steps, so the layouts are compared on one step's
-    gradients. Measured here: NCHW 3.4e-2 off (layer 4's 1x1 stride-2 conv on 2x2 maps), channels_last 2.3e-5."""
+    gradients. Which layout rounds closer depends on the CPU's oneDNN kernels: measured NCHW 3.4e-2 off
+    (layer 4's 1x1 stride-2 conv on 2x2 maps) and channels_last 2.3e-5 on one machine, NCHW 7.9e-3 and
+    channels_last 1.3e-2 on another. So channels_last must stay in float32's error class of the
+    eager layout (a wrong gradient is off by O(1)), not beat it."""
     exact = simclr_gradients(torch.float64, channels_last=False)
     eager = worst_relative(exact, simclr_gradients(torch.float32, channels_last=False))
     fast = worst_relative(exact, simclr_gradients(torch.float32, channels_last=True))
-    assert fast <= max(eager, 1e-4), (fast, eager)
+    assert fast <= max(4 * eager, 1e-4) and fast < 0.1, (fast, eager)
 
 
 def test_compiled_vit_trains_like_eager(one_thread):

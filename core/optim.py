@@ -1,6 +1,8 @@
 """Optimisers by name, with weight decay off for biases and norm parameters (as in the papers)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -22,7 +24,8 @@ class LARS(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Multi-tensor: one norm kernel over the parameters and one over the gradients, trust ratios
-        as one tensor, foreach updates; nothing is read on the host."""
+        as one tensor, foreach updates; nothing is read on the host. `lr` and `weight_decay` may be
+        0-d tensors (a compiled update's, `hyperparameters_in_tensors`)."""
         for group in self.param_groups:
             wd, lr, momentum = group["weight_decay"], group["lr"], group["momentum"]
             params = [p for p in group["params"] if p.grad is not None]
@@ -35,7 +38,10 @@ class LARS(torch.optim.Optimizer):
                 if group["clip_lr"]:
                     trust = torch.clamp(trust / lr, max=1.0)
                 trust = torch.where((p_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
-                updated = torch._foreach_add(gs, ps, alpha=wd)
+                if isinstance(wd, torch.Tensor):  # alpha takes only a number
+                    updated = torch._foreach_add(gs, torch._foreach_mul(ps, wd))
+                else:
+                    updated = torch._foreach_add(gs, ps, alpha=wd)
                 torch._foreach_mul_(updated, list(trust.unbind()))
                 for i, grad in zip(scaled, updated):
                     grads[i] = grad
@@ -48,7 +54,11 @@ class LARS(torch.optim.Optimizer):
                 torch._foreach_mul_(bufs, momentum)
                 torch._foreach_add_(bufs, [grads[i] for i in old])
             if params:
-                torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
+                bufs = [self.state[p]["momentum_buffer"] for p in params]
+                if isinstance(lr, torch.Tensor):  # a compiled step's LR (core/step.py): alpha takes only a number
+                    torch._foreach_add_(params, torch._foreach_mul(bufs, -lr))
+                else:
+                    torch._foreach_add_(params, bufs, alpha=-lr)
 
 
 def is_excluded_from_decay(name: str, param: nn.Parameter) -> bool:
@@ -103,20 +113,108 @@ def param_groups(model: nn.Module, weight_decay: float, lr_groups: dict | None =
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
                     betas: tuple[float, float] = (0.9, 0.999), eta: float = 0.02, clip_lr: bool = True,
                     exclude_bias_n_norm: bool = True, fused: bool = False,
-                    lr_groups: dict | None = None) -> torch.optim.Optimizer:
+                    lr_groups: dict | None = None, compiled: bool = False) -> torch.optim.Optimizer:
     """Weight decay is set per group; the training loop rescales the decaying group's value when
     the recipe has a weight-decay schedule. `fused` (on GPUs): one kernel for all parameters
     (AdamW, SGD); otherwise torch's foreach implementation. `lr_groups`: per-group LR options
-    (see `lr_group_of`), applied by the loop's schedule (core.train.apply_schedules)."""
+    (see `lr_group_of`), applied by the loop's schedule (core.train.apply_schedules).
+    `compiled`: for an update under torch.compile (core/step.py): LRs and weight decays as 0-d
+    tensors (`hyperparameters_in_tensors`), AdamW capturable (torch's foreach AdamW takes a tensor
+    LR only so), nothing fused (inductor fuses the foreach kernels itself)."""
     groups = param_groups(model, weight_decay, lr_groups)
-    fast = {"fused": True} if fused else {"foreach": True}
+    fast = {"fused": True} if fused and not compiled else {"foreach": True}
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **fast)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **fast)
-    if name == "adagrad":  # GloVe: glove.c starts every squared-gradient sum at 1, not 0
-        return torch.optim.Adagrad(groups, lr=lr, initial_accumulator_value=1.0, foreach=True)
-    if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, eta=eta, clip_lr=clip_lr,
-                    exclude_bias_n_norm=exclude_bias_n_norm)
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, sgd, lars or adagrad")
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), capturable=compiled, **fast)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, **fast)
+    elif name == "adagrad":  # GloVe: glove.c starts every squared-gradient sum at 1, not 0
+        optimizer = torch.optim.Adagrad(groups, lr=lr, initial_accumulator_value=1.0, foreach=True)
+    elif name == "lars":
+        optimizer = LARS(groups, lr=lr, momentum=momentum, eta=eta, clip_lr=clip_lr,
+                         exclude_bias_n_norm=exclude_bias_n_norm)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; choose adamw, sgd, lars or adagrad")
+    if compiled:
+        hyperparameters_in_tensors(optimizer)
+    return optimizer
+
+
+# The hyper-parameters a schedule changes every step (core.train.apply_schedules). Under torch.compile
+# a float is a constant of the graph, guarded on: a new value each step would be a new graph.
+SCHEDULED = ("lr", "weight_decay")
+
+
+def hyperparameters_in_tensors(optimizer: torch.optim.Optimizer) -> None:
+    """Every group's LR, and the weight decay of every decaying group, as a 0-d float32 tensor on the
+    parameters' device, which the schedule fills in place: torch.compile traces them as inputs of
+    the update, so a new value is not a new graph. Groups that take no decay keep 0.0."""
+    device = next((p.device for group in optimizer.param_groups for p in group["params"]), torch.device("cpu"))
+    for group in optimizer.param_groups:
+        for key in SCHEDULED if group.get("decay", True) else ("lr",):
+            group[key] = torch.tensor(float(group[key]), dtype=torch.float32, device=device)
+
+
+@contextmanager
+def weight_decay_taken_out(optimizer: torch.optim.Optimizer):
+    """Yields each group's tensor weight decay (None where it is a float), with the group's own set
+    to 0.0 meanwhile, for `apply_weight_decay` to apply before torch's step(). torch's foreach AdamW,
+    SGD and Adagrad test weight_decay in Python (`!= 0`) and pass it as alpha=, a number: a tensor
+    there breaks the graph, and AOT autograd makes a changing float a constant, a new graph each
+    step. LARS takes the tensor itself (its trust ratio reads it): nothing is taken out."""
+    groups = optimizer.param_groups
+    decays = [None if isinstance(optimizer, LARS) or not isinstance(g["weight_decay"], torch.Tensor)
+              else g["weight_decay"] for g in groups]
+    for group, decay in zip(groups, decays):
+        if decay is not None:
+            group["weight_decay"] = 0.0
+    try:
+        yield decays
+    finally:
+        for group, decay in zip(groups, decays):
+            if decay is not None:
+                group["weight_decay"] = decay
+
+
+@torch.no_grad()
+def apply_weight_decay(optimizer: torch.optim.Optimizer, decays: list) -> None:
+    """What torch's step() first does with a group's weight decay wd, with wd a tensor: AdamW's
+    decoupled p <- p * (1 - lr * wd), SGD's and Adagrad's L2 term g <- g + wd * p. `decays` from
+    `weight_decay_taken_out`."""
+    decoupled = optimizer.defaults.get("decoupled_weight_decay", False)
+    for group, decay in zip(optimizer.param_groups, decays, strict=True):
+        params = [p for p in group["params"] if p.grad is not None]
+        if decay is None or not params:
+            continue
+        if decoupled:
+            torch._foreach_mul_(params, 1 - group["lr"] * decay)
+        else:
+            torch._foreach_add_([p.grad for p in params], torch._foreach_mul(params, decay))
+
+
+# How a run executes its update, not what it learned: a resumed run keeps its own.
+EXECUTION_OPTIONS = ("foreach", "fused", "capturable")
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """optimizer.state_dict() with every group's LR and weight decay floats: a checkpoint is the same
+    whether the run held them in tensors (a compiled update) or not, and keeps no alias of a tensor
+    the schedule refills in place. Reads such tensors on the host (a sync, once per checkpoint)."""
+    state = optimizer.state_dict()
+    state["param_groups"] = [{**group, **{k: float(group[k]) for k in SCHEDULED}} for group in state["param_groups"]]
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimiser state into `optimizer`, which keeps its execution options
+    (foreach, fused, capturable: where torch keeps the step counts follows them) and the form of
+    its LR and weight decay (floats, or tensors refilled in place), so that a checkpoint of a
+    compiled run resumes eagerly and the other way round."""
+    own = optimizer.param_groups
+    saved = [{**group, **{k: mine[k] for k in EXECUTION_OPTIONS if k in mine}}
+             for mine, group in zip(own, state["param_groups"], strict=True)]
+    forms = [{k: group[k] for k in SCHEDULED} for group in own]
+    optimizer.load_state_dict({**state, "param_groups": saved})
+    for group, form in zip(optimizer.param_groups, forms):
+        for key, mine in form.items():
+            if isinstance(mine, torch.Tensor):
+                group[key] = mine.fill_(float(group[key]))

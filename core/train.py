@@ -25,7 +25,7 @@ from core import distributed
 from core.augment import stored_crops
 from core.methods.base import Method
 from core.methods.momentum import applied_only
-from core.optim import build_optimizer
+from core.optim import build_optimizer, load_optimizer_state, optimizer_state
 from core.precision import resolve_precision
 from core.schedules import cosine, warmup_cosine
 from core.seeds import step_seed
@@ -58,8 +58,9 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
     # true | false | auto: torch.compile the backbone (auto: where it was measured to help); whole: compile the
-    # step's views, forward, loss and backward as one graph (core/step.py; one process, not fp16), its random
-    # draws from the global generator seeded per step instead of the per-step generator
+    # step's views, forward, loss and backward as one graph, the optimiser update as another (core/step.py; one
+    # process, not fp16), its random draws from the global generator seeded per step instead of the per-step
+    # generator
     compile: str = "false"
     cuda_graphs: bool = False  # CUDA graphs (compile mode reduce-overhead) of the backbone, or of the whole step; CUDA only
     channels_last: bool | None = None  # None: on for convolutional backbones on GPUs
@@ -130,7 +131,7 @@ class EpochOrders:
 def training_state(method: Method, optimizer, scaler, step: int, config: TrainConfig) -> dict:
     """Everything to resume, plus what the run was given: the loop's config, the method's
     hyper-parameters and its views."""
-    return {"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+    return {"method": method.state_dict(), "optimizer": optimizer_state(optimizer),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config),
             "hparams": dict(getattr(method, "hparams", {})),
             "views": method.views.config.to_dict() if method.views is not None else None}  # text methods have none
@@ -291,13 +292,13 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
     optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
                                 betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
                                 exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda",
-                                lr_groups=config.lr_groups)
+                                lr_groups=config.lr_groups, compiled=whole is not None)
     last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = 0
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         start = int(resume["step"])
@@ -378,7 +379,10 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         if step < config.freeze_last_layer_steps:
             for p in last_layer:  # DINO's cancel_gradients_last_layer
                 p.grad = None
-        scaler.step(optimizer)
+        if whole is not None:  # the update compiled too; no scaler to consult ("whole" refuses fp16)
+            whole.optimizer_step(optimizer)
+        else:
+            scaler.step(optimizer)
         applied = step_applied(scaler, optimizer)
         scaler.update()
         with applied_only(applied):  # EMA targets stay put where the scaler skipped the step (inf/NaN grads)
@@ -472,16 +476,25 @@ def apply_schedules(optimizer: torch.optim.Optimizer, config: TrainConfig, step:
     or cosine to final_weight_decay) on every parameter group; groups excluded from decay
     (biases, norms) keep 0. A group's lr_scale multiplies its LR at every step, warm-up
     included (the Barlow Twins code's learning_rate_biases); a fixed_lr group keeps the peak LR
-    (SimSiam's --fix-pred-lr). Returns the scheduled LR and weight decay."""
+    (SimSiam's --fix-pred-lr). A compiled update's LRs and weight decays are tensors, filled in
+    place so that a new value is not a new graph (core.optim.hyperparameters_in_tensors). Returns
+    the scheduled LR and weight decay."""
     lr = warmup_cosine(step, config.steps, config.lr, config.warmup_steps, config.final_lr)
     weight_decay = config.weight_decay
     if config.final_weight_decay is not None:
         weight_decay = cosine(step, config.steps, config.weight_decay, config.final_weight_decay)
     for group in optimizer.param_groups:
-        group["lr"] = (config.lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0)
+        set_hyperparameter(group, "lr", (config.lr if group.get("fixed_lr") else lr) * group.get("lr_scale", 1.0))
         if group.get("decay", True):
-            group["weight_decay"] = weight_decay
+            set_hyperparameter(group, "weight_decay", weight_decay)
     return lr, weight_decay
+
+
+def set_hyperparameter(group: dict, key: str, value: float) -> None:
+    if isinstance(group[key], Tensor):  # a compiled update's input: the same tensor, a new value
+        group[key].fill_(value)
+    else:
+        group[key] = value
 
 
 def step_applied(scaler, optimizer) -> Tensor | None:

@@ -92,14 +92,17 @@ def check_lr_groups(lr_groups: dict) -> None:
             raise ValueError(f"lr_groups[{selector!r}].lr_scale must be >= 0")
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr_groups: dict | None = None) -> list[dict]:
+def param_groups(model: nn.Module | list[tuple[str, torch.Tensor]], weight_decay: float,
+                 lr_groups: dict | None = None) -> list[dict]:
     """Groups by (decay, lr_scale, fixed_lr): the decaying and the non-decaying group at the
-    plain LR first, then one group per other combination that has parameters."""
+    plain LR first, then one group per other combination that has parameters. `model`: a module,
+    or (name, tensor) pairs standing for its parameters (fp32 masters, core/masters.py)."""
     lr_groups = lr_groups or {}
     check_lr_groups(lr_groups)
     plain = {"lr_scale": 1.0, "fixed_lr": False}
     groups = {(True, 1.0, False): [], (False, 1.0, False): []}
-    for name, p in model.named_parameters():
+    named = model.named_parameters() if isinstance(model, nn.Module) else model
+    for name, p in named:
         if p.requires_grad:
             lr = lr_group_of(name, p, lr_groups) if lr_groups else plain
             key = (not is_excluded_from_decay(name, p), lr["lr_scale"], lr["fixed_lr"])
@@ -110,9 +113,9 @@ def param_groups(model: nn.Module, weight_decay: float, lr_groups: dict | None =
             if params or (lr_scale, fixed_lr) == (1.0, False)]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
-                    betas: tuple[float, float] = (0.9, 0.999), eta: float = 0.02, clip_lr: bool = True,
-                    exclude_bias_n_norm: bool = True, fused: bool = False,
+def build_optimizer(name: str, model: nn.Module | list[tuple[str, torch.Tensor]], lr: float,
+                    weight_decay: float, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                    eta: float = 0.02, clip_lr: bool = True, exclude_bias_n_norm: bool = True, fused: bool = False,
                     lr_groups: dict | None = None, compiled: bool = False) -> torch.optim.Optimizer:
     """Weight decay is set per group; the training loop rescales the decaying group's value when
     the recipe has a weight-decay schedule. `fused` (on GPUs): one kernel for all parameters

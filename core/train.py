@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core import distributed
 from core.augment import stored_crops
+from core.masters import PARAM_DTYPES, Masters, check_bf16_params
 from core.methods.base import Method
 from core.methods.momentum import applied_only
 from core.optim import build_optimizer, load_optimizer_state, optimizer_state
@@ -57,6 +58,9 @@ class TrainConfig:
     lr_groups: dict = field(default_factory=dict)  # selector -> {lr_scale, fixed_lr} (core.optim.lr_group_of)
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the device has native bf16, else fp32)
+    # fp32 | bf16: bf16 parameters, the optimiser on fp32 masters (core/masters.py); precision bf16, one process,
+    # methods marked bf16_params_ok only
+    param_dtype: str = "fp32"
     # true | false | auto: torch.compile the backbone (auto: where it was measured to help); whole: compile the
     # step's views, forward, loss and backward as one graph, the optimiser update as another (core/step.py; one
     # process, not fp16), its random draws from the global generator seeded per step instead of the per-step
@@ -130,7 +134,8 @@ class EpochOrders:
 
 def training_state(method: Method, optimizer, scaler, step: int, config: TrainConfig) -> dict:
     """Everything to resume, plus what the run was given: the loop's config, the method's
-    hyper-parameters and its views."""
+    hyper-parameters and its views. With bf16 parameters, called inside Masters.fp32_view: the
+    method's weights are then its fp32 masters."""
     return {"method": method.state_dict(), "optimizer": optimizer_state(optimizer),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "step": step, "config": asdict(config),
             "hparams": dict(getattr(method, "hparams", {})),
@@ -279,21 +284,29 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
         distributed.convert_batchnorm(method, device)
     method.to(device).train()
     precision = resolve_precision(config.precision, device)
+    if config.param_dtype not in PARAM_DTYPES:
+        raise ValueError(f"unknown param_dtype {config.param_dtype!r}; choose {' or '.join(PARAM_DTYPES)}")
+    if config.param_dtype == "bf16":
+        check_bf16_params(method, precision, world, config.compile)
     channels_last = config.channels_last if config.channels_last is not None else (
         device.type == "cuda" and _convolutional(method))
     if channels_last:
         method.to(memory_format=torch.channels_last)
     compile_backbone(method, config, device)
     whole = whole_step(method, config, device, precision, world)
+    # after channels_last and any resumed weights, so that the masters copy those exactly
+    masters = Masters(method) if config.param_dtype == "bf16" else None
     step_fn = method.training_step
     if world > 1:  # gradients averaged over ranks; buffers (queues, centers) are kept equal by the methods
         step_fn = DistributedDataParallel(_Step(method), device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=method.unused_parameters, forward_sync_buffers=False)
-    optimizer = build_optimizer(config.optimizer, method, config.lr, config.weight_decay, momentum=config.momentum,
-                                betas=tuple(config.betas), eta=config.eta, clip_lr=config.clip_lr,
+    optimizer = build_optimizer(config.optimizer, masters.named() if masters else method, config.lr,
+                                config.weight_decay, momentum=config.momentum, betas=tuple(config.betas),
+                                eta=config.eta, clip_lr=config.clip_lr,
                                 exclude_bias_n_norm=config.exclude_bias_n_norm, fused=device.type == "cuda",
                                 lr_groups=config.lr_groups, compiled=whole is not None)
-    last_layer = [p for name, p in method.named_parameters() if "last_layer" in name]
+    trained = masters.named() if masters else list(method.named_parameters())  # what clipping and the update see
+    last_layer = [p for name, p in trained if "last_layer" in name]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     start = 0
@@ -338,12 +351,14 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             timed = False
         if reason:
             if rank == 0:
-                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+                checkpoint(callbacks, masters, step, method, optimizer, scaler, config, final=True)
+            if masters:
+                masters.release()
             return TrainResult(step, reason, logs)
         if timed and step > start:  # the checkpoint after step - 1, taken here so that one broadcast carries it
             last_checkpoint = time.monotonic()
             if rank == 0:
-                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
+                checkpoint(callbacks, masters, step, method, optimizer, scaler, config, final=False)
         if config.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         torch.manual_seed(step_seed(config.seed, step, stream=3))  # dropout etc. replay on resume
@@ -375,7 +390,9 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                                                  enabled=autocast_dtype is not None):
                 loss, extra = step_fn(batch, gen, step, config.steps, **step_indices)
             scaler.scale(loss).backward()
-        grad_norm = clip_gradients(method, optimizer, scaler, config)
+        if masters:
+            masters.take_grads()
+        grad_norm = clip_gradients([p for _, p in trained], optimizer, scaler, config)
         if step < config.freeze_last_layer_steps:
             for p in last_layer:  # DINO's cancel_gradients_last_layer
                 p.grad = None
@@ -383,6 +400,8 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
             whole.optimizer_step(optimizer)
         else:
             scaler.step(optimizer)
+        if masters:
+            masters.write_back()
         applied = step_applied(scaler, optimizer)
         scaler.update()
         with applied_only(applied):  # EMA targets stay put where the scaler skipped the step (inf/NaN grads)
@@ -406,14 +425,26 @@ def train(method: Method, images: Tensor | BatchStream, config: TrainConfig, dev
                 callbacks.on_log(step, logs)
             window_start, window_steps, waited = time.perf_counter(), 0, 0.0
             if not math.isfinite(value):
+                if masters:
+                    masters.release()
                 return TrainResult(step, "nan", logs)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
             last_checkpoint = time.monotonic()
             if rank == 0:
-                callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=False)
+                checkpoint(callbacks, masters, step, method, optimizer, scaler, config, final=False)
     if rank == 0:
-        callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=True)
+        checkpoint(callbacks, masters, step, method, optimizer, scaler, config, final=True)
+    if masters:
+        masters.release()
     return TrainResult(step, "completed", logs)
+
+
+def checkpoint(callbacks: Callbacks, masters: Masters | None, step: int, method: Method, optimizer, scaler,
+               config: TrainConfig, final: bool) -> None:
+    """callbacks.on_checkpoint with the training state; with bf16 parameters, the fp32 masters in
+    their place meanwhile (the callback's parts and "full" state alike), so the files are fp32."""
+    with masters.fp32_view() if masters else nullcontext():
+        callbacks.on_checkpoint(step, training_state(method, optimizer, scaler, step, config), final=final)
 
 
 def compiles(method: Method, config: TrainConfig, device: torch.device) -> bool:
@@ -507,16 +538,18 @@ def step_applied(scaler, optimizer) -> Tensor | None:
     return (torch.stack([f.to(found[0].device) for f in found]).sum() == 0).float()
 
 
-def clip_gradients(method: Method, optimizer, scaler, config: TrainConfig) -> Tensor | None:
+def clip_gradients(params: nn.Module | list[Tensor], optimizer, scaler, config: TrainConfig) -> Tensor | None:
     """Clip to config.grad_clip: one norm over all gradients ("global", torch's
     clip_grad_norm_), or each parameter's own norm ("per_parameter", DINO's clip_gradients:
-    clip_grad_norm_ on each parameter alone, here with multi-tensor kernels). Returns the total
+    clip_grad_norm_ on each parameter alone, here with multi-tensor kernels). `params`: a method,
+    or the tensors the optimiser updates (fp32 masters with bf16 parameters). Returns the total
     gradient norm before clipping (global mode), else None."""
     if not config.grad_clip:
         return None
+    params = list(params.parameters()) if isinstance(params, nn.Module) else params
     scaler.unscale_(optimizer)
     if config.grad_clip_mode == "per_parameter":
-        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None]
         if grads:  # coefficient min(max / (|g| + 1e-6), 1), as clip_grad_norm_ of one tensor
             coefs = torch._foreach_add(torch._foreach_norm(grads), 1e-6)
             torch._foreach_reciprocal_(coefs)
@@ -524,4 +557,4 @@ def clip_gradients(method: Method, optimizer, scaler, config: TrainConfig) -> Te
             torch._foreach_clamp_max_(coefs, 1.0)
             torch._foreach_mul_(grads, coefs)
         return None
-    return torch.nn.utils.clip_grad_norm_(method.parameters(), config.grad_clip)
+    return torch.nn.utils.clip_grad_norm_(params, config.grad_clip)

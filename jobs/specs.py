@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from core.backbones import backbone_names
 from core.evaluate.protocols import check_options
 from core.index import faiss_available
+from core.masters import check_bf16_params
 from core.methods import method_info, method_names
 from core.recipes import OPTIMIZER_OPTIONS, OVERRIDABLE, resolve
 from jobs.text import TokenizerSpec
@@ -76,6 +77,11 @@ class PretrainSpec(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the device has native bf16 (recent GPUs, CPUs with "
         "AVX512-BF16 or AMX), else fp32")
+    param_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the model's weight matrices in bf16 (no autocast casts of them), the optimiser "
+        "updating fp32 master copies, checkpoints fp32; needs precision bf16 (or auto on a device with native "
+        "bf16), one process, compile other than whole, and a method without an EMA target (mae, simclr, "
+        "barlow_twins, vicreg, simsiam)")
     compile: Literal["auto", "true", "false", "whole"] = Field(
         "auto", description="torch.compile the backbone; auto: convnets on GPUs (where benchmarks measured a "
         "gain), else eager; whole: the step's views, forward, loss and backward as one graph (one process, "
@@ -129,6 +135,9 @@ class PretrainSpec(Strict):
                              f"known: {', '.join(OPTIMIZER_OPTIONS)}")
         if self.cuda_graphs and self.device == "cpu":
             raise ValueError("cuda_graphs needs a CUDA device; this spec asks for device cpu")
+        if self.param_dtype == "bf16":  # "auto" resolves on the worker's device, where the loop checks it again
+            check_bf16_params(method_info(self.method).cls, "bf16" if self.precision == "auto" else self.precision,
+                              self.nodes * self.devices, self.compile)
         return self
 
     def overrides(self) -> dict:
@@ -146,8 +155,8 @@ class PretrainSpec(Strict):
         tokenizer. Raises ValueError when it cannot run."""
         overrides = {**self.overrides(), **({"tokenizer": tokenizer} if tokenizer else {})}
         recipe = resolve(self.method, self.image_size or image_size, n_items, overrides)
-        recipe["train"].update(seed=self.seed, precision=self.precision, compile=self.compile,
-                               cuda_graphs=self.cuda_graphs, log_every=self.log_every,
+        recipe["train"].update(seed=self.seed, precision=self.precision, param_dtype=self.param_dtype,
+                               compile=self.compile, cuda_graphs=self.cuda_graphs, log_every=self.log_every,
                                checkpoint_every=self.checkpoint_every, sync_batchnorm=self.sync_batchnorm)
         if self.checkpoint_seconds is not None:
             recipe["train"]["checkpoint_seconds"] = self.checkpoint_seconds

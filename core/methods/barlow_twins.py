@@ -61,6 +61,7 @@ RECIPES = {
 class BarlowTwins(Method):
     """Projector: three linear layers (8192 wide in the paper), batch norm and ReLU between.
     `scale_loss` multiplies the loss (solo-learn's CIFAR recipe uses 0.1; 1 is the paper's eq. 1)."""
+    bf16_params_ok = True  # no EMA target, no state changed outside the optimiser (Method)
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 8192, proj_dim: int = 8192, lambd: float = 5e-3,
                  scale_loss: float = 1.0):

@@ -15,6 +15,13 @@ class Method(nn.Module):
     # True where some trainable parameter gets no gradient in some steps (SwAV's frozen prototypes):
     # DDP then searches the graph for them every step, which costs a traversal, so it is opt-in
     unused_parameters = False
+    # True where bf16 parameters with fp32 master weights (TrainConfig.param_dtype "bf16", core/masters.py)
+    # train the method as fp32 parameters would: every trained tensor is changed by the optimiser alone.
+    # An EMA target (BYOL, DINO, MoCo, data2vec, I-JEPA) lerps towards the bf16 online weights with
+    # 1 - momentum ~ 1e-3, below bf16's resolution (2^-8), and would be fp32 state fed from rounded
+    # weights; prototypes normalised in after_step (SwAV) would be overwritten by the masters. So an
+    # allow-list: methods whose whole state is the optimiser's parameters opt in.
+    bf16_params_ok = False
 
     def __init__(self, backbone: nn.Module, views: ViewMaker):
         super().__init__()

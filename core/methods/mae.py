@@ -63,6 +63,8 @@ RECIPES = {
 
 @register("mae", family="masked-modelling", recipes=RECIPES, paper="arXiv:2111.06377")
 class MAE(Method):
+    bf16_params_ok = True  # no EMA target, no state changed outside the optimiser (Method)
+
     def __init__(self, backbone, views, mask_ratio: float = 0.75, decoder_dim: int = 512, decoder_depth: int = 8,
                  norm_pix_loss: bool = True):
         super().__init__(backbone, views)

@@ -52,6 +52,7 @@ RECIPES = {
 
 @register("simclr", family="contrastive", recipes=RECIPES, paper="arXiv:2002.05709")
 class SimCLR(Method):
+    bf16_params_ok = True  # no EMA target, no state changed outside the optimiser (Method)
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 128, temperature: float = 0.1):
         super().__init__(backbone, views)
         self.projector = mlp(backbone.feature_dim, proj_hidden_dim, proj_dim)

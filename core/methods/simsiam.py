@@ -56,6 +56,7 @@ RECIPES = {
 @register("simsiam", family="self-distillation", recipes=RECIPES, paper="arXiv:2011.10566")
 class SimSiam(Method):
     """A 3-layer projector ending in BatchNorm and a bottleneck predictor (2048-512-2048)."""
+    bf16_params_ok = True  # no EMA target, no state changed outside the optimiser (Method)
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 2048, proj_dim: int = 2048, pred_hidden_dim: int = 512):
         super().__init__(backbone, views)

@@ -62,6 +62,7 @@ class VICReg(Method):
     Loss weights lambda (invariance) = mu (variance) = 25, nu (covariance) = 1.
     `sum_branch_variance` adds the two branches' variance terms (solo-learn) instead of
     averaging them (the official code)."""
+    bf16_params_ok = True  # no EMA target, no state changed outside the optimiser (Method)
 
     def __init__(self, backbone, views, proj_hidden_dim: int = 8192, proj_dim: int = 8192,
                  inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,

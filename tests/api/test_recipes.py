@@ -117,6 +117,30 @@ def test_fast_path_fields_reach_the_loops_config(api):
     assert TrainConfig(**train).cuda_graphs is True  # the worker's conversion (workers/pretrain.py) keeps it
 
 
+def test_param_dtype_reaches_the_loops_config(api):
+    train = submit(api, method="mae", steps=5)["recipe"]["train"]
+    assert train["param_dtype"] == "fp32"
+    train = submit(api, method="mae", steps=5, precision="bf16", param_dtype="bf16")["recipe"]["train"]
+    assert train["param_dtype"] == "bf16"
+    from core.train import TrainConfig
+
+    assert TrainConfig(**train).param_dtype == "bf16"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"method": "byol"}, "not available for byol"),
+    ({"method": "dino"}, "not available for dino"),
+    ({"precision": "fp32"}, "needs precision bf16"),
+    ({"precision": "fp16"}, "needs precision bf16"),
+    ({"devices": 2}, "one process"),
+    ({"compile": "whole"}, "compile 'whole'"),
+])
+def test_param_dtype_bf16_where_it_cannot_run_answers_422(api, change, message):
+    response = api.post("/v1/jobs", json={"method": "mae", "dataset": "digits", "param_dtype": "bf16", **change})
+    assert response.status_code == 422, response.text
+    assert message in str(response.json()["detail"])
+
+
 def test_schedule_points_are_absolute_unless_the_spec_asks_for_proportional(api):
     # simclr small: 10 warm-up epochs of 1000; digits at batch 32 have 44 steps per epoch
     absolute = submit(api, method="simclr", steps=40, batch_size=32)["recipe"]

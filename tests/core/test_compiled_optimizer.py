@@ -31,11 +31,7 @@ STEPS = 10
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 def schedule(name: str, steps: int = STEPS, **extra) -> TrainConfig:

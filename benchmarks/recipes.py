@@ -152,13 +152,15 @@ def cpu_backbone(recipe_backbone: str, cnn: tuple, vit: tuple) -> tuple[str, dic
     return vit if recipe_backbone.startswith("vit") else cnn
 
 
-def pretrain_spec(method: str, dataset_id: str, backbone: tuple[str, dict], steps: int, log_every: int) -> dict:
-    """Silent on every recipe-owned field; only the backbone and the budget are set here. The budget
-    is a fraction of the recipe's epochs, so its schedule points (warm-up) keep their share of it."""
+def pretrain_spec(method: str, dataset_id: str, backbone: tuple[str, dict], steps: int, log_every: int,
+                  method_options: dict | None = None) -> dict:
+    """Silent on every recipe-owned field; only the backbone, the budget and any `--method-options`
+    (a stated deviation) are set here. The budget is a fraction of the recipe's epochs, so its schedule
+    points (warm-up) keep their share of it."""
     name, options = backbone
     return {"kind": "pretrain", "method": method, "dataset": dataset_id, "scale": "small", "backbone": name,
             "backbone_options": options, "steps": steps, "log_every": log_every, "evaluations": [],
-            "schedule_points": "proportional"}
+            "schedule_points": "proportional", **({"method_options": method_options} if method_options else {})}
 
 
 # --------------------------------------------------------------------------------------------------- jobs
@@ -210,12 +212,13 @@ def train_method(client: Client, method: str, dataset_id: str, backbone: tuple[s
     row = Row(method, backbone[0])
     calibration_steps = args.calibration_steps
     try:
+        overrides = args.method_options.get(method)
         img_per_s, batch = calibrate(client, pretrain_spec(method, dataset_id, backbone, calibration_steps,
-                                                           max(1, calibration_steps // 3)))
+                                                           max(1, calibration_steps // 3), overrides))
         row.steps = max(1, round(args.budget_s * img_per_s / batch))
         log.info("%s: calibrated %.0f img/s at batch %d -> %d steps for %.0f s", method, img_per_s, batch,
                  row.steps, args.budget_s)
-        job = run_job(client, pretrain_spec(method, dataset_id, backbone, row.steps, 10),
+        job = run_job(client, pretrain_spec(method, dataset_id, backbone, row.steps, 10, overrides),
                       guard_s(args.budget_s))
     except JobFailed as exc:
         row.note = str(exc)
@@ -349,9 +352,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the home directory (database, artifacts, logs)")
     parser.add_argument("--cnn-options", type=json.loads, default=CNN[1], help=f"default {json.dumps(CNN[1])}")
     parser.add_argument("--vit-options", type=json.loads, default=VIT[1], help=f"default {json.dumps(VIT[1])}")
+    parser.add_argument("--method-options", type=json.loads, default={},
+                        help='per method, options that replace the recipe\'s (a deviation the header states), '
+                             'e.g. {"mae": {"decoder_dim": 128, "decoder_depth": 2}}')
     parser.add_argument("--calibration-steps", type=int, default=12)
     parser.add_argument("--eval-timeout-s", type=float, default=1800, help="wall-clock guard of each evaluate job")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not isinstance(args.method_options, dict) or not all(isinstance(v, dict) for v in args.method_options.values()):
+        parser.error('--method-options takes {"method": {"option": value}}')
+    return args
 
 
 def header(args, dataset: dict, methods: dict[str, str], cnn: tuple, vit: tuple) -> list[str]:
@@ -363,6 +372,8 @@ def header(args, dataset: dict, methods: dict[str, str], cnn: tuple, vit: tuple)
         f"recipe",
         f"deviation: backbone {cnn[0]} {json.dumps(cnn[1])} for CNN recipes, {vit[0]} {json.dumps(vit[1])} for "
         f"ViT recipes (the recipes' resnet18 / ViT are too slow for this CPU)",
+        *([f"deviation: method options {json.dumps(args.method_options)} replace the recipes' own"]
+          if args.method_options else []),
         f"methods: {', '.join(f'{m} ({b} -> {cpu_backbone(b, cnn, vit)[0]})' for m, b in methods.items())}",
         "evaluation: " + "; ".join(f"{p['protocol']} {json.dumps(p['options'])}" for p in PROTOCOLS),
     ]

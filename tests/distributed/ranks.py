@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +29,12 @@ def _entry(rank: int, world: int, port: int, fn, args: tuple, out: str) -> None:
         os.replace(tmp, f"{out}/{rank}.safetensors")  # whole or absent
     finally:
         dist.destroy_process_group()
+    # A rank that finished leaves without the interpreter's finalisation: there, on this project's CI
+    # machine, a gloo thread still holding tensors sometimes aborted the process (SIGABRT, "terminate
+    # called without an active exception"; pytorch#179291 describes the same teardown race).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_ranks(fn, world: int, out_dir: Path, *args) -> list[dict[str, torch.Tensor]]:

@@ -383,6 +383,9 @@ def run(args, client: Client) -> list[str]:
     dataset = register_dataset(client, pick_dataset(args.dataset))
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     methods = image_methods(client, wanted)
+    stray = sorted(set(args.method_options) - set(methods))
+    if stray:  # a misspelt method would otherwise run its recipe unchanged, the header claiming otherwise
+        raise ValueError(f"--method-options names {', '.join(stray)}, not among the methods run: {', '.join(methods)}")
     cnn, vit = (CNN[0], args.cnn_options), (VIT[0], args.vit_options)
     out = header(args, dataset, methods, cnn, vit)
     for line in out:
@@ -411,7 +414,7 @@ def main() -> int:
     try:
         client.wait_ready(180)
         lines = run(args, client)
-    except (ApiError, TimeoutError) as exc:
+    except (ApiError, TimeoutError, ValueError) as exc:
         log.error("benchmark stopped: %s (logs kept in %s)", exc, args.home)
         return 1
     finally:

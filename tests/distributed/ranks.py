@@ -31,7 +31,7 @@ def _entry(rank: int, world: int, port: int, fn, args: tuple, out: str) -> None:
         dist.destroy_process_group()
     # A rank that finished leaves without the interpreter's finalisation: there, on this project's CI
     # machine, a gloo thread still holding tensors sometimes aborted the process (SIGABRT, "terminate
-    # called without an active exception"; pytorch#179291 describes the same teardown race).
+    # called without an active exception"; pytorch PR #179291 describes a teardown race of this kind).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -17,7 +17,8 @@ weight decay, schedules, views, method options, batch size) to the method's `sma
 
 Pretrain jobs run with `evaluations: []`; each checkpoint then gets one evaluate job (kNN k=20, linear
 probe, few-shot at 1 % of the labels, k-means NMI, health/RankMe), and the baselines (raw pixels, and a
-random-init of each backbone used) are evaluated once. Every number is read back from the scores table over
+random-init of each architecture the trained checkpoints have, built with the options their jobs resolved
+(a ViT recipe's mean-pooled readout is part of the network) are evaluated once, after the training. Every number is read back from the scores table over
 HTTP and printed as a Markdown table, followed by the methods that do not beat their own random-init on
 the linear probe. A failed or timed-out job prints its error in the table; the run goes on."""
 from __future__ import annotations
@@ -65,7 +66,7 @@ SERVICE_ENV = ("DARKMATTER_DATABASE_URL", "DARKMATTER_BROKER_URL", "DARKMATTER_R
 class Row:
     """One line of the table: a trained method or a baseline."""
     name: str
-    backbone: str
+    backbone: str  # the architecture's label: the backbone, and any resolved option the benchmark did not set
     steps: int | None = None
     img_per_s: float | None = None
     compute_s: float | None = None
@@ -73,6 +74,7 @@ class Row:
     scores: dict = field(default_factory=dict)  # (protocol, metric) -> value
     note: str = ""
     baseline: bool = False
+    architecture: tuple[str, dict] | None = None  # (backbone, options) as the pretrain job resolved them
 
 
 class JobFailed(RuntimeError):
@@ -195,16 +197,26 @@ def throughput(client: Client, job_id: str) -> float | None:
     return statistics.median(steady) if steady else None
 
 
-def calibrate(client: Client, spec: dict) -> tuple[float, int]:
-    """(img/s, recipe batch size) from a short job of the same spec."""
+def calibrate(client: Client, spec: dict) -> tuple[float, int, tuple[str, dict]]:
+    """(img/s, recipe batch size, (backbone, options) as resolved) from a short job of the same spec."""
     job = run_job(client, spec, CALIBRATION_TIMEOUT_S)
-    batch = (job.get("recipe") or {}).get("train", {}).get("batch_size")
-    if not batch:
-        raise JobFailed(f"calibration job {job['id']} has no recipe.train.batch_size in GET /v1/jobs/{{id}}")
+    recipe = job.get("recipe") or {}
+    batch = recipe.get("train", {}).get("batch_size")
+    if not batch or "backbone_options" not in recipe:
+        raise JobFailed(f"calibration job {job['id']} has no recipe.train.batch_size or recipe.backbone_options "
+                        "in GET /v1/jobs/{id}")
     img_per_s = throughput(client, job["id"]) or job["metrics"].get("img_per_s")
     if not img_per_s:
         raise JobFailed(f"calibration job {job['id']} logged no img_per_s")
-    return img_per_s, batch
+    return img_per_s, batch, (recipe["backbone"], recipe["backbone_options"])
+
+
+def architecture_label(architecture: tuple[str, dict], given: dict) -> str:
+    """The backbone's name, with the resolved options the benchmark did not set (the recipe's own), e.g.
+    "vit_tiny (pool mean)": two checkpoints of one backbone read out differently are different networks."""
+    name, options = architecture
+    extra = [f"{k} {v}" for k, v in sorted(options.items()) if given.get(k) != v]
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def train_method(client: Client, method: str, dataset_id: str, backbone: tuple[str, dict], args) -> Row:
@@ -213,9 +225,10 @@ def train_method(client: Client, method: str, dataset_id: str, backbone: tuple[s
     calibration_steps = args.calibration_steps
     try:
         overrides = args.method_options.get(method)
-        img_per_s, batch = calibrate(client, pretrain_spec(method, dataset_id, backbone, calibration_steps,
+        img_per_s, batch, row.architecture = calibrate(client, pretrain_spec(method, dataset_id, backbone, calibration_steps,
                                                            max(1, calibration_steps // 3), overrides))
         row.steps = max(1, round(args.budget_s * img_per_s / batch))
+        row.backbone = architecture_label(row.architecture, backbone[1])
         log.info("%s: calibrated %.0f img/s at batch %d -> %d steps for %.0f s", method, img_per_s, batch,
                  row.steps, args.budget_s)
         job = run_job(client, pretrain_spec(method, dataset_id, backbone, row.steps, 10, overrides),
@@ -267,23 +280,25 @@ def baseline_scores(client: Client, dataset_id: str, eval_job_id: str, baseline:
     return score_map([r for r in rows if r["eval_job_id"] == eval_job_id and r["baseline"] == baseline])
 
 
-def evaluate_baselines(client: Client, dataset_id: str, backbones: list[tuple[str, dict]],
+def evaluate_baselines(client: Client, dataset_id: str, architectures: dict[str, tuple[str, dict]],
                        timeout_s: float) -> list[Row]:
-    """raw pixels once, then a random-init of each backbone (the first job carries both)."""
+    """raw pixels once, then a random-init of each architecture {label: (backbone, options)}, one evaluate job
+    each (the first job carries both)."""
     rows = []
-    for i, backbone in enumerate(backbones):
-        sources = (["raw-pixels"] if i == 0 else []) + ["random-init"]
+    for i, (label, architecture) in enumerate(architectures.items() or [("-", None)]):
+        sources = (["raw-pixels"] if i == 0 else []) + (["random-init"] if architecture else [])
         try:
-            job, note = evaluate(client, dataset_id, sources, backbone, timeout_s)
+            job, note = evaluate(client, dataset_id, sources, architecture, timeout_s)
         except JobFailed as exc:
             log.error("baselines %s: %s", sources, exc)
-            rows += [Row(s, "-" if s == "raw-pixels" else backbone[0], note=str(exc), baseline=True) for s in sources]
+            rows += [Row(s, "-" if s == "raw-pixels" else label, note=str(exc), baseline=True) for s in sources]
             continue
         if i == 0:
             raw = baseline_scores(client, dataset_id, job["id"], "raw-pixels", None)
             rows.append(Row("raw-pixels", "-", scores=raw, baseline=True))
-        rows.append(Row("random-init", backbone[0], note=note, baseline=True,
-                        scores=baseline_scores(client, dataset_id, job["id"], "random-init", backbone[0])))
+        if architecture:
+            rows.append(Row("random-init", label, note=note, baseline=True,
+                            scores=baseline_scores(client, dataset_id, job["id"], "random-init", architecture[0])))
     return rows
 
 
@@ -390,13 +405,14 @@ def run(args, client: Client) -> list[str]:
     out = header(args, dataset, methods, cnn, vit)
     for line in out:
         log.info(line)
-    used = list({cpu_backbone(b, cnn, vit)[0]: cpu_backbone(b, cnn, vit) for b in methods.values()}.values())
-    rows = evaluate_baselines(client, dataset["id"], used, args.eval_timeout_s)
+    trained = []
     for method, recipe_backbone in methods.items():
         row = train_method(client, method, dataset["id"], cpu_backbone(recipe_backbone, cnn, vit), args)
         evaluate_method(client, row, dataset["id"], args.eval_timeout_s)
-        rows.append(row)
+        trained.append(row)
         log.info("%s done: %s", method, {f"{p}/{m}": round(v, 4) for (p, m), v in row.scores.items()} or row.note)
+    used = {row.backbone: row.architecture for row in trained if row.architecture}
+    rows = evaluate_baselines(client, dataset["id"], used, args.eval_timeout_s) + trained
     out += ["", *markdown_table(rows), "", THRESHOLD]
     missing = shortfalls(rows)
     out += (["Methods that do not beat their own random-init on the linear probe at this budget:", *missing]

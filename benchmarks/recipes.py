@@ -16,11 +16,12 @@ weight decay, schedules, views, method options, batch size) to the method's `sma
   recipe); the real job then runs steps = budget * img/s / batch. Its compute seconds are what is reported.
 
 Pretrain jobs run with `evaluations: []`; each checkpoint then gets one evaluate job (kNN k=20, linear
-probe, few-shot at 1 % of the labels, k-means NMI, health/RankMe), and the baselines (raw pixels, and a
-random-init of each architecture the trained checkpoints have, built with the options their jobs resolved
-(a ViT recipe's mean-pooled readout is part of the network) are evaluated once, after the training. Every number is read back from the scores table over
-HTTP and printed as a Markdown table, followed by the methods that do not beat their own random-init on
-the linear probe. A failed or timed-out job prints its error in the table; the run goes on."""
+probe, few-shot at 1 % of the labels, k-means NMI, health/RankMe). After the training the baselines are
+evaluated once: raw pixels, and a random-init of each architecture the checkpoints have, built with the
+options their jobs resolved (a ViT recipe's mean-pooled readout is part of the network). Every number is
+read back from the scores table over HTTP and printed as a Markdown table, followed by the methods that do
+not beat their own random-init on the linear probe. A failed or timed-out job prints its error in the
+table; the run goes on."""
 from __future__ import annotations
 
 import argparse
@@ -225,8 +226,8 @@ def train_method(client: Client, method: str, dataset_id: str, backbone: tuple[s
     calibration_steps = args.calibration_steps
     try:
         overrides = args.method_options.get(method)
-        img_per_s, batch, row.architecture = calibrate(client, pretrain_spec(method, dataset_id, backbone, calibration_steps,
-                                                           max(1, calibration_steps // 3), overrides))
+        spec = pretrain_spec(method, dataset_id, backbone, calibration_steps, max(1, calibration_steps // 3), overrides)
+        img_per_s, batch, row.architecture = calibrate(client, spec)
         row.steps = max(1, round(args.budget_s * img_per_s / batch))
         row.backbone = architecture_label(row.architecture, backbone[1])
         log.info("%s: calibrated %.0f img/s at batch %d -> %d steps for %.0f s", method, img_per_s, batch,

@@ -18,7 +18,7 @@ import time
 import torch
 
 from core.data.builtin import fashion_mnist
-from core.methods.registry import build_resolved
+from core.methods.registry import build_resolved, method_info
 from core.recipes import resolve
 from core.train import Callbacks, TrainConfig, train
 
@@ -37,14 +37,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--extra-epoch-steps", type=int, default=28,
-                        help="steps after the first epoch (70,000 // 256 = 273 steps)")
+                        help="steps after the first epoch (70,000 // 256 = 273 steps at the recipe's batch)")
     args = parser.parse_args()
 
     train_set, test_set = fashion_mnist()
     images = torch.cat([train_set.images, test_set.images])
+    batch = method_info("deepcluster_v2").recipes["small"].batch_size
     resolved = resolve("deepcluster_v2", images.shape[-1], len(images), {
         "backbone": "small_cnn", "backbone_options": {"width": 32}, "schedule_points": "proportional",
-        "steps": len(images) // 256 + args.extra_epoch_steps})  # 256: the small recipe's batch
+        "steps": len(images) // batch + args.extra_epoch_steps})
     options, config = resolved["method_options"], resolved["train"]
     print(f"{len(images)} images (old bank {OLD_BANK}); resolved queue_size {options['queue_size']}, k-means every "
           f"{options['cluster_every_steps']} steps, batch {config['batch_size']}, {config['steps']} steps, "

@@ -286,7 +286,8 @@ def evaluate_baselines(client: Client, dataset_id: str, architectures: dict[str,
     """raw pixels once, then a random-init of each architecture {label: (backbone, options)}, one evaluate job
     each (the first job carries both)."""
     rows = []
-    for i, (label, architecture) in enumerate(architectures.items() or [("-", None)]):
+    pending = list(architectures.items()) or [("-", None)]  # raw pixels alone where no method trained
+    for i, (label, architecture) in enumerate(pending):
         sources = (["raw-pixels"] if i == 0 else []) + (["random-init"] if architecture else [])
         try:
             job, note = evaluate(client, dataset_id, sources, architecture, timeout_s)
